@@ -1,0 +1,149 @@
+"""Encryption at rest and keyed lookup hashes for account secrets.
+
+Tokens are bearer credentials to paid accounts, so the database only ever holds AES-256-GCM
+ciphertext. Each value carries the id of the key that sealed it, so several keys can be configured
+at once (newest first): the newest encrypts, all decrypt, and `rotate_pool_key` re-seals every row
+with the newest. Duplicates are found without decrypting the pool, by comparing HMACs.
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+FORMAT_VERSION = b"\x01"
+KEY_ID_BYTES = 4
+NONCE_BYTES = 12
+HEADER_BYTES = len(FORMAT_VERSION) + KEY_ID_BYTES
+DIGEST_HEX_CHARS = 32  # 128 bits: plenty to tell accounts apart, half the index size of SHA-256.
+
+MSG_NO_KEY = (
+    "POOL_ENCRYPTION_KEY is not set. Run `make run` once to generate one into .env, or set it to "
+    "a base64-encoded 32-byte key (python -c 'import os,base64;print(base64.urlsafe_b64encode(os.urandom(32)).decode())')."
+)
+MSG_BAD_KEY = "POOL_ENCRYPTION_KEY entry #%d is not a base64-encoded 32-byte key."
+MSG_UNKNOWN_KEY_ID = (
+    "A stored token was sealed with key id %s, which is not in POOL_ENCRYPTION_KEY. "
+    "Add the key that was in use when it was stored."
+)
+MSG_TAMPERED = "A stored token failed authentication: the ciphertext was altered or the key is wrong."
+MSG_NOT_CIPHERTEXT = "A stored token value is not ciphertext of this application."
+
+
+class DecryptionError(Exception):
+    """Raised instead of ever handing ciphertext (or garbage) back as if it were a token."""
+
+
+@dataclass(frozen=True)
+class _Key:
+    key_id: bytes
+    aead: AESGCM
+    hash_key: bytes
+
+
+def generate_key() -> str:
+    return base64.urlsafe_b64encode(os.urandom(32)).decode()
+
+
+def _decode_key(text: str, position: int) -> bytes:
+    text = text.strip()
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise ImproperlyConfigured(MSG_BAD_KEY % position)
+    return raw
+
+
+def _build_key(raw: bytes) -> _Key:
+    # The key id is derived from the key, so it cannot be mislabelled by hand.
+    key_id = hashlib.sha256(b"pool key id\x00" + raw).digest()[:KEY_ID_BYTES]
+    hash_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pool lookup hash v1").derive(raw)
+    return _Key(key_id=key_id, aead=AESGCM(raw), hash_key=hash_key)
+
+
+@lru_cache(maxsize=1)
+def _keyring() -> tuple[_Key, ...]:
+    entries = [part for part in settings.POOL_ENCRYPTION_KEY.split(",") if part.strip()]
+    if not entries:
+        raise ImproperlyConfigured(MSG_NO_KEY)
+    return tuple(_build_key(_decode_key(entry, n)) for n, entry in enumerate(entries, start=1))
+
+
+@receiver(setting_changed)
+def _reset_keyring(*, setting, **kwargs):
+    if setting == "POOL_ENCRYPTION_KEY":
+        _keyring.cache_clear()
+
+
+def check_keys() -> None:
+    """Fail loudly at start-up rather than at the first token read."""
+    _keyring()
+
+
+def key_count() -> int:
+    return len(_keyring())
+
+
+def current_key_id() -> bytes:
+    return _keyring()[0].key_id
+
+
+def encrypt(plaintext: str) -> bytes:
+    key = _keyring()[0]
+    header = FORMAT_VERSION + key.key_id
+    nonce = os.urandom(NONCE_BYTES)
+    return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), header)
+
+
+def key_id_of(blob: bytes) -> bytes:
+    return bytes(blob[len(FORMAT_VERSION) : HEADER_BYTES])
+
+
+def decrypt(blob: bytes) -> str:
+    blob = bytes(blob)
+    if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] != FORMAT_VERSION:
+        raise DecryptionError(MSG_NOT_CIPHERTEXT)
+    header, nonce, sealed = blob[:HEADER_BYTES], blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES], blob[HEADER_BYTES + NONCE_BYTES :]
+    wanted = key_id_of(blob)
+    for key in _keyring():
+        if key.key_id == wanted:
+            try:
+                return key.aead.decrypt(nonce, sealed, header).decode()
+            except InvalidTag:
+                raise DecryptionError(MSG_TAMPERED) from None
+    raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex())
+
+
+def _digest(hash_key: bytes, value: str) -> str:
+    return hmac.new(hash_key, value.encode(), hashlib.sha256).hexdigest()[:DIGEST_HEX_CHARS]
+
+
+def digest(value: str) -> str:
+    """The lookup hash stored beside a secret, under the newest key."""
+    return _digest(_keyring()[0].hash_key, value)
+
+
+def digests_all_keys(value: str) -> list[str]:
+    """The value's hash under every configured key: rows not yet rotated still match."""
+    return [_digest(key.hash_key, value) for key in _keyring()]
+
+
+def identity_value(*, email: str | None, account_id: str | None) -> str | None:
+    """An account is one login on one workspace; without an email it has no identity to compare."""
+    if not email:
+        return None
+    return f"{email.strip().lower()}\x1f{(account_id or '').strip().lower()}"

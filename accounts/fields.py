@@ -1,0 +1,43 @@
+from django.db import models
+
+from accounts import crypto
+from accounts.tokens import mask
+
+
+class EncryptedTextField(models.BinaryField):
+    """Text sealed with AES-256-GCM in the database and plain text in Python.
+
+    A value that cannot be decrypted raises `crypto.DecryptionError`: a wrong or missing key must
+    never look like a token.
+    """
+
+    description = "Text encrypted at rest (AES-256-GCM)"
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("editable", False)
+        super().__init__(*args, **kwargs)
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return None
+        return crypto.decrypt(value)
+
+    def to_python(self, value):
+        return value
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise TypeError("EncryptedTextField takes text.")
+        return connection.Database.Binary(crypto.encrypt(value))
+
+    def get_lookup(self, lookup_name):
+        # Ciphertext differs on every write, so any comparison would silently never match.
+        if lookup_name != "isnull":
+            raise TypeError("Encrypted fields cannot be compared; query their lookup hashes instead.")
+        return super().get_lookup(lookup_name)
+
+    def value_to_string(self, obj):
+        # Serialisers (dumpdata) must not print secrets.
+        return mask(self.value_from_object(obj))

@@ -1,0 +1,201 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from accounts import crypto, tokens
+from accounts.fields import EncryptedTextField
+from accounts.tokens import mask
+
+
+# The keyed hashes that identify an account without decrypting it: who it is, and each secret.
+LOOKUP_HASH_FIELDS = ("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash")
+
+
+# What the hashes are taken of.
+MATERIAL_FIELDS = ("email", "account_id", "access_token", "session_token", "refresh_token")
+
+
+def lookup_values(*, email, account_id, access_token, session_token, refresh_token) -> tuple:
+    """What each lookup hash is taken of, in LOOKUP_HASH_FIELDS order (None where absent)."""
+    identity = crypto.identity_value(email=email, account_id=account_id)
+    return (identity, access_token or None, session_token or None, refresh_token or None)
+
+
+def lookup_hashes(**material) -> dict[str, str | None]:
+    """The lookup hash columns of an account, under the newest key."""
+    values = lookup_values(**material)
+    return {field: crypto.digest(value) if value else None for field, value in zip(LOOKUP_HASH_FIELDS, values)}
+
+
+class AccountStatus(models.TextChoices):
+    AVAILABLE = "available", _("available")
+    RESERVED = "reserved", _("reserved")
+    CONSUMED = "consumed", _("consumed")
+    REJECTED = "rejected", _("rejected")
+    RETIRED = "retired", _("retired")
+
+
+class UnusableReason(models.TextChoices):
+    AT_EXPIRED = tokens.AT_EXPIRED, _("access token expired, nothing to renew it with")
+    AT_SHORT_LIVED = tokens.AT_SHORT_LIVED, _("access token about to expire, nothing to renew it with")
+    NO_USABLE_TOKEN = tokens.NO_USABLE_TOKEN, _("no usable token")
+
+
+class BatchSource(models.TextChoices):
+    ADMIN = "admin", _("admin upload")
+    COMMAND = "command", _("load_accounts command")
+    API = "api", _("API")
+
+
+class BatchStatus(models.TextChoices):
+    PENDING = "pending", _("awaiting confirmation")
+    LOADING = "loading", _("loading")
+    LOADED = "loaded", _("loaded")
+    ABORTED = "aborted", _("aborted, nothing saved")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class AccountBatch(models.Model):
+    """One load: who loaded what, when, and what became of its lines.
+
+    An admin upload waits here, encrypted, between preview and confirmation, so the secrets are
+    never sent back to the browser; the text is dropped once the batch is loaded or cancelled.
+    """
+
+    label = models.CharField(_("label"), max_length=100)
+    source = models.CharField(_("source"), max_length=16, choices=BatchSource.choices)
+    status = models.CharField(_("status"), max_length=16, choices=BatchStatus.choices)
+    filename = models.CharField(_("file name"), max_length=255, blank=True)
+    content = EncryptedTextField(_("uploaded text"), null=True)
+    loaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("loaded by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    created_count = models.PositiveIntegerField(_("created"), default=0)
+    duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
+    invalid_count = models.PositiveIntegerField(_("invalid"), default=0)
+    flagged_count = models.PositiveIntegerField(_("flagged unusable"), default=0)
+
+    class Meta:
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(source__in=BatchSource.values), name="batch_source_valid"),
+            models.CheckConstraint(condition=Q(status__in=BatchStatus.values), name="batch_status_valid"),
+            # Uploaded secrets live only as long as the batch is waiting to be loaded.
+            models.CheckConstraint(
+                condition=Q(content__isnull=True) | Q(status__in=[BatchStatus.PENDING, BatchStatus.LOADING]),
+                name="batch_content_only_while_pending",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.label} ({self.created_at:%Y-%m-%d %H:%M})" if self.created_at else self.label
+
+
+class Account(models.Model):
+    """One spare ChatGPT Team login waiting in the pool.
+
+    Secrets are encrypted; each has a keyed lookup hash so duplicates are found without
+    decrypting the pool. The reservation lease lets a run that died be recovered.
+    """
+
+    email = models.CharField(_("email"), max_length=254, blank=True, db_index=True)
+    access_token = EncryptedTextField(_("access token"), null=True)
+    session_token = EncryptedTextField(_("session token"), null=True)
+    refresh_token = EncryptedTextField(_("refresh token"), null=True)
+    client_id = models.CharField(_("client id"), max_length=200, blank=True)
+    account_id = models.CharField(_("account id"), max_length=64, blank=True)
+
+    identity_hash = models.CharField(max_length=64, null=True, editable=False)
+    access_token_hash = models.CharField(max_length=64, null=True, editable=False)
+    session_token_hash = models.CharField(max_length=64, null=True, editable=False)
+    refresh_token_hash = models.CharField(max_length=64, null=True, editable=False)
+
+    at_email = models.CharField(_("email in the access token"), max_length=254, blank=True)
+    at_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
+    usable = models.BooleanField(_("usable"), default=True)
+    unusable_reason = models.CharField(
+        _("why unusable"), max_length=32, blank=True, choices=UnusableReason.choices
+    )
+
+    status = models.CharField(
+        _("status"), max_length=16, choices=AccountStatus.choices, default=AccountStatus.AVAILABLE
+    )
+    batch = models.ForeignKey(
+        AccountBatch, verbose_name=_("batch"), on_delete=models.PROTECT, related_name="accounts"
+    )
+    created_at = models.DateTimeField(_("loaded at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    attempts = models.PositiveIntegerField(_("import attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    lease_id = models.UUIDField(_("lease"), null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True, editable=False)
+    consumed_at = models.DateTimeField(_("consumed at"), null=True, blank=True, editable=False)
+    notes = models.TextField(_("notes"), blank=True)
+
+    class Meta:
+        verbose_name = _("account")
+        verbose_name_plural = _("accounts")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=AccountStatus.values), name="account_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(usable=True, unusable_reason="")
+                | Q(usable=False, unusable_reason__in=UnusableReason.values),
+                name="account_unusable_has_reason",
+            ),
+            models.CheckConstraint(
+                condition=Q(access_token__isnull=False)
+                | Q(session_token__isnull=False)
+                | Q(refresh_token__isnull=False),
+                name="account_has_token",
+            ),
+            # A reservation without a lease could never be recovered; a lease outside one is stale.
+            models.CheckConstraint(
+                condition=(
+                    Q(status=AccountStatus.RESERVED, lease_id__isnull=False, lease_expires_at__isnull=False)
+                    | (~Q(status=AccountStatus.RESERVED) & Q(lease_id__isnull=True, lease_expires_at__isnull=True))
+                ),
+                name="account_reserved_has_lease",
+            ),
+            models.CheckConstraint(
+                condition=Q(status=AccountStatus.CONSUMED, consumed_at__isnull=False)
+                | (~Q(status=AccountStatus.CONSUMED) & Q(consumed_at__isnull=True)),
+                name="account_consumed_has_time",
+            ),
+            models.UniqueConstraint(fields=["identity_hash"], name="account_identity_unique"),
+            models.UniqueConstraint(fields=["access_token_hash"], name="account_at_unique"),
+            models.UniqueConstraint(fields=["session_token_hash"], name="account_st_unique"),
+            models.UniqueConstraint(fields=["refresh_token_hash"], name="account_rt_unique"),
+        ]
+        indexes = [
+            # "The oldest N usable available accounts" is a range scan of this small index.
+            models.Index(
+                fields=["id"],
+                condition=Q(status=AccountStatus.AVAILABLE, usable=True),
+                name="account_pick_idx",
+            ),
+            # Counts per status and status-filtered admin pages, newest first.
+            models.Index(fields=["status", "id"], name="account_status_idx"),
+            # Leases to recover.
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=Q(status=AccountStatus.RESERVED),
+                name="account_lease_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return self.email or f"#{self.pk} {mask(self.access_token or self.session_token or self.refresh_token)}"

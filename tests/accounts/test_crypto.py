@@ -1,0 +1,103 @@
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
+
+from accounts import crypto
+from accounts.crypto import DecryptionError
+from accounts.models import Account
+from tests.factories import AccountFactory
+
+OTHER_KEY = "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
+THIRD_KEY = "dGhpcmQta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
+
+
+def test_round_trip_with_a_fresh_nonce_each_time():
+    first, second = crypto.encrypt("eyJsecret"), crypto.encrypt("eyJsecret")
+    assert first != second
+    assert crypto.decrypt(first) == crypto.decrypt(second) == "eyJsecret"
+    assert b"eyJsecret" not in first
+
+
+def test_tampered_ciphertext_is_refused():
+    blob = bytearray(crypto.encrypt("rt_abcdef"))
+    blob[-1] ^= 1
+    with pytest.raises(DecryptionError, match=crypto.MSG_TAMPERED):
+        crypto.decrypt(bytes(blob))
+
+
+def test_value_sealed_with_an_unknown_key_is_refused(settings):
+    blob = crypto.encrypt("rt_abcdef")
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    with pytest.raises(DecryptionError, match="not in POOL_ENCRYPTION_KEY"):
+        crypto.decrypt(blob)
+
+
+def test_plaintext_is_never_taken_for_ciphertext():
+    with pytest.raises(DecryptionError, match=crypto.MSG_NOT_CIPHERTEXT):
+        crypto.decrypt(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+
+
+@pytest.mark.parametrize("value", ["", " , "])
+def test_missing_key_fails_loudly(settings, value):
+    settings.POOL_ENCRYPTION_KEY = value
+    with pytest.raises(ImproperlyConfigured, match="POOL_ENCRYPTION_KEY is not set"):
+        crypto.encrypt("x")
+
+
+@pytest.mark.parametrize("value", ["short", "not base64 at all!!", "YWJj"])
+def test_malformed_key_fails_loudly(settings, value):
+    settings.POOL_ENCRYPTION_KEY = value
+    with pytest.raises(ImproperlyConfigured, match="not a base64-encoded 32-byte key"):
+        crypto.encrypt("x")
+
+
+def test_newest_key_encrypts_and_every_key_decrypts(settings):
+    old = crypto.encrypt("st-old")
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
+    new = crypto.encrypt("st-new")
+    assert crypto.key_id_of(new) != crypto.key_id_of(old)
+    assert crypto.decrypt(old) == "st-old"
+    assert crypto.decrypt(new) == "st-new"
+
+
+def test_digest_is_keyed_and_stable(settings):
+    first = crypto.digest("eyJtoken")
+    assert first == crypto.digest("eyJtoken") and len(first) == crypto.DIGEST_HEX_CHARS
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    assert crypto.digest("eyJtoken") != first
+
+
+def _raw_rows():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM accounts_account")
+        return cursor.fetchall()
+
+
+@pytest.mark.django_db
+def test_database_holds_no_plaintext_token():
+    account = AccountFactory()
+    rows = _raw_rows()
+    raw = b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0])
+    for secret in (account.access_token, account.session_token, account.refresh_token):
+        assert secret[-40:].encode() not in raw
+        assert secret[:40].encode() not in raw
+    stored = Account.objects.get(pk=account.pk)
+    assert (stored.access_token, stored.session_token, stored.refresh_token) == (
+        account.access_token,
+        account.session_token,
+        account.refresh_token,
+    )
+
+
+@pytest.mark.django_db
+def test_reading_with_the_wrong_key_raises_instead_of_returning_ciphertext(settings):
+    account = AccountFactory()
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    with pytest.raises(DecryptionError):
+        Account.objects.get(pk=account.pk)
+
+
+@pytest.mark.django_db
+def test_encrypted_fields_cannot_be_compared():
+    with pytest.raises(TypeError, match="lookup hashes"):
+        Account.objects.filter(access_token="eyJ…").exists()

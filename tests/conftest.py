@@ -1,0 +1,32 @@
+import random
+
+import pytest
+
+from tests import fakes
+
+
+@pytest.fixture
+def rng():
+    return random.Random(20261125)
+
+
+@pytest.fixture
+def write_file(tmp_path):
+    """Write text to a file under tmp_path and return its path."""
+
+    def write(text: str, name: str = "accounts.txt", encoding: str = "utf-8") -> str:
+        path = tmp_path / name
+        path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def material(rng):
+    """A factory of complete, valid account material (all four secrets)."""
+
+    def make(**overrides):
+        return fakes.make_account(rng=rng, **overrides)
+
+    return make

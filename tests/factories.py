@@ -1,0 +1,36 @@
+import factory
+from factory.django import DjangoModelFactory
+
+from accounts.models import Account, AccountBatch, BatchSource, BatchStatus, lookup_hashes
+from tests import fakes
+
+
+class AccountBatchFactory(DjangoModelFactory):
+    class Meta:
+        model = AccountBatch
+
+    label = factory.Sequence(lambda n: f"batch {n}")
+    source = BatchSource.COMMAND
+    status = BatchStatus.LOADED
+
+
+class AccountFactory(DjangoModelFactory):
+    """An account as the loader would store it: real-looking tokens, hashes under the current key."""
+
+    class Meta:
+        model = Account
+
+    batch = factory.SubFactory(AccountBatchFactory)
+    email = factory.Sequence(lambda n: f"team{n}@example.com")
+    account_id = ""
+    access_token = factory.LazyAttribute(lambda o: fakes.make_access_token(email=o.email))
+    session_token = factory.LazyFunction(fakes.make_session_token)
+    refresh_token = factory.LazyFunction(fakes.make_refresh_token)
+    client_id = factory.LazyFunction(fakes.make_client_id)
+    at_email = factory.SelfAttribute("email")
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        material = {f: kwargs.get(f) for f in ("email", "account_id", "access_token", "session_token", "refresh_token")}
+        kwargs.update(lookup_hashes(**material))
+        return super()._create(model_class, *args, **kwargs)
