@@ -1,0 +1,253 @@
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from accounts import services
+from accounts.forms import LoadAccountsForm
+from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
+from accounts.selectors import account_counts_by_status
+from accounts.services import LineOutcome
+from accounts.tokens import mask
+
+# The preview lists every problem line, but only this many of the lines that would be saved.
+PREVIEW_VALID_ROWS = 500
+
+
+class CappedCountPaginator(Paginator):
+    """Counting a million rows on every page view is what makes big admin lists slow.
+
+    Counting stops at CAP; past it the list says "more than CAP" and filters or search narrow it.
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self):
+        return self.object_list[: self.CAP + 1].count()
+
+    @property
+    def capped(self):
+        return self.count > self.CAP
+
+
+class RecentBatchFilter(admin.SimpleListFilter):
+    title = _("batch")
+    parameter_name = "batch"
+    RECENT = 30
+
+    def lookups(self, request, model_admin):
+        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status=BatchStatus.PENDING)[: self.RECENT]]
+
+    def queryset(self, request, queryset):
+        if self.value() and self.value().isdigit():
+            return queryset.filter(batch_id=int(self.value()))
+        return queryset
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "email", "status", "usable", "masked_access_token", "masked_session_token",
+        "masked_refresh_token", "at_expires_at", "attempts", "batch", "created_at",
+    )  # fmt: skip
+    list_filter = ("status", "usable", RecentBatchFilter)
+    list_select_related = ("batch",)
+    search_fields = ("email",)
+    search_help_text = _("An email address or its beginning.")
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    actions = ["retire_selected"]
+    fieldsets = (
+        (None, {"fields": ("email", "status", "usable", "unusable_reason", "batch", "notes")}),
+        (
+            _("Credentials"),
+            {
+                "fields": (
+                    "masked_access_token", "at_email", "at_expires_at", "masked_session_token",
+                    "masked_refresh_token", "client_id", "account_id",
+                )  # fmt: skip
+            },
+        ),
+        (
+            _("Imports"),
+            {"fields": ("attempts", "last_error", "lease_expires_at", "consumed_at", "created_at", "updated_at")},
+        ),
+    )
+    readonly_fields = (
+        "email", "status", "usable", "unusable_reason", "batch", "masked_access_token", "at_email",
+        "at_expires_at", "masked_session_token", "masked_refresh_token", "client_id", "account_id",
+        "attempts", "last_error", "lease_expires_at", "consumed_at", "created_at", "updated_at",
+    )  # fmt: skip
+
+    @admin.display(description=_("access token"))
+    def masked_access_token(self, obj):
+        return mask(obj.access_token)
+
+    @admin.display(description=_("session token"))
+    def masked_session_token(self, obj):
+        return mask(obj.session_token)
+
+    @admin.display(description=_("refresh token"))
+    def masked_refresh_token(self, obj):
+        return mask(obj.refresh_token)
+
+    def get_search_results(self, request, queryset, search_term):
+        # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, False
+        return queryset.filter(email__startswith=term), False
+
+    def has_add_permission(self, request):
+        # Accounts arrive through the load page, which shows what each line became.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting would erase an account's history; retiring keeps it.
+        return False
+
+    def save_model(self, request, obj, form, change):
+        services.account_set_notes(account=obj, notes=form.cleaned_data["notes"], by=request.user)
+
+    def log_change(self, request, obj, message):
+        # account_set_notes already wrote the log row in its own transaction.
+        return None
+
+    @admin.action(description=_("Retire selected accounts"), permissions=["change"])
+    def retire_selected(self, request, queryset):
+        retired = services.account_retire(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        skipped = queryset.count() - len(retired)
+        self.message_user(
+            request,
+            ngettext("Retired %(n)d account.", "Retired %(n)d accounts.", len(retired)) % {"n": len(retired)},
+            messages.SUCCESS,
+        )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(n)d account was not retired: only available or rejected accounts can be.",
+                    "%(n)d accounts were not retired: only available or rejected accounts can be.",
+                    skipped,
+                )
+                % {"n": skipped},
+                messages.WARNING,
+            )
+
+    def changelist_view(self, request, extra_context=None):
+        counts = account_counts_by_status()
+        status_counts = [(value, label, counts[value]) for value, label in AccountStatus.choices]
+        extra_context = {**(extra_context or {}), "status_counts": status_counts}
+        extra_context["can_load"] = self._can_load(request)
+        return super().changelist_view(request, extra_context)
+
+    # --- Loading ---------------------------------------------------------------------------
+
+    def get_urls(self):
+        load = self.admin_site.admin_view(self.load_view)
+        preview = self.admin_site.admin_view(self.load_preview_view)
+        return [
+            path("load/", load, name="accounts_account_load"),
+            path("load/<int:batch_id>/", preview, name="accounts_account_load_preview"),
+            *super().get_urls(),
+        ]
+
+    def _can_load(self, request):
+        return request.user.has_perm("accounts.add_accountbatch")
+
+    def _context(self, request, **extra):
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": _("Load accounts"), **extra}
+
+    def load_view(self, request):
+        if not self._can_load(request):
+            raise PermissionDenied
+        form = LoadAccountsForm(request.POST, request.FILES) if request.method == "POST" else LoadAccountsForm()
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            label = data["label"] or data["filename"] or f"{timezone.localtime():%Y-%m-%d %H:%M}"
+            batch = services.account_batch_stage(
+                content=data["content"], label=label, filename=data["filename"], user=request.user
+            )
+            return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
+        return TemplateResponse(request, "admin/accounts/account/load.html", self._context(request, form=form))
+
+    def load_preview_view(self, request, batch_id):
+        if not self._can_load(request):
+            raise PermissionDenied
+        batch = get_object_or_404(AccountBatch, pk=batch_id)
+        if request.method == "POST" and "cancel" in request.POST:
+            try:
+                services.account_batch_cancel(batch_id=batch.pk)
+            except services.BatchNotPending as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+            return redirect("admin:accounts_account_load")
+        try:
+            if request.method == "POST":
+                batch, report = services.account_batch_confirm(batch_id=batch.pk)
+                confirmed = True
+            else:
+                report = services.account_batch_preview(batch=batch)
+                confirmed = False
+        except services.BatchNotPending as exc:
+            self.message_user(request, str(exc), messages.ERROR)
+            return redirect(reverse("admin:accounts_account_changelist") + f"?batch={batch.pk}")
+        shown, hidden = _preview_rows(report.lines)
+        context = self._context(
+            request, batch=batch, report=report, rows=shown, hidden_valid=hidden, confirmed=confirmed
+        )
+        return TemplateResponse(request, "admin/accounts/account/load_preview.html", context)
+
+
+def _preview_rows(lines: list[LineOutcome]) -> tuple[list[dict], int]:
+    rows, valid_shown, hidden = [], 0, 0
+    for line in lines:
+        if line.outcome == LineOutcome.CREATED and not line.parsed.warnings:
+            if valid_shown >= PREVIEW_VALID_ROWS:
+                hidden += 1
+                continue
+            valid_shown += 1
+        account = line.account
+        rows.append(
+            {
+                "lineno": line.lineno,
+                "format": line.parsed.format,
+                "outcome": line.outcome,
+                "messages": line.messages,
+                "email": account.email if account else "",
+                "access_token": mask(account.access_token) if account else "",
+                "session_token": mask(account.session_token) if account else "",
+                "refresh_token": mask(account.refresh_token) if account else "",
+                "client_id": account.client_id if account else "",
+                "account_id": account.account_id if account else "",
+                "at_expires_at": account.at_expires_at if account else None,
+                "usable": account.usable if account else None,
+            }
+        )
+    return rows, hidden
+
+
+@admin.register(AccountBatch)
+class AccountBatchAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "label", "source", "status", "loaded_by", "created_at", "created_count",
+        "duplicate_count", "invalid_count", "flagged_count",
+    )  # fmt: skip
+    list_filter = ("source", "status")
+    exclude = ("content",)
+    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name != "content"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

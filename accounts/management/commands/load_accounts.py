@@ -1,0 +1,74 @@
+import os
+import sys
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from accounts.models import BatchSource
+from accounts.services import LoadAborted, account_batch_load, account_load
+
+
+class Command(BaseCommand):
+    help = (
+        "Load spare accounts from FILE (or - for standard input): one account per line, in the "
+        "positional `email,AT,RT,ST,client_id` form, the manager's `----`/`|`/tab form, or CSV with "
+        "a header. Prints created / duplicate / invalid counts and every line that was not saved. "
+        "Exit status 1 if any line was invalid."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="path of a .txt/.csv file, or - for standard input")
+        parser.add_argument("--batch", default="", help="label for this batch (default: file name and date)")
+        parser.add_argument("--user", default="", help="username recorded as the one who loaded them")
+        parser.add_argument("--dry-run", action="store_true", help="check every line, save nothing")
+        parser.add_argument(
+            "--strict", action="store_true", help="save nothing unless every line is valid (all or nothing)"
+        )
+
+    def handle(self, *args, file, batch, user, dry_run, strict, **options):
+        loaded_by = None
+        if user:
+            loaded_by = get_user_model().objects.filter(username=user).first()
+            if loaded_by is None:
+                raise CommandError(f"No user named {user!r}.")
+        if file == "-":
+            # A descriptor of its own: the loader's forked helper process closes sys.stdin.
+            stream = open(os.dup(sys.stdin.fileno()), encoding="utf-8-sig", errors="replace")
+            label = batch or f"stdin {timezone.localdate():%Y-%m-%d}"
+        else:
+            path = Path(file)
+            if not path.is_file():
+                raise CommandError(f"No such file: {file}")
+            stream = path.open(encoding="utf-8-sig", errors="replace")
+            label = batch or f"{path.name} {timezone.localdate():%Y-%m-%d}"
+
+        aborted = False
+        with stream:
+            try:
+                if dry_run:
+                    report = account_load(lines=stream, batch=None, dry_run=True)
+                else:
+                    _, report = account_batch_load(
+                        lines=stream,
+                        label=label,
+                        source=BatchSource.COMMAND,
+                        user=loaded_by,
+                        filename="" if file == "-" else Path(file).name,
+                        strict=strict,
+                    )
+            except LoadAborted as exc:
+                report, aborted = exc.report, True
+
+        for line in report.lines:
+            self.stdout.write(f"line {line.lineno}: {line.outcome}: " + "; ".join(line.messages))
+        verb = "would be created" if dry_run else "created"
+        self.stdout.write(
+            f"{report.created} {verb}, {report.duplicates} duplicate, {report.invalid} invalid"
+            f" ({report.flagged_unusable} flagged unusable) — batch {label!r}"
+        )
+        if aborted:
+            self.stderr.write(str(LoadAborted(report)))
+        if report.invalid:
+            sys.exit(1)

@@ -1,0 +1,552 @@
+"""Writes to the pool. Every entry point (admin, command, API) calls these."""
+
+from __future__ import annotations
+
+import gc
+import io
+import multiprocessing
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from accounts import crypto
+from accounts.models import (
+    LOOKUP_HASH_FIELDS,
+    MATERIAL_FIELDS,
+    Account,
+    AccountBatch,
+    AccountStatus,
+    BatchSource,
+    BatchStatus,
+    UnusableReason,
+    lookup_hashes,
+    lookup_values,
+)
+from accounts.parser import ParsedAccount, ParsedLine, parse_lines
+from accounts.selectors import account_existing_digests
+
+# Rows per INSERT batch: big enough to amortise the round trip, small enough that a web process
+# waiting for the SQLite write lock is never held up for long.
+LOAD_CHUNK = 4000
+
+MSG_DUPLICATE_IN_POOL = _("already in the pool (account #%(id)s)")
+MSG_DUPLICATE_IN_UPLOAD = _("duplicate of line %(line)s")
+MSG_STRICT_ABORTED = _("Nothing was saved: --strict refuses a file with invalid lines.")
+
+
+class LoadAborted(Exception):
+    def __init__(self, report: LoadReport):
+        super().__init__(str(MSG_STRICT_ABORTED))
+        self.report = report
+
+
+@dataclass(slots=True)
+class LineOutcome:
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    INVALID = "invalid"
+
+    lineno: int
+    outcome: str
+    parsed: ParsedLine
+    duplicate_reason: str = ""
+
+    @property
+    def account(self) -> ParsedAccount | None:
+        return self.parsed.account
+
+    @property
+    def messages(self) -> list[str]:
+        """Why the line was not saved, then what staff should know about it."""
+        reasons = [str(p.message) for p in self.parsed.errors]
+        if self.duplicate_reason:
+            reasons.append(self.duplicate_reason)
+        return reasons + [str(p.message) for p in self.parsed.warnings]
+
+
+@dataclass
+class LoadReport:
+    dry_run: bool
+    created: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    flagged_unusable: int = 0
+    # Every duplicate and invalid line is kept so nothing is silently dropped; saved lines only
+    # when the caller wants to show them (the admin preview), since a CLI load can be huge.
+    lines: list[LineOutcome] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.created + self.duplicates + self.invalid
+
+    @property
+    def problems(self) -> list[LineOutcome]:
+        return [line for line in self.lines if line.outcome != LineOutcome.CREATED]
+
+
+@dataclass(slots=True)
+class _Pending:
+    parsed: ParsedLine
+    digests: dict[str, str | None]  # stored with the row: under the newest key
+    lookups: dict[str, list[str]]  # compared with the pool: under every key, so unrotated rows still match
+    row: tuple | None = None  # the INSERT parameters, secrets already sealed
+
+
+def _pending(parsed: ParsedLine) -> _Pending:
+    a = parsed.account
+    values = lookup_values(
+        email=a.email,
+        account_id=a.account_id,
+        access_token=a.access_token,
+        session_token=a.session_token,
+        refresh_token=a.refresh_token,
+    )
+    digests = {field: crypto.digest(value) if value else None for field, value in zip(LOOKUP_HASH_FIELDS, values)}
+    if crypto.key_count() == 1:
+        lookups = {field: [d] for field, d in digests.items() if d}
+    else:
+        lookups = {field: crypto.digests_all_keys(v) for field, v in zip(LOOKUP_HASH_FIELDS, values) if v}
+    return _Pending(parsed, digests, lookups)
+
+
+class _Inserter:
+    """Inserts parsed accounts with one prepared statement per chunk.
+
+    The ORM's bulk_create spends most of a large load building model instances; a raw
+    executemany on the same connection does the same insert for a fraction of the cost.
+    """
+
+    def __init__(self, *, batch_id: int):
+        self.now = timezone.now()
+        table = connection.ops.quote_name(Account._meta.db_table)
+        self.columns = (
+            "email", "access_token", "session_token", "refresh_token", "client_id", "account_id",
+            *LOOKUP_HASH_FIELDS, "at_email", "at_expires_at", "usable", "unusable_reason",
+            "status", "batch_id", "created_at", "updated_at", "attempts",
+            "last_error", "notes",
+        )  # fmt: skip
+        quoted = ", ".join(connection.ops.quote_name(c) for c in self.columns)
+        placeholders = ", ".join(["%s"] * len(self.columns))
+        self.sql = f"INSERT INTO {table} ({quoted}) VALUES ({placeholders})"
+        adapt = connection.ops.adapt_datetimefield_value
+        self.adapt_dt = adapt
+        self.constant_tail = (
+            AccountStatus.AVAILABLE.value, batch_id, adapt(self.now), adapt(self.now), 0, "", ""
+        )
+
+    def row(self, pending: _Pending) -> tuple:
+        a = pending.parsed.account
+        d = pending.digests
+
+        def seal(value):
+            return crypto.encrypt(value) if value else None
+
+        return (
+            a.email or "", seal(a.access_token), seal(a.session_token), seal(a.refresh_token),
+            a.client_id or "", a.account_id or "",
+            d["identity_hash"], d["access_token_hash"], d["session_token_hash"], d["refresh_token_hash"],
+            a.at_email or "", self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
+            a.usable, _unusable_code(pending.parsed),
+            *self.constant_tail,
+        )  # fmt: skip
+
+    def insert(self, rows: list[tuple]) -> None:
+        with connection.cursor() as cursor:
+            cursor.executemany(self.sql, rows)
+
+
+def _unusable_code(parsed: ParsedLine) -> str:
+    return next((p.code for p in parsed.warnings if p.code in UnusableReason.values), "")
+
+
+def account_load(
+    *,
+    lines: Iterable[str],
+    batch: AccountBatch | None,
+    dry_run: bool = False,
+    strict: bool = False,
+    keep_lines: bool = False,
+    now: datetime | None = None,
+) -> LoadReport:
+    """Parse, validate, de-duplicate, encrypt and insert accounts, streaming.
+
+    Lines are checked for duplicates within the upload and against the pool (by lookup hash).
+    With `dry_run` nothing is written (the admin preview) and `batch` may be None. With `strict`
+    a single invalid line rolls back the whole load and raises `LoadAborted`; without it, each
+    chunk commits on its own so a long load never holds the database's write lock for long.
+    """
+    report = LoadReport(dry_run=dry_run)
+    inserter = None if dry_run else _Inserter(batch_id=batch.pk)
+    parsed_lines = parse_lines(
+        lines,
+        now=now or timezone.now(),
+        min_at_lifetime=timedelta(hours=settings.POOL_MIN_AT_LIFETIME_HOURS),
+    )
+
+    def record(parsed: ParsedLine, outcome: str, reason: str = "") -> None:
+        if outcome == LineOutcome.CREATED:
+            report.created += 1
+            report.flagged_unusable += bool(_unusable_code(parsed))
+        elif outcome == LineOutcome.DUPLICATE:
+            report.duplicates += 1
+        else:
+            report.invalid += 1
+        if keep_lines or outcome != LineOutcome.CREATED or parsed.warnings:
+            report.lines.append(LineOutcome(parsed.lineno, outcome, parsed, reason))
+
+    def write(chunk: list[_Pending]) -> None:
+        if inserter is None:
+            for pending in _drop_pool_duplicates(chunk, record):
+                record(pending.parsed, LineOutcome.CREATED)
+        else:
+            _insert_chunk(inserter, chunk, record)
+
+    def run() -> None:
+        # A preview must show each line as read; a load only needs the sealed rows back.
+        with _Preparer(parsed_lines, inserter, in_process=inserter is not None and not keep_lines) as preparer:
+            for items in preparer.chunks():
+                chunk = []
+                for parsed, outcome, detail in items:
+                    if outcome is None:
+                        chunk.append(detail)
+                    else:
+                        record(parsed, outcome, detail)
+                if chunk:
+                    write(chunk)
+
+    if strict and not dry_run:
+        try:
+            with transaction.atomic():
+                run()
+                if report.invalid:
+                    raise LoadAborted(report)
+        except LoadAborted:
+            report.created = 0
+            raise
+    else:
+        run()
+    report.lines.sort(key=lambda line: line.lineno)
+    return report
+
+
+class _Preparer:
+    """Parses, hashes and encrypts lines, chunk by chunk, in input order.
+
+    With `in_process` the work runs in a forked child while this process writes the previous
+    chunk: parsing and sealing 100,000 lines and writing them each take several seconds, Python
+    threads would serialise them on the GIL, and a second process runs them side by side on the
+    second core. The child never touches the database connection, and it sends back only sealed
+    rows, hashes and line outcomes: plaintext tokens stay in the process that read them.
+    Everything that needs order (line numbers, duplicates within the upload) happens in the one
+    preparing process.
+    """
+
+    def __init__(self, parsed_lines: Iterable[ParsedLine], inserter: _Inserter | None, *, in_process: bool):
+        self.parsed_lines = parsed_lines
+        self.inserter = inserter
+        self.in_process = in_process
+        self.child = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.child is not None:
+            if self.child.is_alive():
+                self.child.terminate()
+            self.child.join()
+
+    def chunks(self):
+        """Lists of (parsed line, outcome, reason) or (parsed line, None, _Pending) in input order."""
+        if not self.in_process:
+            yield from self._prepare()
+            return
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        self.child = context.Process(target=self._child, args=(send,), name="account-load-prepare", daemon=True)
+        self.child.start()
+        send.close()
+        with receive:
+            while True:
+                try:
+                    kind, payload = receive.recv()
+                except EOFError:
+                    raise RuntimeError("The process preparing the accounts stopped unexpectedly.") from None
+                if kind == "done":
+                    return
+                if kind == "error":
+                    raise payload
+                yield payload
+
+    def _child(self, send) -> None:
+        # The pipe's buffer is the back-pressure: the child waits while the writer is behind.
+        # The child lives for one load and makes no reference cycles; the cyclic collector would
+        # only rescan its chunks over and over.
+        gc.disable()
+        try:
+            for items in self._prepare():
+                for parsed, _, _ in items:
+                    parsed.account = None
+                send.send(("items", items))
+            send.send(("done", None))
+        except BaseException as exc:
+            try:
+                send.send(("error", exc))
+            except Exception:
+                send.send(("error", RuntimeError(repr(exc))))
+
+    def _prepare(self):
+        seen: dict[str, int] = {}
+        items: list[tuple] = []
+        writable = 0
+        for parsed in self.parsed_lines:
+            if not parsed.valid:
+                items.append((parsed, LineOutcome.INVALID, ""))
+            else:
+                pending = _pending(parsed)
+                present = [d for d in pending.digests.values() if d]
+                first = next((seen[d] for d in present if d in seen), None)
+                if first is None:
+                    seen.update(dict.fromkeys(present, parsed.lineno))
+                    if self.inserter is not None:
+                        pending.row = self.inserter.row(pending)
+                    items.append((parsed, None, pending))
+                    writable += 1
+                else:
+                    items.append((parsed, LineOutcome.DUPLICATE, str(MSG_DUPLICATE_IN_UPLOAD % {"line": first})))
+            if writable >= LOAD_CHUNK or len(items) >= 4 * LOAD_CHUNK:
+                yield items
+                items, writable = [], 0
+        if items:
+            yield items
+
+
+def _drop_pool_duplicates(chunk: list[_Pending], record) -> list[_Pending]:
+    wanted: dict[str, list[str]] = {field: [] for field in LOOKUP_HASH_FIELDS}
+    for pending in chunk:
+        for field, values in pending.lookups.items():
+            wanted[field].extend(values)
+    existing = account_existing_digests(digests=wanted)
+    fresh = []
+    for pending in chunk:
+        match = next((existing[d] for values in pending.lookups.values() for d in values if d in existing), None)
+        if match is None:
+            fresh.append(pending)
+        else:
+            record(pending.parsed, LineOutcome.DUPLICATE, str(MSG_DUPLICATE_IN_POOL % {"id": match}))
+    return fresh
+
+
+def _insert_chunk(inserter: _Inserter, chunk: list[_Pending], record) -> None:
+    """Check a chunk against the pool and insert what is new, in one transaction.
+
+    Outside a strict load this atomic block is the transaction itself (a savepoint would cost
+    a statement journal on SQLite). Another load may insert the same account between the check
+    and the insert: the unique constraints refuse it, and the chunk is checked again.
+    """
+    while chunk:
+        duplicates = []
+        try:
+            with transaction.atomic():
+                fresh = _drop_pool_duplicates(chunk, lambda *args: duplicates.append(args))
+                if fresh:
+                    inserter.insert([p.row for p in fresh])
+        except IntegrityError:
+            # Retry only if the pool gained one of these accounts since the check; anything else
+            # is a real error.
+            if len(_drop_pool_duplicates(chunk, lambda *args: None)) == len(chunk) - len(duplicates):
+                raise
+            continue
+        for args in duplicates:
+            record(*args)
+        for pending in fresh:
+            record(pending.parsed, LineOutcome.CREATED)
+        return
+
+
+MSG_BATCH_NOT_PENDING = _("This upload was already loaded or cancelled.")
+
+
+class BatchNotPending(Exception):
+    pass
+
+
+def account_batch_load(
+    *, lines: Iterable[str], label: str, source: str, user=None, filename: str = "", strict: bool = False
+) -> tuple[AccountBatch, LoadReport]:
+    """Load lines as a new batch, recording the batch and its counts (command and API path)."""
+    batch = AccountBatch.objects.create(
+        label=label[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user
+    )
+    try:
+        report = account_load(lines=lines, batch=batch, strict=strict)
+    except LoadAborted as exc:
+        _batch_finish(batch=batch, report=exc.report, status=BatchStatus.ABORTED)
+        raise
+    _batch_finish(batch=batch, report=report, status=BatchStatus.LOADED)
+    return batch, report
+
+
+def account_batch_stage(*, content: str, label: str, filename: str = "", user=None) -> AccountBatch:
+    """Keep an admin upload, encrypted, until staff confirm its preview."""
+    return AccountBatch.objects.create(
+        label=label[:100],
+        source=BatchSource.ADMIN,
+        status=BatchStatus.PENDING,
+        filename=filename[:255],
+        content=content,
+        loaded_by=user,
+    )
+
+
+def account_batch_preview(*, batch: AccountBatch) -> LoadReport:
+    if batch.status != BatchStatus.PENDING:
+        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+    return account_load(lines=_text_lines(batch.content), batch=None, dry_run=True, keep_lines=True)
+
+
+def account_batch_confirm(*, batch_id: int) -> tuple[AccountBatch, LoadReport]:
+    """Load a staged upload. Claiming it is one conditional UPDATE, so a double submit loads once."""
+    claimed = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(status=BatchStatus.LOADING)
+    if claimed != 1:
+        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+    batch = AccountBatch.objects.get(pk=batch_id)
+    report = account_load(lines=_text_lines(batch.content), batch=batch, keep_lines=True)
+    _batch_finish(batch=batch, report=report, status=BatchStatus.LOADED)
+    return batch, report
+
+
+def account_batch_cancel(*, batch_id: int) -> None:
+    cancelled = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
+        status=BatchStatus.CANCELLED, content=None, finished_at=timezone.now()
+    )
+    if cancelled != 1:
+        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+
+
+def _text_lines(content: str):
+    # Universal newlines, exactly as the command reads a file, so line numbers agree everywhere.
+    return io.StringIO(content, newline=None)
+
+
+def _batch_finish(*, batch: AccountBatch, report: LoadReport, status: str) -> None:
+    created = 0 if status == BatchStatus.ABORTED else report.created
+    AccountBatch.objects.filter(pk=batch.pk).update(
+        status=status,
+        content=None,
+        finished_at=timezone.now(),
+        created_count=created,
+        duplicate_count=report.duplicates,
+        invalid_count=report.invalid,
+        flagged_count=report.flagged_unusable if created else 0,
+    )
+    batch.refresh_from_db()
+
+
+RETIRABLE = (AccountStatus.AVAILABLE, AccountStatus.REJECTED)
+LOG_RETIRED = "Retired."
+LOG_NOTES = "Changed notes."
+
+
+def _lock(queryset):
+    # SQLite has no row locks (select_for_update does nothing there); its IMMEDIATE transactions
+    # already hold the database's one write lock from BEGIN, so the rows cannot change under us.
+    return queryset.select_for_update() if connection.features.has_select_for_update else queryset
+
+
+def account_retire(*, account_ids: Iterable[int], by) -> list[Account]:
+    """Take accounts out of the pool for good, with an admin-log row per account.
+
+    Only accounts nobody is working on can be retired: a reserved account is being imported right
+    now and settles on its own; a consumed one is already in the manager.
+    """
+    with transaction.atomic():
+        targets = list(_lock(Account.objects.filter(pk__in=list(account_ids), status__in=RETIRABLE).order_by("pk")))
+        changed = Account.objects.filter(pk__in=[a.pk for a in targets], status__in=RETIRABLE).update(
+            status=AccountStatus.RETIRED, updated_at=timezone.now()
+        )
+        if changed != len(targets):  # pragma: no cover - the lock above makes this impossible
+            raise RuntimeError("Accounts changed while locked.")
+        _log(by=by, objects=targets, message=LOG_RETIRED)
+    return targets
+
+
+def account_set_notes(*, account: Account, notes: str, by) -> None:
+    """Only the notes column is written: a full-row save could undo a concurrent reservation."""
+    with transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(notes=notes, updated_at=timezone.now())
+        _log(by=by, objects=[account], message=LOG_NOTES)
+    account.notes = notes
+
+
+def _log(*, by, objects, message: str) -> None:
+    from django.contrib.admin.models import CHANGE, LogEntry
+
+    if by is not None and objects:
+        LogEntry.objects.log_actions(user_id=by.pk, queryset=objects, action_flag=CHANGE, change_message=message)
+
+
+@dataclass
+class RotationResult:
+    key_id: str
+    examined: int = 0
+    rewritten: int = 0
+    batches_rewritten: int = 0
+
+
+ROTATE_CHUNK = 500
+
+
+def account_rotate_keys() -> RotationResult:
+    """Re-seal every secret under the newest key, and re-hash under it, in id-ordered chunks.
+
+    Only the secret and hash columns are written, so a run reserving or settling the same rows
+    at the same time is not undone.
+    """
+    current = crypto.current_key_id()
+    result = RotationResult(key_id=current.hex())
+    secret_fields = ("access_token", "session_token", "refresh_token")
+    last = 0
+    while True:
+        with transaction.atomic():
+            rows = list(
+                _lock(Account.objects.filter(pk__gt=last).order_by("pk"))
+                .only("pk", *MATERIAL_FIELDS)[:ROTATE_CHUNK]
+            )
+            if not rows:
+                break
+            last = rows[-1].pk
+            raw = _raw_key_ids(Account, [r.pk for r in rows], secret_fields)
+            for row in rows:
+                result.examined += 1
+                if raw[row.pk] <= {current}:
+                    continue
+                hashes = lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
+                Account.objects.filter(pk=row.pk).update(
+                    **{f: getattr(row, f) for f in secret_fields}, **hashes
+                )
+                result.rewritten += 1
+    for batch in AccountBatch.objects.filter(content__isnull=False).only("pk", "content"):
+        if _raw_key_ids(AccountBatch, [batch.pk], ("content",))[batch.pk] <= {current}:
+            continue
+        AccountBatch.objects.filter(pk=batch.pk, content__isnull=False).update(content=batch.content)
+        result.batches_rewritten += 1
+    return result
+
+
+def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, set[bytes]]:
+    """The key ids of the stored ciphertexts, read without decrypting."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f) for f in fields)
+    placeholders = ", ".join(["%s"] * len(pks))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, {columns} FROM {table} WHERE id IN ({placeholders})", pks)
+        return {
+            row[0]: {crypto.key_id_of(bytes(blob)) for blob in row[1:] if blob is not None}
+            for row in cursor.fetchall()
+        }

@@ -1,0 +1,204 @@
+"""Loading through the service and the `load_accounts` command, on the real database."""
+
+import io
+import json
+import sys
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+
+from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
+from accounts.services import (
+    MSG_STRICT_ABORTED,
+    LineOutcome,
+    LoadAborted,
+    _insert_chunk,
+    _Inserter,
+    _pending,
+    account_load,
+)
+from tests import fakes
+from tests.factories import AccountBatchFactory, AccountFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def run_command(*args, stdin: str | None = None, tmp_path=None):
+    """Run load_accounts like a shell would: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    old_stdin = sys.stdin
+    if stdin is not None:
+        source = tmp_path / "stdin.txt"
+        source.write_text(stdin)
+        sys.stdin = source.open()
+    try:
+        call_command("load_accounts", *args, stdout=out, stderr=err)
+        status = 0
+    except SystemExit as exc:
+        status = exc.code
+    finally:
+        sys.stdin = old_stdin
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_every_format_loads_and_the_tokens_come_back_intact(material, write_file):
+    accounts = [material() for _ in range(5)]
+    formats = ["positional", "delimited-dash", "delimited-pipe", "delimited-tab", "delimited-spaces"]
+    text = "\n".join(fakes.render_line(a, f) for a, f in zip(accounts, formats)) + "\n"
+
+    status, out, _ = run_command(write_file(text))
+
+    assert status == 0, out
+    assert "5 created, 0 duplicate, 0 invalid" in out
+    for given in accounts:
+        stored = Account.objects.get(email=given["email"])
+        assert stored.status == AccountStatus.AVAILABLE
+        assert (stored.access_token, stored.session_token, stored.refresh_token, stored.client_id) == (
+            given["access_token"],
+            given["session_token"],
+            given["refresh_token"],
+            given["client_id"],
+        )
+        assert stored.usable and stored.at_email == given["email"] and stored.at_expires_at
+    batch = AccountBatch.objects.get()
+    assert (batch.status, batch.created_count, batch.content) == (BatchStatus.LOADED, 5, None)
+
+
+def test_csv_with_a_header_row(material, write_file):
+    accounts = [material(), material(session_token=None)]
+    columns = ["email", "access_token", "refresh_token", "session_token", "client_id", "account_id"]
+    status, out, _ = run_command(write_file(fakes.render_csv(accounts, columns), "pool.csv"))
+    assert status == 0, out
+    assert Account.objects.count() == 2
+    assert Account.objects.get(email=accounts[1]["email"]).session_token is None
+
+
+def test_invalid_and_duplicate_lines_are_reported_with_line_numbers_and_not_saved(material, write_file):
+    good, other = material(), material()
+    existing = AccountFactory()
+    lines = [
+        fakes.render_line(good, "positional"),  # 1 created
+        "",  # 2 blank, skipped
+        "someone@example.com,,,,",  # 3 no token at all
+        fakes.render_line(good, "delimited-dash"),  # 4 same account as line 1
+        f"{existing.email}----{existing.access_token}",  # 5 already in the pool
+        fakes.render_line(other, "delimited-pipe"),  # 6 created
+    ]
+    status, out, _ = run_command(write_file("\n".join(lines)))
+
+    assert status == 1
+    assert "2 created, 2 duplicate, 1 invalid" in out
+    assert "line 3: invalid" in out
+    assert "line 4: duplicate: duplicate of line 1" in out
+    assert f"line 5: duplicate: already in the pool (account #{existing.pk})" in out
+    assert Account.objects.count() == 3
+
+
+def test_dry_run_saves_nothing(material, write_file):
+    status, out, _ = run_command(write_file(fakes.render_line(material(), "positional")), "--dry-run")
+    assert status == 0
+    assert "1 would be created" in out
+    assert Account.objects.count() == 0 and AccountBatch.objects.count() == 0
+
+
+def test_strict_is_all_or_nothing(material, write_file):
+    lines = [fakes.render_line(material(), "positional") for _ in range(3)] + ["not an account"]
+    status, out, err = run_command(write_file("\n".join(lines)), "--strict")
+    assert status == 1
+    assert str(MSG_STRICT_ABORTED) in err
+    assert Account.objects.count() == 0
+    assert AccountBatch.objects.get().status == BatchStatus.ABORTED
+
+    status, out, err = run_command(write_file("\n".join(lines[:3])), "--strict")
+    assert status == 0 and Account.objects.count() == 3
+
+
+def test_standard_input(material, tmp_path):
+    text = "\n".join(fakes.render_line(material(), "delimited-dash") for _ in range(2))
+    status, out, _ = run_command("-", "--batch", "from a pipe", stdin=text, tmp_path=tmp_path)
+    assert status == 0 and "2 created" in out
+    assert AccountBatch.objects.get().label == "from a pipe"
+
+
+def test_a_missing_file_is_a_clear_error():
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="No such file"):
+        call_command("load_accounts", "/nonexistent/accounts.txt")
+
+
+def test_an_expiring_access_token_alone_is_saved_but_flagged_unusable(write_file):
+    email = "short@example.com"
+    at = fakes.make_access_token(email=email, lifetime=timedelta(hours=5))
+    status, out, _ = run_command(write_file(f"{email},{at},,,"))
+    assert status == 0
+    account = Account.objects.get()
+    assert not account.usable and account.unusable_reason
+    assert "1 flagged unusable" in out.replace("(", "").replace(")", "")
+
+
+def test_a_second_load_of_the_same_file_creates_nothing(material, write_file):
+    path = write_file("\n".join(fakes.render_line(material(), "positional") for _ in range(4)))
+    assert run_command(path)[0] == 0
+    status, out, _ = run_command(path)
+    assert status == 0 and "0 created, 4 duplicate" in out
+    assert Account.objects.count() == 4
+
+
+def test_lines_spanning_several_chunks(material, monkeypatch):
+    monkeypatch.setattr("accounts.services.LOAD_CHUNK", 3)
+    lines = [fakes.render_line(material(), "delimited-dash") for _ in range(8)]
+    lines.insert(4, lines[1])  # a duplicate across chunk boundaries
+    batch = AccountBatchFactory(status=BatchStatus.LOADING)
+    report = account_load(lines=lines, batch=batch)
+    assert (report.created, report.duplicates, report.invalid) == (8, 1, 0)
+    assert Account.objects.filter(batch=batch).count() == 8
+
+
+def test_an_account_inserted_by_a_concurrent_load_is_counted_as_a_duplicate(material):
+    """The pool check and the insert are not atomic: the unique constraints settle the race."""
+    from accounts.parser import parse_lines
+
+    given = [material() for _ in range(3)]
+    parsed = list(parse_lines([fakes.render_line(a, "positional") for a in given], now=timezone.now()))
+    pending = [_pending(p) for p in parsed]
+    AccountFactory(**{k: v for k, v in given[1].items() if v is not None})  # the other load won
+    batch = AccountBatchFactory(status=BatchStatus.LOADING)
+    inserter = _Inserter(batch_id=batch.pk)
+    for p in pending:
+        p.row = inserter.row(p)
+    outcomes = []
+    _insert_chunk(inserter, pending, lambda p, o, r="": outcomes.append(o))
+
+    assert sorted(outcomes) == [LineOutcome.CREATED, LineOutcome.CREATED, LineOutcome.DUPLICATE]
+    assert Account.objects.filter(batch=batch).count() == 2
+
+
+def test_strict_abort_raises_with_the_report(material):
+    batch = AccountBatchFactory(status=BatchStatus.LOADING)
+    with pytest.raises(LoadAborted) as caught:
+        account_load(lines=[fakes.render_line(material(), "positional"), "garbage"], batch=batch, strict=True)
+    assert caught.value.report.invalid == 1
+    assert Account.objects.count() == 0
+
+
+def test_pool_status_json(capsys):
+    AccountFactory.create_batch(2)
+    AccountFactory(status=AccountStatus.RETIRED)
+    call_command("pool_status", "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert data["counts"] == {"available": 2, "reserved": 0, "consumed": 0, "rejected": 0, "retired": 1}
+    assert data["available_usable"] == 2
+
+
+def test_the_pick_index_exists():
+    with connection.cursor() as cursor:
+        names = {
+            name
+            for constraint in connection.introspection.get_constraints(cursor, "accounts_account").items()
+            for name in [constraint[0]]
+        }
+    assert {"account_pick_idx", "account_status_idx", "account_identity_unique"} <= names

@@ -1,0 +1,67 @@
+import pytest
+from django.core.management import call_command
+
+from accounts import crypto
+from accounts.models import Account, AccountBatch, lookup_hashes
+from accounts.services import account_batch_stage, account_load
+from tests import fakes
+from tests.accounts.test_crypto import OTHER_KEY, THIRD_KEY
+from tests.factories import AccountFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _key_ids(pk):
+    from accounts.services import _raw_key_ids
+
+    return _raw_key_ids(Account, [pk], ("access_token", "session_token", "refresh_token"))[pk]
+
+
+def test_rotation_keeps_every_token_readable_and_moves_every_row_to_the_newest_key(settings, capsys):
+    old_key = settings.POOL_ENCRYPTION_KEY
+    accounts = AccountFactory.create_batch(7)
+    staged = account_batch_stage(content="a@x.com,eyJ…,,,", label="waiting")
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
+
+    call_command("rotate_pool_key")
+    assert "Re-encrypted 7 of 7 rows (1 staged uploads)" in capsys.readouterr().out
+
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY  # the old key is gone now
+    for before in accounts:
+        after = Account.objects.get(pk=before.pk)
+        assert (after.access_token, after.session_token, after.refresh_token) == (
+            before.access_token,
+            before.session_token,
+            before.refresh_token,
+        )
+        assert _key_ids(after.pk) == {crypto.current_key_id()}
+        expected = lookup_hashes(
+            email=after.email,
+            account_id=after.account_id,
+            access_token=after.access_token,
+            session_token=after.session_token,
+            refresh_token=after.refresh_token,
+        )
+        assert {f: getattr(after, f) for f in expected} == expected
+    assert AccountBatch.objects.get(pk=staged.pk).content == "a@x.com,eyJ…,,,"
+
+    call_command("rotate_pool_key")
+    assert "Re-encrypted 0 of 7 rows" in capsys.readouterr().out
+
+
+def test_duplicates_are_found_while_a_rotation_is_half_done(settings):
+    existing = AccountFactory()
+    settings.POOL_ENCRYPTION_KEY = f"{THIRD_KEY},{settings.POOL_ENCRYPTION_KEY}"
+    line = fakes.render_line(
+        {
+            "email": existing.email,
+            "access_token": existing.access_token,
+            "session_token": existing.session_token,
+            "refresh_token": existing.refresh_token,
+            "client_id": existing.client_id,
+            "account_id": None,
+        },
+        "delimited-dash",
+    )
+    report = account_load(lines=[line], batch=None, dry_run=True)
+    assert (report.created, report.duplicates) == (0, 1)
