@@ -217,7 +217,6 @@ def _preview_rows(lines: list[LineOutcome]) -> tuple[list[dict], int]:
         rows.append(
             {
                 "lineno": line.lineno,
-                "format": line.parsed.format,
                 "outcome": line.outcome,
                 "messages": line.messages,
                 "email": account.email if account else "",

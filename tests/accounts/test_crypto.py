@@ -101,3 +101,12 @@ def test_reading_with_the_wrong_key_raises_instead_of_returning_ciphertext(setti
 def test_encrypted_fields_cannot_be_compared():
     with pytest.raises(TypeError, match="lookup hashes"):
         Account.objects.filter(access_token="eyJ…").exists()
+
+
+def test_system_check_refuses_a_missing_key(settings):
+    from accounts.checks import pool_key_check
+
+    assert pool_key_check(None) == []
+    settings.POOL_ENCRYPTION_KEY = ""
+    (error,) = pool_key_check(None)
+    assert error.id == "accounts.E001" and "POOL_ENCRYPTION_KEY is not set" in error.msg
