@@ -30,7 +30,6 @@ __all__ = [
     "MalformedToken",
     "NO_USABLE_TOKEN",
     "Problem",
-    "account_usability",
     "decode_access_token",
     "interpolate",
     "is_client_id",
@@ -346,29 +345,3 @@ def usability_problem(
         return _AT_EXPIRED_PROBLEM
     return _short_lived_problem(min_at_lifetime)
 
-
-def account_usability(
-    *,
-    at_expires_at: datetime | None,
-    has_session_token: bool,
-    has_refresh_token: bool,
-    has_client_id: bool,
-    now: datetime,
-    min_at_lifetime: timedelta,
-) -> tuple[bool, Any]:
-    """(usable, reason): reason is "" when usable, else a lazy message.
-
-    Same judgement as ``usability_problem``; this form suits callers that
-    only store or show the reason.
-    """
-    problem = usability_problem(
-        at_expires_at=at_expires_at,
-        has_session_token=has_session_token,
-        has_refresh_token=has_refresh_token,
-        has_client_id=has_client_id,
-        now=now,
-        min_at_lifetime=min_at_lifetime,
-    )
-    if problem is None:
-        return True, ""
-    return False, problem.message

@@ -19,7 +19,6 @@ from accounts.tokens import (
     AccessTokenClaims,
     MalformedToken,
     Problem,
-    account_usability,
     decode_access_token,
     is_client_id,
     is_email,
@@ -400,19 +399,6 @@ def test_usability(expires_in, extra, code):
     expires_at = None if expires_in is None else NOW + expires_in
     problem = judge(expires_at, **extra)
     assert (problem.code if problem else None) == code
-    usable, reason = account_usability(
-        at_expires_at=expires_at,
-        has_session_token=extra.get("st", False),
-        has_refresh_token=extra.get("rt", False),
-        has_client_id=extra.get("cid", False),
-        now=NOW,
-        min_at_lifetime=NINE_HOURS,
-    )
-    assert usable is (code is None)
-    if code is None:
-        assert reason == ""
-    else:
-        assert reason is problem.message
 
 
 def test_usability_reasons_are_the_module_constants():
