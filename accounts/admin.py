@@ -223,8 +223,8 @@ def _preview_rows(lines: list[LineOutcome]) -> tuple[list[dict], int]:
                 "access_token": mask(account.access_token) if account else "",
                 "session_token": mask(account.session_token) if account else "",
                 "refresh_token": mask(account.refresh_token) if account else "",
-                "client_id": account.client_id if account else "",
-                "account_id": account.account_id if account else "",
+                "client_id": (account.client_id or "") if account else "",
+                "account_id": (account.account_id or "") if account else "",
                 "at_expires_at": account.at_expires_at if account else None,
                 "usable": account.usable if account else None,
             }

@@ -30,3 +30,13 @@ def material(rng):
         return fakes.make_account(rng=rng, **overrides)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _english_by_default():
+    """A request in another language leaves it active in the thread; each test starts in English."""
+    from django.utils import translation
+
+    translation.activate("en")
+    yield
+    translation.deactivate()
