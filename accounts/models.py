@@ -40,6 +40,7 @@ class UnusableReason(models.TextChoices):
     AT_EXPIRED = tokens.AT_EXPIRED, _("access token expired, nothing to renew it with")
     AT_SHORT_LIVED = tokens.AT_SHORT_LIVED, _("access token about to expire, nothing to renew it with")
     NO_USABLE_TOKEN = tokens.NO_USABLE_TOKEN, _("no usable token")
+    UNKNOWN_OUTCOMES = "unknown_outcomes", _("held for staff: several imports with an unknown outcome")
 
 
 class BatchSource(models.TextChoices):
@@ -137,6 +138,10 @@ class Account(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     attempts = models.PositiveIntegerField(_("import attempts"), default=0)
+    # Attempts whose outcome is unknown (timeout, dropped connection, 5xx): the account may be in
+    # the manager already, so it is re-sent (not counted as new stock) until an answer settles it.
+    unknown_attempts = models.PositiveIntegerField(_("attempts with unknown outcome"), default=0)
+    retry_after = models.DateTimeField(_("retry after"), null=True, blank=True, editable=False)
     last_error = models.TextField(_("last error"), blank=True)
     lease_id = models.UUIDField(_("lease"), null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True, editable=False)
@@ -184,8 +189,14 @@ class Account(models.Model):
             # "The oldest N usable available accounts" is a range scan of this small index.
             models.Index(
                 fields=["id"],
-                condition=Q(status=AccountStatus.AVAILABLE, usable=True),
+                condition=Q(status=AccountStatus.AVAILABLE, usable=True, unknown_attempts=0),
                 name="account_pick_idx",
+            ),
+            # Accounts whose last import had an unknown outcome, to re-send when due.
+            models.Index(
+                fields=["retry_after"],
+                condition=Q(status=AccountStatus.AVAILABLE, unknown_attempts__gt=0),
+                name="account_unresolved_idx",
             ),
             # Counts per status and status-filtered admin pages, newest first.
             models.Index(fields=["status", "id"], name="account_status_idx"),

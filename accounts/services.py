@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -113,7 +114,7 @@ class _Inserter:
         self.columns = (
             "email", "access_token", "session_token", "refresh_token", "client_id", "account_id",
             *LOOKUP_HASH_FIELDS, "at_email", "at_expires_at", "usable", "unusable_reason",
-            "status", "batch_id", "created_at", "updated_at", "attempts",
+            "status", "batch_id", "created_at", "updated_at", "attempts", "unknown_attempts",
             "last_error", "notes",
         )  # fmt: skip
         quoted = ", ".join(connection.ops.quote_name(c) for c in self.columns)
@@ -122,7 +123,7 @@ class _Inserter:
         adapt = connection.ops.adapt_datetimefield_value
         self.adapt_dt = adapt
         self.constant_tail = (
-            AccountStatus.AVAILABLE.value, batch_id, adapt(self.now), adapt(self.now), 0, "", ""
+            AccountStatus.AVAILABLE.value, batch_id, adapt(self.now), adapt(self.now), 0, 0, "", ""
         )
 
     def row(self, pending: _Pending) -> tuple:
@@ -533,3 +534,132 @@ def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, se
             row[0]: {crypto.key_id_of(bytes(blob)) for blob in row[1:] if blob is not None}
             for row in cursor.fetchall()
         }
+
+
+# --- Leases: reserving accounts for an import and settling them ------------------------------
+# The pool knows leases, not the manager: a caller reserves accounts under a lease id, and then
+# settles each one. Every change is one conditional UPDATE that checks the status and the lease,
+# so an account is never taken by two leases and a late answer cannot settle a recovered one.
+# Callers write their history row in the same transaction.
+
+MSG_LEASE_EXPIRED = "Recovered after its lease expired: the worker stopped mid-import, outcome unknown."
+
+
+def account_reserve_batch(
+    *, count: int, lease_id, lease_until: datetime, now: datetime, unresolved: bool = False
+) -> list[Account]:
+    """Reserve up to `count` accounts, oldest first, under `lease_id`.
+
+    Fresh accounts by default; with `unresolved`, those whose earlier import had an unknown
+    outcome and whose retry is due. On PostgreSQL the candidates are locked in id order with
+    SKIP LOCKED, so concurrent runs take different rows instead of queueing; on SQLite the
+    IMMEDIATE transaction serialises writers. Either way the UPDATE re-checks the status.
+    """
+    if count <= 0:
+        return []
+    available = Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
+    if unresolved:
+        candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by("retry_after", "id")
+    else:
+        candidates = available.filter(unknown_attempts=0).order_by("id")
+    with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            candidates = candidates.select_for_update(skip_locked=True)
+        ids = list(candidates.values_list("id", flat=True)[:count])
+        if not ids:
+            return []
+        taken = Account.objects.filter(pk__in=ids, status=AccountStatus.AVAILABLE).update(
+            status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at=lease_until, updated_at=now
+        )
+        if taken != len(ids):  # pragma: no cover - the lock above makes this impossible
+            raise RuntimeError("Accounts changed while locked.")
+    return list(Account.objects.filter(pk__in=ids, lease_id=lease_id).order_by("id"))
+
+
+def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:
+    return (
+        Account.objects.filter(pk=account_id, status=AccountStatus.RESERVED, lease_id=lease_id).update(
+            lease_id=None, lease_expires_at=None, updated_at=now, **changes
+        )
+        == 1
+    )
+
+
+def account_settle_consumed(*, account_id: int, lease_id, now: datetime) -> bool:
+    """The manager confirmed the import: the account is spent."""
+    return _settle(
+        account_id=account_id,
+        lease_id=lease_id,
+        now=now,
+        status=AccountStatus.CONSUMED,
+        consumed_at=now,
+        attempts=F("attempts") + 1,
+        retry_after=None,
+        last_error="",
+    )
+
+
+def account_settle_rejected(*, account_id: int, lease_id, now: datetime, error: str, sent: bool = True) -> bool:
+    """The manager refused the account (or it was not sendable): staff may fix and requeue it."""
+    return _settle(
+        account_id=account_id,
+        lease_id=lease_id,
+        now=now,
+        status=AccountStatus.REJECTED,
+        attempts=F("attempts") + int(sent),
+        retry_after=None,
+        last_error=error,
+    )
+
+
+def account_settle_unknown(
+    *, account_id: int, lease_id, now: datetime, error: str, retry_after: datetime | None
+) -> bool:
+    """No answer to rely on: back to the pool, to be re-sent after `retry_after`.
+
+    With `retry_after` None the retries are used up: the account is held (flagged unusable)
+    until staff look at it, since it may well be in the manager already.
+    """
+    held = retry_after is None
+    return _settle(
+        account_id=account_id,
+        lease_id=lease_id,
+        now=now,
+        status=AccountStatus.AVAILABLE,
+        attempts=F("attempts") + 1,
+        unknown_attempts=F("unknown_attempts") + 1,
+        retry_after=now if held else retry_after,
+        last_error=error,
+        **({"usable": False, "unusable_reason": UnusableReason.UNKNOWN_OUTCOMES} if held else {}),
+    )
+
+
+def account_release(*, account_id: int, lease_id, now: datetime) -> bool:
+    """Back to the pool unsent (the run stopped before sending it): nothing to record."""
+    return _settle(account_id=account_id, lease_id=lease_id, now=now, status=AccountStatus.AVAILABLE)
+
+
+def account_recover_expired_leases(*, now: datetime) -> list[tuple[int, object]]:
+    """Return every account whose lease ran out (its worker died) to the pool.
+
+    Whether the dead worker's request reached the manager is unknown, so each counts one unknown
+    attempt and is due for re-sending at once: an "already present" answer then settles it as
+    consumed. Returns (account id, expired lease id) pairs for the caller's history rows.
+    """
+    with transaction.atomic():
+        expired = list(
+            _lock(Account.objects.filter(status=AccountStatus.RESERVED, lease_expires_at__lt=now).order_by("pk"))
+            .values_list("pk", "lease_id")
+        )
+        if expired:
+            Account.objects.filter(pk__in=[pk for pk, _ in expired], status=AccountStatus.RESERVED).update(
+                status=AccountStatus.AVAILABLE,
+                lease_id=None,
+                lease_expires_at=None,
+                attempts=F("attempts") + 1,
+                unknown_attempts=F("unknown_attempts") + 1,
+                retry_after=now,
+                last_error=MSG_LEASE_EXPIRED,
+                updated_at=now,
+            )
+    return expired

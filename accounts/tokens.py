@@ -345,3 +345,14 @@ def usability_problem(
         return _AT_EXPIRED_PROBLEM
     return _short_lived_problem(min_at_lifetime)
 
+
+
+# Anything that could be a secret: JWT/JWE-shaped text, refresh tokens, long base64url runs
+# (opaque refresh tokens, session-token fragments). UUIDs and emails are left readable.
+_SECRET_TEXT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][A-Za-z0-9_.-]{8,}|[A-Za-z0-9_-]{40,}")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """Text from outside (a manager's answer, an exception) with token-shaped parts removed."""
+    return _SECRET_TEXT_RE.sub(REDACTED, text)

@@ -1,0 +1,107 @@
+"""Reserving and settling accounts: one conditional UPDATE each, taken in id order, never twice."""
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts import services
+from accounts.models import Account, AccountStatus, UnusableReason
+from tests.factories import AccountFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def reserve(count, **kwargs):
+    now = timezone.now()
+    lease = uuid.uuid4()
+    return lease, services.account_reserve_batch(
+        count=count, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now, **kwargs
+    )
+
+
+def test_reserves_the_oldest_usable_available_accounts():
+    retired = AccountFactory(status=AccountStatus.RETIRED)
+    flagged = AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    unresolved = AccountFactory(unknown_attempts=1, retry_after=timezone.now())
+    oldest, second, third = AccountFactory.create_batch(3)
+    lease, taken = reserve(2)
+    assert [a.pk for a in taken] == [oldest.pk, second.pk]
+    assert all(a.status == AccountStatus.RESERVED and a.lease_id == lease for a in taken)
+    assert Account.objects.get(pk=third.pk).status == AccountStatus.AVAILABLE
+    for untouched in (retired, flagged, unresolved):
+        assert Account.objects.get(pk=untouched.pk).status == untouched.status
+
+
+def test_a_second_reservation_never_takes_the_same_accounts():
+    AccountFactory.create_batch(3)
+    _, first = reserve(2)
+    _, second = reserve(2)
+    assert len(second) == 1 and {a.pk for a in first}.isdisjoint({a.pk for a in second})
+    assert reserve(1)[1] == []
+
+
+def test_unresolved_accounts_are_taken_only_when_due():
+    now = timezone.now()
+    due = AccountFactory(unknown_attempts=1, retry_after=now - timedelta(seconds=1))
+    AccountFactory(unknown_attempts=1, retry_after=now + timedelta(minutes=5))
+    AccountFactory()
+    _, taken = reserve(5, unresolved=True)
+    assert [a.pk for a in taken] == [due.pk]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks exist on PostgreSQL only")
+def test_the_pick_locks_rows_in_id_order_and_skips_locked_ones():
+    AccountFactory.create_batch(2)
+    with CaptureQueriesContext(connection) as queries:
+        reserve(2)
+    picks = [q["sql"] for q in queries.captured_queries if "FOR UPDATE" in q["sql"]]
+    assert len(picks) == 1
+    assert "ORDER BY 1 ASC" in picks[0] and picks[0].startswith('SELECT "accounts_account"."id" AS "id" FROM')
+    assert picks[0].rstrip().endswith("FOR UPDATE SKIP LOCKED")
+
+
+def test_settling_checks_the_lease():
+    account = AccountFactory()
+    lease, _ = reserve(1)
+    now = timezone.now()
+    assert not services.account_settle_consumed(account_id=account.pk, lease_id=uuid.uuid4(), now=now)
+    assert services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
+    assert not services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
+    account.refresh_from_db()
+    assert (account.status, account.consumed_at, account.lease_id, account.attempts) == (AccountStatus.CONSUMED, now, None, 1)
+
+
+def test_unknown_outcome_returns_the_account_for_a_later_retry_then_holds_it():
+    account = AccountFactory()
+    now = timezone.now()
+    lease, _ = reserve(1)
+    assert services.account_settle_unknown(account_id=account.pk, lease_id=lease, now=now, error="timeout", retry_after=now + timedelta(minutes=1))
+    account.refresh_from_db()
+    assert (account.status, account.unknown_attempts, account.usable) == (AccountStatus.AVAILABLE, 1, True)
+    assert account.retry_after == now + timedelta(minutes=1)
+    assert reserve(1)[1] == []  # not picked as fresh stock
+
+    Account.objects.filter(pk=account.pk).update(retry_after=now)
+    lease, _ = reserve(1, unresolved=True)
+    assert services.account_settle_unknown(account_id=account.pk, lease_id=lease, now=now, error="timeout", retry_after=None)
+    account.refresh_from_db()
+    assert (account.usable, account.unusable_reason, account.unknown_attempts) == (False, UnusableReason.UNKNOWN_OUTCOMES, 2)
+
+
+def test_expired_leases_are_recovered_as_unknown_and_due_at_once():
+    stuck, live = AccountFactory.create_batch(2)
+    now = timezone.now()
+    old_lease, new_lease = uuid.uuid4(), uuid.uuid4()
+    services.account_reserve_batch(count=1, lease_id=old_lease, lease_until=now - timedelta(seconds=1), now=now)
+    services.account_reserve_batch(count=1, lease_id=new_lease, lease_until=now + timedelta(minutes=5), now=now)
+    recovered = services.account_recover_expired_leases(now=now)
+    assert recovered == [(stuck.pk, old_lease)]
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.unknown_attempts, stuck.retry_after, stuck.lease_id) == (AccountStatus.AVAILABLE, 1, now, None)
+    assert Account.objects.get(pk=live.pk).status == AccountStatus.RESERVED
+    # A late answer from the dead worker's lease can no longer settle it.
+    assert not services.account_settle_consumed(account_id=stuck.pk, lease_id=old_lease, now=now)
