@@ -23,9 +23,14 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "django_tasks",
+    "django_tasks_db",
     "accounts",
     "webhooks",
 ]
+
+# Background work runs in `manage.py db_worker` processes, queued in this same database.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -118,3 +123,5 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = POOL_UPLOAD_MAX_BYTES + 1024 * 1024
 # --- The manager ----------------------------------------------------------------------------
 MANAGER_BASE_URL = env.str("MANAGER_BASE_URL", default="")
 MANAGER_API_KEY = env.str("MANAGER_API_KEY", default="")
+MANAGER_CONNECT_TIMEOUT = env.float("MANAGER_CONNECT_TIMEOUT", default=5)
+MANAGER_READ_TIMEOUT = env.float("MANAGER_READ_TIMEOUT", default=30)

@@ -1,4 +1,4 @@
-"""Run the web server (and, once it exists, the worker) as one unit for `make run`.
+"""Run the web server, the worker and the reconciler as one unit for `make run`.
 
 Ctrl-C or SIGTERM stops every child; if one child dies, the others are stopped too, so the
 service is never left half up.
@@ -27,7 +27,10 @@ def _commands(host: str, port: str) -> list[list[str]]:
             python, "-m", "gunicorn", "poolsite.wsgi:application", "--bind", f"{host}:{port}",
             "--workers", workers, "--access-logfile", "-", "--graceful-timeout", "10",
         ]  # fmt: skip
-    return [web]
+    # The worker carries out replenishment runs; reconcile recovers what a killed worker leaves.
+    worker = [python, "manage.py", "db_worker", "--no-startup-delay"]
+    reconcile = [python, "manage.py", "reconcile", "--every", os.environ.get("RECONCILE_EVERY", "60")]
+    return [web, worker, reconcile]
 
 
 def main() -> int:

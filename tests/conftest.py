@@ -40,3 +40,19 @@ def _english_by_default():
     translation.activate("en")
     yield
     translation.deactivate()
+
+
+MANAGER_KEY = "test-manager-key"
+
+
+@pytest.fixture
+def manager(settings):
+    """A fake seat manager on a real loopback HTTP server, and the settings that point at it."""
+    from tests.fake_manager import FakeManager
+
+    with FakeManager(api_key=MANAGER_KEY) as fake:
+        settings.MANAGER_BASE_URL = fake.base_url
+        settings.MANAGER_API_KEY = MANAGER_KEY
+        settings.MANAGER_CONNECT_TIMEOUT = 1
+        settings.MANAGER_READ_TIMEOUT = 1
+        yield fake

@@ -1,0 +1,241 @@
+"""Replenishment runs against the fake manager over real HTTP: every outcome, superseding, caps."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from accounts.models import Account, AccountStatus, UnusableReason
+from tests import fakes
+from tests.factories import AccountFactory
+from webhooks import services
+from webhooks.models import (
+    AttemptOutcome,
+    EventStatus,
+    ImportAttempt,
+    ImportMode,
+    ReplenishmentRun,
+    RunStatus,
+    RunTrigger,
+    WebhookEvent,
+)
+from webhooks.selectors import policy_get
+
+pytestmark = pytest.mark.django_db
+
+
+def event(current_seats=5, threshold=10):
+    return services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+
+
+def run_now(trigger=RunTrigger.WEBHOOK, **kwargs):
+    run = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).first() or services.run_wake(trigger=trigger, **kwargs)
+    return services.run_execute(run_id=run.pk)
+
+
+def states(*accounts):
+    return [Account.objects.get(pk=a.pk).status for a in accounts]
+
+
+def test_an_event_imports_what_it_asks_for_and_marks_them_consumed(manager):
+    accounts = AccountFactory.create_batch(4)
+    acted = event(current_seats=5, threshold=10)  # ceil((10 + 5 - 5) / 5) = 2
+    run = run_now()
+
+    assert (run.status, run.need, run.reserved, run.consumed) == (RunStatus.FINISHED, 2, 2, 2)
+    assert states(*accounts) == [AccountStatus.CONSUMED] * 2 + [AccountStatus.AVAILABLE] * 2
+    assert sorted(r["email"] for r in manager.imported.values()) == sorted(a.email for a in accounts[:2])
+    assert set(manager.accept_counts.values()) == {1}
+    sent = manager.requests[0]["body"]
+    assert sent["import_type"] == "single" and sent["session_token"] == accounts[0].session_token
+    assert "account_id" not in sent  # never invented
+    acted.refresh_from_db()
+    assert (acted.status, acted.run_id) == (EventStatus.ACTED_ON, run.pk)
+    attempt = ImportAttempt.objects.filter(run=run).first()
+    assert (attempt.http_status, attempt.outcome, attempt.mode) == (200, AttemptOutcome.CONSUMED, ImportMode.SINGLE)
+    assert "成功导入" in attempt.manager_message
+
+
+def test_the_newest_pending_event_is_acted_on_and_older_ones_superseded(manager):
+    AccountFactory.create_batch(5)
+    old = [event(current_seats=9) for _ in range(3)]
+    newest = event(current_seats=0)  # ceil(15 / 5) = 3
+    run = run_now()
+    assert run.need == 3 and run.consumed == 3
+    assert WebhookEvent.objects.get(pk=newest.pk).status == EventStatus.ACTED_ON
+    assert {WebhookEvent.objects.get(pk=e.pk).status for e in old} == {EventStatus.SUPERSEDED}
+
+
+def test_running_twice_imports_once(manager):
+    AccountFactory.create_batch(3)
+    event()
+    run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    first = services.run_execute(run_id=run.pk)
+    assert services.run_execute(run_id=run.pk) is None
+    assert first.consumed == 2 and len(manager.requests) == 2
+
+
+def test_already_present_is_rejected_unless_an_earlier_outcome_was_unknown(manager):
+    known, unresolved = AccountFactory.create_batch(2)
+    # Both are in the manager already (staff pasted them there by hand, or our last answer was lost).
+    for account in (known, unresolved):
+        manager.plan(["ok"])
+        services.ManagerClient.from_settings().import_single(account)
+    Account.objects.filter(pk=unresolved.pk).update(unknown_attempts=1, retry_after=timezone.now())
+
+    services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=1)
+    run = run_now()
+    assert states(known, unresolved) == [AccountStatus.REJECTED, AccountStatus.CONSUMED]
+    assert "Already in the manager" in Account.objects.get(pk=known.pk).last_error
+    assert run.consumed == 1 and run.rejected == 1
+
+
+@pytest.mark.parametrize("behaviour", ["http500", "drop", "garbage", "landed_then_hang:3", "slow:3"])
+def test_unknown_outcomes_go_back_for_a_retry_with_backoff(manager, behaviour):
+    account = AccountFactory()
+    manager.plan([behaviour])
+    event(current_seats=9)
+    run = run_now()
+    account.refresh_from_db()
+    assert run.unknown == 1 and account.status == AccountStatus.AVAILABLE
+    assert account.unknown_attempts == 1 and account.retry_after > timezone.now() + timedelta(seconds=50)
+    assert ImportAttempt.objects.get().outcome == AttemptOutcome.UNKNOWN
+
+    # When the retry is due, it is re-sent first; whether it had landed or not, it ends consumed once.
+    Account.objects.filter(pk=account.pk).update(retry_after=timezone.now())
+    retry = run_now(trigger=RunTrigger.RETRY)
+    account.refresh_from_db()
+    assert account.status == AccountStatus.CONSUMED and retry.consumed == 1
+    assert list(manager.accept_counts.values()) == [1]
+
+
+def test_repeated_unknown_outcomes_end_held_for_staff(manager):
+    account = AccountFactory()
+    manager.default = "http500"
+    policy = policy_get()
+    policy.retry_backoff = "1"
+    policy.save()
+    event(current_seats=9)
+    run_now()
+    Account.objects.filter(pk=account.pk).update(retry_after=timezone.now())
+    run_now(trigger=RunTrigger.RETRY)
+    account.refresh_from_db()
+    assert (account.status, account.usable, account.unusable_reason) == (
+        AccountStatus.AVAILABLE,
+        False,
+        UnusableReason.UNKNOWN_OUTCOMES,
+    )
+    assert account.unknown_attempts == 2
+
+
+@pytest.mark.parametrize("behaviour", ["unauthorized", "redirect"])
+def test_configuration_errors_stop_the_run_and_return_every_account(manager, behaviour):
+    accounts = AccountFactory.create_batch(3)
+    manager.plan([behaviour])
+    event(current_seats=0)
+    run = run_now()
+    assert run.status == RunStatus.CONFIG_ERROR and "MANAGER_API_KEY" in run.error
+    assert states(*accounts) == [AccountStatus.AVAILABLE] * 3
+    assert run.returned == 2 and len([r for r in manager.requests if r["path"].startswith("/admin")]) == 1
+    assert not any(r["path"] == "/login" for r in manager.requests)  # the redirect was not followed
+
+
+def test_a_wrong_key_is_a_configuration_error(manager, settings):
+    settings.MANAGER_API_KEY = "not-the-key"
+    account = AccountFactory()
+    event()
+    run = run_now()
+    assert run.status == RunStatus.CONFIG_ERROR
+    assert states(account) == [AccountStatus.AVAILABLE]
+    assert ImportAttempt.objects.get().http_status == 401
+
+
+def test_other_refusals_reject_the_account_with_the_reason(manager):
+    account = AccountFactory()
+    manager.plan(["reject"])
+    event(current_seats=9)
+    run_now()
+    account.refresh_from_db()
+    assert account.status == AccountStatus.REJECTED and account.last_error
+
+
+def test_an_account_unusable_when_picked_is_never_sent(manager):
+    email = "expiring@example.com"
+    doomed = AccountFactory(
+        email=email,
+        access_token=fakes.make_access_token(email=email, lifetime=timedelta(hours=3)),
+        session_token=None,
+        refresh_token=None,
+        at_expires_at=timezone.now() + timedelta(hours=3),
+    )
+    good = AccountFactory()
+    event(current_seats=9)
+    run = run_now()
+    assert states(doomed, good) == [AccountStatus.REJECTED, AccountStatus.CONSUMED]
+    assert [r["body"].get("email") for r in manager.requests] == [good.email]
+    local = ImportAttempt.objects.get(account=doomed)
+    assert (local.sent, local.outcome) == (False, AttemptOutcome.REJECTED)
+    assert run.consumed == 1
+
+
+def test_the_hourly_cap_holds(manager):
+    AccountFactory.create_batch(6)
+    policy = policy_get()
+    policy.max_accounts_per_hour = 3
+    policy.save()
+    event(current_seats=0)  # asks for 3
+    run_now()
+    event(current_seats=0)
+    second = run_now()
+    assert second.need == 0 and "hourly cap 3 with 3 in the last hour" in second.need_explained
+    assert Account.objects.filter(status=AccountStatus.CONSUMED).count() == 3
+
+
+def test_batch_mode_reads_outcomes_per_account_from_the_stream(manager):
+    accounts = AccountFactory.create_batch(3)
+    policy = policy_get()
+    policy.import_mode = ImportMode.BATCH
+    policy.save()
+    manager.plan(["cut:1"])
+    event(current_seats=0)
+    run = run_now()
+    assert len(manager.requests) == 1
+    content = manager.requests[0]["body"]["content"]
+    assert "----" in content and "," not in content
+    assert states(*accounts) == [AccountStatus.CONSUMED, AccountStatus.AVAILABLE, AccountStatus.AVAILABLE]
+    assert (run.consumed, run.unknown) == (1, 2)
+    assert {a.mode for a in ImportAttempt.objects.all()} == {ImportMode.BATCH}
+
+
+def test_history_holds_no_secret(manager):
+    account = AccountFactory()
+    manager.plan(["http500"])
+    event(current_seats=9)
+    run_now()
+    texts = " ".join(f"{a.manager_message} {a.error}" for a in ImportAttempt.objects.all())
+    texts += " ".join(f"{r.error} {r.need_explained}" for r in ReplenishmentRun.objects.all())
+    for secret in (account.access_token, account.session_token, account.refresh_token):
+        assert secret[-16:] not in texts and secret[:24] not in texts
+
+
+def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
+    account = AccountFactory()
+    event()
+    run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    # Simulate the death: the run claimed and reserved, then nothing.
+    past = timezone.now() - timedelta(seconds=1)
+    ReplenishmentRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=past, lease_expires_at=past)
+    from accounts.services import account_reserve_batch
+
+    account_reserve_batch(count=1, lease_id=run.lease_id, lease_until=past, now=past)
+    services.ManagerClient.from_settings().import_single(account)  # it had landed
+
+    result = services.reconcile(now=timezone.now())
+    assert (result.runs_abandoned, result.accounts_recovered, result.retry_queued) == (1, 1, True)
+    assert ReplenishmentRun.objects.get(pk=run.pk).status == RunStatus.ABANDONED
+    recovered = ImportAttempt.objects.get(account=account)
+    assert (recovered.outcome, recovered.run_id) == (AttemptOutcome.UNKNOWN, run.pk)
+
+    retry = run_now(trigger=RunTrigger.RETRY)
+    assert states(account) == [AccountStatus.CONSUMED] and retry.consumed == 1
+    assert list(manager.accept_counts.values()) == [1]

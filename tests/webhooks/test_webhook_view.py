@@ -1,0 +1,146 @@
+"""POST /webhooks/low-stock/ through the test client: auth, validation, recording, the one read."""
+
+import json
+
+import pytest
+from django.utils import timezone
+
+from webhooks import views
+from webhooks.models import EventStatus, ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
+
+pytestmark = pytest.mark.django_db
+
+URL = "/webhooks/low-stock/"
+KEY = "manager-shared-secret"
+BODY = {"event": "low_stock", "current_seats": 5, "threshold": 10, "message": "库存不足预警：系统总可用车位仅剩 5"}
+
+
+@pytest.fixture(autouse=True)
+def manager_key(settings):
+    settings.MANAGER_API_KEY = KEY
+
+
+def post(client, body=BODY, *, key=KEY, url=URL, content_type="application/json", raw=None):
+    headers = {"HTTP_X_API_KEY": key} if key is not None else {}
+    data = raw if raw is not None else json.dumps(body, ensure_ascii=False)
+    return client.post(url, data=data, content_type=content_type, **headers)
+
+
+def test_accepted_event_is_recorded_and_wakes_one_run(client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = post(client)
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get()
+    assert response.json() == {"event_id": event.pk, "status": "queued"}
+    assert (event.status, event.current_seats, event.threshold, event.key_ok) == (EventStatus.QUEUED, 5, 10, True)
+    run = ReplenishmentRun.objects.get()
+    assert (run.status, run.trigger) == (RunStatus.QUEUED, RunTrigger.WEBHOOK)
+    assert len(callbacks) == 1  # the task, enqueued on commit
+
+
+def test_a_burst_wakes_a_single_run(client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        statuses = [post(client, {**BODY, "current_seats": n}).json()["status"] for n in range(20)]
+    assert statuses == ["queued"] * 20
+    assert ReplenishmentRun.objects.count() == 1 and len(callbacks) == 1
+    assert WebhookEvent.objects.filter(status=EventStatus.QUEUED).count() == 20
+
+
+def test_events_during_a_run_are_superseded_by_it_with_one_read_and_one_write(client, django_assert_num_queries):
+    now = timezone.now()
+    running = ReplenishmentRun.objects.create(
+        trigger=RunTrigger.WEBHOOK, status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + timezone.timedelta(minutes=5)
+    )
+    with django_assert_num_queries(2):
+        response = post(client)
+    assert response.status_code == 202 and response.json()["status"] == "superseded"
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.run_id) == (EventStatus.SUPERSEDED, running.pk)
+    assert ReplenishmentRun.objects.count() == 1
+
+
+def test_a_run_whose_worker_died_does_not_swallow_events(client):
+    now = timezone.now()
+    ReplenishmentRun.objects.create(
+        trigger=RunTrigger.WEBHOOK, status=RunStatus.RUNNING, started_at=now, lease_expires_at=now - timezone.timedelta(seconds=1)
+    )
+    assert post(client).json()["status"] == "queued"
+    assert ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).count() == 1
+
+
+@pytest.mark.parametrize("url", ["/webhooks/low-stock", "/webhooks/low-stock/"])
+def test_trailing_slash_is_optional(client, url):
+    assert post(client, url=url).status_code == 202
+
+
+@pytest.mark.parametrize("key", [None, "", "wrong", KEY + "x", KEY[:-1]])
+def test_missing_or_wrong_key_is_refused_and_recorded(client, key):
+    response = post(client, key=key)
+    assert response.status_code == 401
+    assert response.json() == {"error": views.ERR_KEY}
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.key_ok, event.refusal) == (EventStatus.REFUSED, False, views.ERR_KEY)
+    assert not ReplenishmentRun.objects.exists()
+
+
+def test_no_key_configured_refuses_everything_and_says_why(client, settings):
+    settings.MANAGER_API_KEY = ""
+    response = post(client, key=None)
+    assert response.status_code == 401 and response.json()["error"] == views.ERR_NO_KEY_CONFIGURED
+    assert WebhookEvent.objects.get().refusal == views.ERR_NO_KEY_CONFIGURED
+
+
+def test_key_is_compared_in_constant_time(client, monkeypatch):
+    calls = []
+    real = views.hmac.compare_digest
+    monkeypatch.setattr(views.hmac, "compare_digest", lambda a, b: calls.append((a, b)) or real(a, b))
+    post(client, key="guess")
+    assert calls == [(b"guess", KEY.encode())]
+
+
+def test_other_methods_get_405_json(client):
+    response = client.get(URL, HTTP_X_API_KEY=KEY)
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json() == {"error": views.ERR_METHOD}
+    assert not WebhookEvent.objects.exists()
+
+
+def test_a_body_over_64_kb_is_413(client):
+    response = post(client, raw=json.dumps({**BODY, "message": "x" * 70_000}))
+    assert response.status_code == 413 and response.json()["error"] == views.ERR_TOO_LARGE
+    assert WebhookEvent.objects.get().status == EventStatus.REFUSED
+
+
+def test_wrong_content_type_is_415(client):
+    response = post(client, content_type="text/plain")
+    assert response.status_code == 415
+
+
+@pytest.mark.parametrize(
+    "raw, field, error",
+    [
+        ("not json", None, views.ERR_NOT_JSON),
+        ("[1, 2]", None, views.ERR_NOT_OBJECT),
+        ('{"event": "low_stock", "event": "low_stock", "current_seats": 1, "threshold": 2}', "event", views.ERR_DUPLICATE_KEY % "event"),
+        (json.dumps({**BODY, "event": "high_stock"}), "event", views.ERR_EVENT),
+        (json.dumps({k: v for k, v in BODY.items() if k != "event"}), "event", views.ERR_EVENT),
+        (json.dumps({**BODY, "current_seats": True}), "current_seats", views.ERR_COUNT % "current_seats"),
+        (json.dumps({**BODY, "current_seats": -1}), "current_seats", views.ERR_COUNT % "current_seats"),
+        (json.dumps({**BODY, "current_seats": 10**9}), "current_seats", views.ERR_COUNT % "current_seats"),
+        (json.dumps({**BODY, "current_seats": 5.0}), "current_seats", views.ERR_COUNT % "current_seats"),
+        (json.dumps({**BODY, "current_seats": "5"}), "current_seats", views.ERR_COUNT % "current_seats"),
+        (json.dumps({k: v for k, v in BODY.items() if k != "threshold"}), "threshold", views.ERR_COUNT % "threshold"),
+        (json.dumps({**BODY, "message": 42}), "message", views.ERR_MESSAGE),
+        ("[" * 100_00 + "]" * 100_00, None, views.ERR_NOT_JSON),
+    ],
+)
+def test_bad_bodies_get_a_clear_400_and_change_nothing(client, raw, field, error):
+    response = post(client, raw=raw)
+    assert response.status_code == 400
+    assert response.json() == {"error": error, **({"field": field} if field else {})}
+    assert WebhookEvent.objects.get().status == EventStatus.REFUSED
+    assert not ReplenishmentRun.objects.exists()
+
+
+def test_message_is_optional(client):
+    assert post(client, {k: v for k, v in BODY.items() if k != "message"}).status_code == 202

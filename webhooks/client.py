@@ -1,0 +1,182 @@
+"""The seat manager's import API: the one module that knows its HTTP shapes.
+
+It reports facts (status, the body's verdict and text, what failed on our side); deciding what
+they mean for an account is `services.attempt_outcome`'s job. Redirects are never followed: the
+manager answers a wrong key with 307 → /login when a client accepts HTML, and following that
+would look like a 200.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import requests
+from django.conf import settings
+
+from accounts.models import Account
+from accounts.tokens import redact
+
+IMPORT_PATH = "/admin/teams/import"
+
+# What the manager says when every Team of the account is already in it.
+_ALREADY_PRESENT_RE = re.compile(r"已在系统中|already (?:exists|present|in)", re.IGNORECASE)
+
+FAILURE_TIMEOUT = "timeout"
+FAILURE_CONNECTION = "connection"
+FAILURE_UNREADABLE = "unreadable"
+FAILURE_REDIRECT = "redirect"
+FAILURE_STREAM_CUT = "stream_cut"
+FAILURE_BATCH_REFUSED = "batch_refused"
+FAILURE_NOT_IN_STREAM = "not_in_stream"
+
+MAX_TEXT = 1000
+
+
+@dataclass(frozen=True)
+class ManagerAnswer:
+    http_status: int | None  # None when no HTTP answer arrived
+    success: bool | None  # the body's "success", None when absent or unreadable
+    text: str  # the manager's message or error, redacted
+    failure: str = ""  # what went wrong on our side, one of the FAILURE_* names
+    duration_ms: int = 0
+
+    @property
+    def already_present(self) -> bool:
+        return bool(_ALREADY_PRESENT_RE.search(self.text))
+
+
+def _clean(text) -> str:
+    return redact(str(text or ""))[:MAX_TEXT]
+
+
+def _account_fields(account: Account) -> dict:
+    fields = {
+        "email": account.email or None,
+        "access_token": account.access_token,
+        "session_token": account.session_token,
+        "refresh_token": account.refresh_token,
+        "client_id": account.client_id or None,
+        # Only when staff supplied it: with an account_id the manager imports a placeholder
+        # Team even when ChatGPT cannot be reached (MANAGER_CONTRACT.md §2a).
+        "account_id": account.account_id or None,
+    }
+    return {key: value for key, value in fields.items() if value}
+
+
+def batch_line(account: Account) -> str:
+    # Joined with ----: the manager's batch parser does not split on a single comma and its
+    # comma fallback drops the session token (MANAGER_CONTRACT.md §2b).
+    return "----".join(_account_fields(account).values())
+
+
+class ManagerClient:
+    def __init__(self, *, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
+        self.url = base_url.rstrip("/") + IMPORT_PATH
+        self.timeout = (connect_timeout, read_timeout)
+        self.session = requests.Session()
+        self.session.headers.update({"X-API-Key": api_key, "Accept": "application/json"})
+
+    @classmethod
+    def from_settings(cls) -> ManagerClient:
+        return cls(
+            base_url=settings.MANAGER_BASE_URL,
+            api_key=settings.MANAGER_API_KEY,
+            connect_timeout=settings.MANAGER_CONNECT_TIMEOUT,
+            read_timeout=settings.MANAGER_READ_TIMEOUT,
+        )
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _post(self, body: dict, *, stream: bool = False):
+        return self.session.post(self.url, json=body, timeout=self.timeout, allow_redirects=False, stream=stream)
+
+    def import_single(self, account: Account) -> ManagerAnswer:
+        started = time.monotonic()
+        try:
+            response = self._post({"import_type": "single", **_account_fields(account)})
+            answer = _read_single(response)
+        except requests.Timeout as exc:
+            answer = ManagerAnswer(None, None, _clean(exc), FAILURE_TIMEOUT)
+        except requests.RequestException as exc:
+            answer = ManagerAnswer(None, None, _clean(exc), FAILURE_CONNECTION)
+        return _timed(answer, started)
+
+    def import_batch(self, accounts: Iterable[Account]) -> dict[int, ManagerAnswer]:
+        """One batch request; an answer per account, matched by email (the manager's key)."""
+        accounts = list(accounts)
+        by_email = {account.email.lower(): account for account in accounts}
+        answers: dict[int, ManagerAnswer] = {}
+        started = time.monotonic()
+        content = "\n".join(batch_line(account) for account in accounts)
+        try:
+            with self._post({"import_type": "batch", "content": content}, stream=True) as response:
+                whole = _read_batch_refusal(response)
+                if whole is not None:
+                    return {a.pk: _timed(whole, started) for a in accounts}
+                finished = False
+                for raw in response.iter_lines():
+                    if not raw.strip():
+                        continue
+                    try:
+                        item = json.loads(raw)
+                    except ValueError:
+                        break
+                    kind = item.get("type") if isinstance(item, dict) else None
+                    if kind == "progress":
+                        result = item.get("last_result") or {}
+                        account = by_email.get(str(result.get("email") or "").lower())
+                        if account is not None and account.pk not in answers:
+                            text = result.get("message") if result.get("success") else result.get("error")
+                            answers[account.pk] = _timed(ManagerAnswer(200, result.get("success") is True, _clean(text)), started)
+                    elif kind == "finish":
+                        finished = True
+                        break
+                    elif kind == "error":
+                        refusal = ManagerAnswer(200, False, _clean(item.get("error")), FAILURE_BATCH_REFUSED)
+                        return {a.pk: _timed(refusal, started) for a in accounts}
+                missing = FAILURE_NOT_IN_STREAM if finished else FAILURE_STREAM_CUT
+        except requests.Timeout as exc:
+            missing, text = FAILURE_TIMEOUT, _clean(exc)
+        except requests.RequestException as exc:
+            missing, text = FAILURE_CONNECTION, _clean(exc)
+        else:
+            text = ""
+        for account in accounts:
+            answers.setdefault(account.pk, _timed(ManagerAnswer(None, None, text, missing), started))
+        return answers
+
+
+def _timed(answer: ManagerAnswer, started: float) -> ManagerAnswer:
+    return ManagerAnswer(
+        answer.http_status, answer.success, answer.text, answer.failure, int((time.monotonic() - started) * 1000)
+    )
+
+
+def _read_single(response) -> ManagerAnswer:
+    status = response.status_code
+    if 300 <= status < 400:
+        return ManagerAnswer(status, None, _clean(response.headers.get("Location")), FAILURE_REDIRECT)
+    try:
+        body = response.json()
+    except ValueError:
+        return ManagerAnswer(status, None, _clean(response.text[:200]), FAILURE_UNREADABLE)
+    if not isinstance(body, dict):
+        return ManagerAnswer(status, None, _clean(body), FAILURE_UNREADABLE)
+    success = body.get("success") if isinstance(body.get("success"), bool) else None
+    text = body.get("message") if success else (body.get("error") or body.get("detail") or body.get("message"))
+    return ManagerAnswer(status, success, _clean(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)))
+
+
+def _read_batch_refusal(response) -> ManagerAnswer | None:
+    """The answer for every account when the batch as a whole was not accepted, else None."""
+    if response.status_code == 200:
+        if "ndjson" in response.headers.get("Content-Type", ""):
+            return None
+        # A batch is always answered with a stream; anything else cannot be trusted either way.
+        return ManagerAnswer(200, None, _clean(response.text[:200]), FAILURE_UNREADABLE)
+    return _read_single(response)

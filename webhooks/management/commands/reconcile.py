@@ -1,0 +1,29 @@
+import time
+
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from webhooks import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Recover what a dead worker left behind: abandon runs whose lease expired, return their "
+        "reserved accounts to the pool (outcome unknown, re-sent at once), fail task rows stuck "
+        "as running, and wake a run for unknown outcomes that are due. --every N repeats it."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--every", type=float, default=0, help="repeat every N seconds until stopped")
+
+    def handle(self, *args, every, **options):
+        while True:
+            result = services.reconcile(now=timezone.now())
+            if result.changed or not every:
+                self.stdout.write(
+                    f"runs abandoned {result.runs_abandoned}, accounts recovered {result.accounts_recovered}, "
+                    f"stale tasks failed {result.tasks_failed}, retry run queued {'yes' if result.retry_queued else 'no'}"
+                )
+            if not every:
+                return
+            time.sleep(every)

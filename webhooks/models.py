@@ -1,0 +1,201 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import Account
+
+
+class ImportMode(models.TextChoices):
+    SINGLE = "single", _("single (one request per account)")
+    BATCH = "batch", _("batch (one request, NDJSON answer)")
+
+
+class ReplenishmentPolicy(models.Model):
+    """The one row of replenishment settings, editable in the admin and read by every run."""
+
+    seats_per_account = models.PositiveIntegerField(_("seats per account"), default=5)
+    margin_seats = models.PositiveIntegerField(_("margin (seats above the threshold)"), default=5)
+    max_accounts_per_event = models.PositiveIntegerField(_("at most accounts per event"), default=10)
+    max_accounts_per_hour = models.PositiveIntegerField(_("at most accounts per rolling hour"), default=50)
+    import_mode = models.CharField(_("import mode"), max_length=8, choices=ImportMode.choices, default=ImportMode.SINGLE)
+    retry_backoff = models.CharField(
+        _("retry delays after an unknown outcome (seconds, comma-separated)"), max_length=200, default="60,300,1800"
+    )
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("replenishment policy")
+        verbose_name_plural = _("replenishment policy")
+        constraints = [
+            models.CheckConstraint(condition=Q(pk=1), name="policy_singleton"),
+            models.CheckConstraint(condition=Q(seats_per_account__gte=1), name="policy_seats_per_account_positive"),
+            models.CheckConstraint(condition=Q(import_mode__in=ImportMode.values), name="policy_import_mode_valid"),
+        ]
+
+    def __str__(self):
+        return str(_("Replenishment policy"))
+
+    @property
+    def backoff_seconds(self) -> list[int]:
+        return [int(part) for part in self.retry_backoff.split(",") if part.strip()]
+
+
+class EventStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    ACTED_ON = "acted_on", _("acted on")
+    SUPERSEDED = "superseded", _("superseded")
+    REFUSED = "refused", _("refused")
+
+
+class WebhookEvent(models.Model):
+    """One call of the low-stock webhook, accepted or refused, as it arrived."""
+
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+    status = models.CharField(_("status"), max_length=16, choices=EventStatus.choices)
+    key_ok = models.BooleanField(_("API key valid"))
+    current_seats = models.PositiveIntegerField(_("free seats reported"), null=True, blank=True)
+    threshold = models.PositiveIntegerField(_("threshold"), null=True, blank=True)
+    message = models.TextField(_("message"), blank=True)
+    payload = models.TextField(_("body as received"), blank=True)
+    refusal = models.CharField(_("why refused"), max_length=255, blank=True)
+    remote_addr = models.GenericIPAddressField(_("from"), null=True, blank=True)
+    run = models.ForeignKey(
+        "ReplenishmentRun",
+        verbose_name=_("run"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="events",
+    )
+
+    class Meta:
+        verbose_name = _("webhook event")
+        verbose_name_plural = _("webhook events")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=EventStatus.values), name="event_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status=EventStatus.REFUSED) | Q(key_ok=True, current_seats__isnull=False, threshold__isnull=False),
+                name="event_accepted_is_complete",
+            ),
+        ]
+        indexes = [
+            # A run takes the newest pending event and supersedes the rest: a small partial index.
+            models.Index(fields=["id"], condition=Q(status=EventStatus.QUEUED), name="event_pending_idx"),
+            models.Index(fields=["status", "id"], name="event_status_idx"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_status_display()}"
+
+
+class RunTrigger(models.TextChoices):
+    WEBHOOK = "webhook", _("webhook")
+    MANUAL = "manual", _("manual push")
+    RETRY = "retry", _("retry of unknown outcomes")
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    FINISHED = "finished", _("finished")
+    CONFIG_ERROR = "config_error", _("stopped: configuration error")
+    FAILED = "failed", _("failed")
+    ABANDONED = "abandoned", _("abandoned (worker died)")
+
+
+ACTIVE_RUN_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class ReplenishmentRun(models.Model):
+    """One pass of replenishment: what it was asked, what it reserved and how each import ended.
+
+    At most one run is queued and at most one is running (database constraints): the queued one
+    is the wake-up call, the running one holds the single flight. A running run holds a lease
+    that it renews while it works; a run whose lease ran out died with its worker.
+    """
+
+    trigger = models.CharField(_("trigger"), max_length=16, choices=RunTrigger.choices)
+    status = models.CharField(_("status"), max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    requested_accounts = models.PositiveIntegerField(_("accounts requested (manual)"), null=True, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    # The lease the run's accounts are reserved under, to trace a recovered account to its run.
+    lease_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    need = models.PositiveIntegerField(_("accounts needed"), null=True, blank=True)
+    need_explained = models.CharField(_("how the need was computed"), max_length=255, blank=True)
+    reserved = models.PositiveIntegerField(_("accounts reserved"), default=0)
+    consumed = models.PositiveIntegerField(_("consumed"), default=0)
+    rejected = models.PositiveIntegerField(_("rejected"), default=0)
+    unknown = models.PositiveIntegerField(_("unknown outcome"), default=0)
+    returned = models.PositiveIntegerField(_("returned unsent"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("replenishment run")
+        verbose_name_plural = _("replenishment runs")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(trigger__in=RunTrigger.values), name="run_trigger_valid"),
+            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid"),
+            models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.QUEUED), name="run_one_queued"),
+            models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.RUNNING), name="run_one_running"),
+            models.CheckConstraint(
+                condition=~Q(status=RunStatus.RUNNING) | Q(lease_expires_at__isnull=False, started_at__isnull=False),
+                name="run_running_has_lease",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "id"], name="run_status_idx")]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_trigger_display()} · {self.get_status_display()}"
+
+
+class AttemptOutcome(models.TextChoices):
+    CONSUMED = "consumed", _("consumed")
+    REJECTED = "rejected", _("rejected")
+    UNKNOWN = "unknown", _("unknown")
+    CONFIG_ERROR = "config_error", _("configuration error")
+
+
+class ImportAttempt(models.Model):
+    """One account sent (or deliberately not sent) to the manager, and what came of it.
+
+    Secret-free: the manager's text is redacted of anything token-shaped before it is stored.
+    """
+
+    account = models.ForeignKey(Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="import_attempts")
+    run = models.ForeignKey(
+        ReplenishmentRun, verbose_name=_("run"), null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
+    )
+    created_at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
+    mode = models.CharField(_("mode"), max_length=8, choices=ImportMode.choices, blank=True)
+    sent = models.BooleanField(_("sent to the manager"), default=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    manager_message = models.TextField(_("manager's message"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
+
+    class Meta:
+        verbose_name = _("import attempt")
+        verbose_name_plural = _("import attempts")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["account", "outcome"], name="attempt_account_outcome_idx"),
+            models.Index(fields=["outcome", "created_at"], name="attempt_outcome_time_idx"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_outcome_display()}"

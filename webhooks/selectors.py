@@ -1,0 +1,48 @@
+"""Reads for replenishment."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.db.models import Min, Q
+
+from accounts.models import Account, AccountStatus
+from webhooks.models import AttemptOutcome, ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunStatus
+
+
+def policy_get() -> ReplenishmentPolicy:
+    return ReplenishmentPolicy.objects.get_or_create(pk=1)[0]
+
+
+def run_activity(*, now: datetime) -> tuple[int | None, bool]:
+    """(id of the live running run or None, whether a run is queued): the webhook's one read.
+
+    A running run whose lease ran out is not live: its worker died, and it must not swallow
+    new events.
+    """
+    running, queued = None, False
+    rows = ReplenishmentRun.objects.filter(
+        Q(status=RunStatus.QUEUED) | Q(status=RunStatus.RUNNING, lease_expires_at__gt=now)
+    ).values_list("pk", "status")
+    for pk, status in rows:
+        if status == RunStatus.RUNNING:
+            running = pk
+        else:
+            queued = True
+    return running, queued
+
+
+def attempts_landed_since(*, since: datetime) -> int:
+    """Imports in the window that added (or may have added) seats: what the hourly cap counts."""
+    return ImportAttempt.objects.filter(
+        created_at__gte=since, outcome__in=[AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN]
+    ).count()
+
+
+def account_next_retry() -> datetime | None:
+    return Account.objects.filter(
+        status=AccountStatus.AVAILABLE, usable=True, unknown_attempts__gt=0
+    ).aggregate(at=Min("retry_after"))["at"]
+
+
+HOUR = timedelta(hours=1)

@@ -1,0 +1,17 @@
+"""Background work, run by `manage.py db_worker` (django-tasks-db). Thin: the logic is in services."""
+
+from django_tasks import task
+
+from webhooks import services
+from webhooks.models import RunTrigger
+
+
+@task()
+def replenish(run_id: int) -> None:
+    services.run_execute(run_id=run_id)
+
+
+@task()
+def retry_unknown() -> None:
+    """Scheduled for when the first retry of an unknown outcome is due."""
+    services.run_wake(trigger=RunTrigger.RETRY)
