@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench-load migrate clean
+.PHONY: run test bench-load messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,13 @@ test: $(VENV)/.dev
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python bench/bench_load.py $(BENCH_ARGS)
+
+# Refresh the 简体中文 catalogue after changing user-visible strings (needs gettext), then translate
+# the new entries in locale/zh_Hans/LC_MESSAGES/django.po and run it again to compile.
+messages: $(VENV)/.runtime
+	POOL_IGNORE_DOTENV=1 SECRET_KEY=messages POOL_ENCRYPTION_KEY=$$($(BIN)/python -c 'import base64;print(base64.b64encode(bytes(32)).decode())') \
+	  sh -c '$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=bench --ignore=tests --ignore=staticfiles && \
+	         $(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv'
 
 clean:
 	rm -rf $(VENV) staticfiles test_db.sqlite3*
