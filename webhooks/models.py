@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
@@ -22,7 +23,10 @@ class ReplenishmentPolicy(models.Model):
     max_accounts_per_hour = models.PositiveIntegerField(_("at most accounts per rolling hour"), default=50)
     import_mode = models.CharField(_("import mode"), max_length=8, choices=ImportMode.choices, default=ImportMode.SINGLE)
     retry_backoff = models.CharField(
-        _("retry delays after an unknown outcome (seconds, comma-separated)"), max_length=200, default="60,300,1800"
+        _("retry delays after an unknown outcome (seconds, comma-separated)"),
+        max_length=200,
+        default="60,300,1800",
+        validators=[RegexValidator(r"^\s*\d+(\s*,\s*\d+)*\s*$", _("Whole numbers of seconds, separated by commas."))],
     )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

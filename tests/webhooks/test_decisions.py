@@ -91,3 +91,16 @@ def test_redaction_of_manager_text():
     assert at[:20] not in text and st[-20:] not in text and rt[-12:] not in text
     assert text.count(REDACTED) == 3
     assert "a@x.com" in text and "0f8fad5b-d9cb-469f-a165-70867728950e" in text
+
+
+@pytest.mark.parametrize("value, ok", [("60,300,1800", True), (" 5 , 10 ", True), ("1", True), ("", False), ("1,,2", False), ("a,b", False), ("-1", False)])
+def test_retry_delays_are_validated(value, ok):
+    from django.core.exceptions import ValidationError
+
+    policy = ReplenishmentPolicy(pk=1, retry_backoff=value)
+    try:
+        policy.clean_fields()
+        valid = True
+    except ValidationError as exc:
+        valid = "retry_backoff" not in exc.message_dict
+    assert valid is ok
