@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from accounts import services
+from poolsite.admin_base import ReadOnlyAdmin
 from accounts.forms import LoadAccountsForm
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
 from accounts.selectors import account_counts_by_status
@@ -233,7 +234,7 @@ def _preview_rows(lines: list[LineOutcome]) -> tuple[list[dict], int]:
 
 
 @admin.register(AccountBatch)
-class AccountBatchAdmin(admin.ModelAdmin):
+class AccountBatchAdmin(ReadOnlyAdmin):
     list_display = (
         "id", "label", "source", "status", "loaded_by", "created_at", "created_count",
         "duplicate_count", "invalid_count", "flagged_count",
@@ -241,12 +242,3 @@ class AccountBatchAdmin(admin.ModelAdmin):
     list_filter = ("source", "status")
     exclude = ("content",)
     readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name != "content"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -6,23 +6,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
 
+from poolsite.admin_base import ReadOnlyAdmin
 from webhooks import services
 from webhooks.models import ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunTrigger, WebhookEvent
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History is written by the service only; the admin shows it."""
-
-    show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(WebhookEvent)
