@@ -239,3 +239,13 @@ def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
     retry = run_now(trigger=RunTrigger.RETRY)
     assert states(account) == [AccountStatus.CONSUMED] and retry.consumed == 1
     assert list(manager.accept_counts.values()) == [1]
+
+
+def test_replenish_command_pushes_now_and_reports(manager, capsys):
+    from django.core.management import call_command
+
+    AccountFactory.create_batch(3)
+    call_command("replenish", "--accounts", "2")
+    out = capsys.readouterr().out
+    assert "finished: reserved 2, consumed 2" in out
+    assert len(manager.imported) == 2
