@@ -152,6 +152,9 @@ class Account(models.Model):
         verbose_name = _("account")
         verbose_name_plural = _("accounts")
         ordering = ["-id"]
+        permissions = [
+            ("requeue_account", _("Can edit, requeue, retry and release accounts")),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status__in=AccountStatus.values), name="account_status_valid"

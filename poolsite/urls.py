@@ -9,4 +9,5 @@ admin.site.index_title = _("Pool administration")
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("webhooks/", include("webhooks.urls")),
+    path("api/", include("poolsite.api_urls")),
 ]

@@ -46,7 +46,7 @@ class ReplenishmentRunAdmin(ReadOnlyAdmin):
         return super().changelist_view(request, extra_context)
 
     def _can_push(self, request):
-        return request.user.has_perm("webhooks.add_replenishmentrun")
+        return request.user.has_perm("webhooks.push_accounts")
 
     def push_view(self, request):
         if not self._can_push(request):

@@ -147,6 +147,7 @@ class ReplenishmentRun(models.Model):
         verbose_name = _("replenishment run")
         verbose_name_plural = _("replenishment runs")
         ordering = ["-id"]
+        permissions = [("push_accounts", _("Can push accounts to the manager now"))]
         constraints = [
             models.CheckConstraint(condition=Q(trigger__in=RunTrigger.values), name="run_trigger_valid"),
             models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid"),
