@@ -203,6 +203,10 @@ class Account(models.Model):
             ),
             # Counts per status and status-filtered admin pages, newest first.
             models.Index(fields=["status", "id"], name="account_status_idx"),
+            # Consumption per day, for the dashboard and exports.
+            models.Index(
+                fields=["consumed_at"], condition=Q(status=AccountStatus.CONSUMED), name="account_consumed_idx"
+            ),
             # Leases to recover.
             models.Index(
                 fields=["lease_expires_at"],

@@ -45,3 +45,17 @@ def account_pool_summary() -> dict:
         "available_usable": available.filter(usable=True).count(),
         "available_flagged_unusable": available.filter(usable=False).count(),
     }
+
+
+def account_consumed_per_day(*, since, until) -> dict:
+    """{date: accounts consumed that day} from the partial index on consumed_at."""
+    from django.db.models.functions import TruncDate
+
+    rows = (
+        Account.objects.filter(status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until)
+        .annotate(day=TruncDate("consumed_at"))
+        .order_by()
+        .values("day")
+        .annotate(n=Count("id"))
+    )
+    return {row["day"]: row["n"] for row in rows}

@@ -46,3 +46,31 @@ def account_next_retry() -> datetime | None:
 
 
 HOUR = timedelta(hours=1)
+
+
+def dashboard_stats(*, now: datetime) -> dict:
+    """Everything the dashboard and GET /api/stats/ show, in bounded, indexed queries.
+
+    JSON-serialisable apart from dates/datetimes (the API and the template format those).
+    """
+    from datetime import timedelta as _td
+
+    from accounts.selectors import account_consumed_per_day, account_pool_summary
+
+    policy = policy_get()
+    summary = account_pool_summary()
+    today = now.date()
+    start = now - _td(days=30)
+    per_day = account_consumed_per_day(since=start, until=now)
+    days = [today - _td(days=n) for n in range(29, -1, -1)]
+    consumption = [{"day": day, "consumed": per_day.get(day, 0)} for day in days]
+    last_week = sum(per_day.get(today - _td(days=n), 0) for n in range(7))
+    rate = last_week / 7
+    runway = round(summary["available_usable"] / rate, 1) if rate else None
+    return {
+        **summary,
+        "seats_in_stock": summary["available_usable"] * policy.seats_per_account,
+        "consumption_per_day": consumption,
+        "consumed_last_7_days": last_week,
+        "runway_days": runway,
+    }
