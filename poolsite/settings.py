@@ -167,6 +167,7 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no banner on every manage.py command
 
 # --- Notifications (apprise URLs, comma-separated; more can be added in the admin) -----------
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
