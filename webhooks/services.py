@@ -66,8 +66,8 @@ def event_receive(
         key_ok=True,
         current_seats=current_seats,
         threshold=threshold,
-        message=message,
-        payload=payload,
+        message=redact(message),
+        payload=redact(payload),
         remote_addr=remote_addr,
     )
     if not running and not queued:

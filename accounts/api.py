@@ -1,0 +1,300 @@
+"""/api/accounts/: the pool over REST. Thin: reading, loading and retiring are accounts.services.
+
+Secrets never leave: token fields are only ever shown masked (last 4 characters).
+"""
+
+import io
+
+from django.conf import settings
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ParseError
+from rest_framework.filters import OrderingFilter
+from poolsite.pagination import IdCursorPagination
+from rest_framework.parsers import BaseParser, JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+
+from accounts import services
+from accounts.models import Account, AccountStatus, BatchSource
+from accounts.services import LineOutcome, LoadAborted
+from accounts.tokens import mask
+
+MSG_EMPTY = _("Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”.")
+MSG_TOO_BIG = _("The body is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
+MSG_NOT_TEXT = _("The body is not text (it contains binary data).")
+MSG_NOT_UTF8 = _("The body is not UTF-8 text.")
+MSG_STRICT_ABORTED = _("Nothing was saved: strict refuses a text with invalid lines.")
+
+# One request retires at most this many accounts: one locked UPDATE, and an answer that lists them.
+MAX_RETIRE_IDS = 1000
+
+
+# --- Shared by every endpoint under /api/ -------------------------------------------------------
+
+
+class StaffWithPermission(BasePermission):
+    """Staff who also hold `permission`: an API write needs what the same write needs in the admin."""
+
+    permission = ""
+
+    def has_permission(self, request, view):
+        user = request.user
+        return bool(user and user.is_staff and user.has_perm(self.permission))
+
+
+def staff_with(permission: str) -> type[BasePermission]:
+    return type(f"StaffWith[{permission}]", (StaffWithPermission,), {"permission": permission})
+
+
+class StaffCanView(BasePermission):
+    """Staff who may see these rows in the admin (view or change permission) may read them here."""
+
+    def has_permission(self, request, view):
+        user = request.user
+        if not (user and user.is_staff):
+            return False
+        opts = view.queryset.model._meta
+        return user.has_perm(f"{opts.app_label}.view_{opts.model_name}") or user.has_perm(
+            f"{opts.app_label}.change_{opts.model_name}"
+        )
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class MaskedSecretField(serializers.ReadOnlyField):
+    def to_representation(self, value):
+        return mask(value)
+
+
+class PlainTextParser(BaseParser):
+    """A text/plain body, read like an uploaded file: UTF-8 (a BOM is dropped), no binary."""
+
+    media_type = "text/plain"
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        raw = stream.read()
+        if b"\x00" in raw:
+            raise ParseError(MSG_NOT_TEXT)
+        try:
+            return raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ParseError(MSG_NOT_UTF8) from None
+
+
+# --- Accounts -----------------------------------------------------------------------------------
+
+
+class AccountSerializer(serializers.ModelSerializer):
+    access_token_masked = MaskedSecretField(source="access_token")
+    session_token_masked = MaskedSecretField(source="session_token")
+    refresh_token_masked = MaskedSecretField(source="refresh_token")
+
+    class Meta:
+        model = Account
+        fields = (
+            "id", "email", "status", "usable", "unusable_reason", "batch", "access_token_masked",
+            "session_token_masked", "refresh_token_masked", "client_id", "account_id", "at_email",
+            "at_expires_at", "attempts", "unknown_attempts", "retry_after", "last_error",
+            "lease_expires_at", "consumed_at", "created_at", "updated_at", "notes",
+        )  # fmt: skip
+        read_only_fields = fields
+
+
+class AccountFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=AccountStatus.choices, required=False)
+    usable = serializers.BooleanField(required=False)
+    batch = serializers.IntegerField(min_value=1, required=False, help_text=_("Batch id."))
+    email = serializers.CharField(
+        max_length=254, required=False, allow_blank=True, help_text=_("An email address or its beginning.")
+    )
+
+
+class BulkLoadSerializer(serializers.Serializer):
+    text = serializers.CharField(
+        trim_whitespace=False,
+        allow_blank=True,
+        error_messages={"required": MSG_EMPTY},
+        help_text=_("One account per line, in any format the admin's load page takes."),
+    )
+    label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    dry_run = serializers.BooleanField(
+        required=False, default=False, help_text=_("Check every line, save nothing.")
+    )
+    strict = serializers.BooleanField(
+        required=False, default=False, help_text=_("Save nothing unless every line is valid.")
+    )
+
+    def validate_text(self, text):
+        if not text.strip():
+            raise serializers.ValidationError(MSG_EMPTY)
+        return text
+
+
+class LoadLineSerializer(serializers.Serializer):
+    line = serializers.IntegerField(source="lineno")
+    outcome = serializers.ChoiceField(choices=[LineOutcome.CREATED, LineOutcome.DUPLICATE, LineOutcome.INVALID])
+    messages = serializers.ListField(child=serializers.CharField())
+
+
+class BulkLoadResultSerializer(serializers.Serializer):
+    detail = serializers.CharField(required=False, help_text=_("Why nothing was saved (strict)."))
+    dry_run = serializers.BooleanField()
+    batch = serializers.IntegerField(allow_null=True, help_text=_("Batch id; null for a dry run."))
+    created = serializers.IntegerField(help_text=_("Saved, or would be saved in a dry run."))
+    duplicates = serializers.IntegerField()
+    invalid = serializers.IntegerField()
+    flagged_unusable = serializers.IntegerField()
+    lines = LoadLineSerializer(many=True, help_text=_("Every line not saved, and saved lines with a warning."))
+
+
+class RetireSerializer(serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=MAX_RETIRE_IDS
+    )
+
+
+class RetireResultSerializer(serializers.Serializer):
+    retired = serializers.ListField(child=serializers.IntegerField())
+    skipped = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text=_("Not retired: only available or rejected accounts can be (or there is no such account)."),
+    )
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[AccountFilterSerializer]),
+)
+class AccountViewSet(viewsets.ReadOnlyModelViewSet):
+    """Accounts in the pool, newest first. Tokens are shown masked, never in full."""
+
+    queryset = Account.objects.all()
+    serializer_class = AccountSerializer
+    permission_classes = [StaffCanView]
+    filter_backends = [OrderingFilter]
+    ordering_fields = ["id"]
+    ordering = ["-id"]
+    lookup_value_regex = "[0-9]+"
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            return queryset
+        filters = AccountFilterSerializer(data=self.request.query_params, partial=True)
+        filters.is_valid(raise_exception=True)
+        given = filters.validated_data
+        if "status" in given:
+            queryset = queryset.filter(status=given["status"])
+        if "usable" in given:
+            queryset = queryset.filter(usable=given["usable"])
+        if "batch" in given:
+            queryset = queryset.filter(batch_id=given["batch"])
+        # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
+        email = given.get("email", "").strip().lower()
+        if email:
+            queryset = queryset.filter(email__startswith=email)
+        return queryset
+
+    @extend_schema(
+        request={"application/json": BulkLoadSerializer, "text/plain": OpenApiTypes.STR},
+        responses={
+            200: OpenApiResponse(BulkLoadResultSerializer, _("Checked (dry run), or nothing new to save.")),
+            201: OpenApiResponse(BulkLoadResultSerializer, _("Accounts were created.")),
+            400: OpenApiResponse(description=_("Empty, oversized or unreadable body; or strict and invalid lines.")),
+        },
+        examples=[
+            OpenApiExample(
+                "JSON",
+                value={"text": "a@example.com----eyJ…\nb@example.com|eyJ…", "label": "november", "dry_run": True},
+                request_only=True,
+            )
+        ],
+        description=_(
+            "Load accounts through the same parser and loader as the admin. With text/plain, label, "
+            "dry_run and strict are query parameters. The body may be at most POOL_UPLOAD_MAX_BYTES."
+        ),
+    )
+    @action(
+        detail=False,
+        methods=["post"],
+        permission_classes=[staff_with("accounts.add_accountbatch")],
+        parser_classes=[JSONParser, PlainTextParser],
+    )
+    def bulk(self, request):
+        given = BulkLoadSerializer(data=_bulk_input(request))
+        given.is_valid(raise_exception=True)
+        text, dry_run = given.validated_data["text"], given.validated_data["dry_run"]
+        # Universal newlines, as the admin and the command read text, so line numbers agree everywhere.
+        lines = io.StringIO(text, newline=None)
+        batch, answer = None, status.HTTP_200_OK
+        if dry_run:
+            report = services.account_load(lines=lines, batch=None, dry_run=True)
+        else:
+            label = given.validated_data["label"] or f"API {timezone.localtime():%Y-%m-%d %H:%M}"
+            try:
+                batch, report = services.account_batch_load(
+                    lines=lines, label=label, source=BatchSource.API, user=request.user,
+                    strict=given.validated_data["strict"],
+                )  # fmt: skip
+            except LoadAborted as exc:
+                body = _load_result(report=exc.report, batch=None, detail=MSG_STRICT_ABORTED)
+                return Response(body, status=status.HTTP_400_BAD_REQUEST)
+            if report.created:
+                answer = status.HTTP_201_CREATED
+        return Response(_load_result(report=report, batch=batch), status=answer)
+
+    @extend_schema(request=RetireSerializer, responses=RetireResultSerializer)
+    @action(
+        detail=False,
+        methods=["post"],
+        permission_classes=[staff_with("accounts.change_account")],
+        parser_classes=[JSONParser],
+    )
+    def retire(self, request):
+        """Retire accounts for good. Only available or rejected accounts can be; the rest are skipped."""
+        given = RetireSerializer(data=request.data)
+        given.is_valid(raise_exception=True)
+        ids = set(given.validated_data["ids"])
+        retired = {account.pk for account in services.account_retire(account_ids=ids, by=request.user)}
+        return Response({"retired": sorted(retired), "skipped": sorted(ids - retired)})
+
+
+def _bulk_input(request) -> dict:
+    """The bulk request as one dict, whichever body it came in; too big a body is refused unread."""
+    limit = settings.POOL_UPLOAD_MAX_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    # Django never reads past the declared length, so checking it is enough.
+    if declared > limit:
+        raise ParseError(MSG_TOO_BIG % {"limit": filesizeformat(limit)})
+    if not isinstance(request.data, str):
+        return request.data
+    options = ("label", "dry_run", "strict")
+    return {"text": request.data, **{key: request.query_params[key] for key in options if key in request.query_params}}
+
+
+def _load_result(*, report: services.LoadReport, batch, detail=None) -> dict:
+    return BulkLoadResultSerializer(
+        {
+            **({"detail": detail} if detail else {}),
+            "dry_run": report.dry_run,
+            "batch": batch.pk if batch else None,
+            "created": report.created,
+            "duplicates": report.duplicates,
+            "invalid": report.invalid,
+            "flagged_unusable": report.flagged_unusable,
+            "lines": report.lines,
+        }
+    ).data

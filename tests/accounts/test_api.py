@@ -1,0 +1,346 @@
+"""/api/accounts/: list, detail, bulk load and retire, through the test client with real auth."""
+
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.urls import reverse
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from accounts import api
+from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus, UnusableReason
+from accounts.tokens import mask
+from tests import fakes
+from tests.accounts.test_admin import assert_no_secret
+from tests.factories import AccountBatchFactory, AccountFactory
+
+pytestmark = pytest.mark.django_db
+
+LIST_URL = reverse("api-account-list")
+BULK_URL = reverse("api-account-bulk")
+RETIRE_URL = reverse("api-account-retire")
+
+
+def detail_url(pk):
+    return reverse("api-account-detail", args=[pk])
+
+
+def secrets_of(*accounts):
+    return [getattr(a, f) for a in accounts for f in ("access_token", "session_token", "refresh_token")]
+
+
+@pytest.fixture
+def user_with(django_user_model):
+    """A user with exactly the given permissions ("app.codename"); staff unless told otherwise."""
+
+    def make(*perms, staff=True):
+        user = django_user_model.objects.create_user(f"user-{uuid.uuid4().hex[:8]}", is_staff=staff)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def client_with(client, user_with):
+    def login(*perms, staff=True):
+        client.force_login(user_with(*perms, staff=staff))
+        return client
+
+    return login
+
+
+def post_json(client, url, body, **extra):
+    return client.post(url, json.dumps(body), content_type="application/json", **extra)
+
+
+# --- Reading --------------------------------------------------------------------------------
+
+
+def test_list_shows_tokens_masked_and_never_in_full(admin_client):
+    older, newer = AccountFactory(), AccountFactory(account_id=str(uuid.uuid4()))
+    response = admin_client.get(LIST_URL)
+    assert response.status_code == 200
+    body = response.json()
+    assert [row["id"] for row in body["results"]] == [newer.pk, older.pk]
+    row = body["results"][0]
+    assert row["access_token_masked"] == mask(newer.access_token)
+    assert row["session_token_masked"] == mask(newer.session_token)
+    assert row["refresh_token_masked"] == mask(newer.refresh_token)
+    assert (row["email"], row["status"], row["batch"], row["account_id"]) == (
+        newer.email, "available", newer.batch_id, newer.account_id,
+    )  # fmt: skip
+    assert not {"access_token", "session_token", "refresh_token"} & set(row)
+    assert_no_secret(response.content.decode(), *secrets_of(older, newer))
+    detail = admin_client.get(detail_url(newer.pk))
+    assert detail.status_code == 200 and detail.json() == row
+    assert_no_secret(detail.content.decode(), *secrets_of(newer))
+
+
+def test_detail_of_a_missing_account_is_404(admin_client):
+    assert admin_client.get(detail_url(999999)).status_code == 404
+
+
+def test_filters(admin_client):
+    batch = AccountBatchFactory()
+    alice = AccountFactory(email="alice@example.com", batch=batch)
+    bob = AccountFactory(email="bob@example.com", status=AccountStatus.REJECTED, batch=batch)
+    flagged = AccountFactory(email="alina@example.org", usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+
+    def ids(**params):
+        response = admin_client.get(LIST_URL, params)
+        assert response.status_code == 200, response.content
+        return {row["id"] for row in response.json()["results"]}
+
+    assert ids() == {alice.pk, bob.pk, flagged.pk}
+    assert ids(status="rejected") == {bob.pk}
+    assert ids(usable="false") == {flagged.pk}
+    assert ids(usable="true") == {alice.pk, bob.pk}
+    assert ids(batch=batch.pk) == {alice.pk, bob.pk}
+    assert ids(email=" ALI ") == {alice.pk, flagged.pk}
+    assert ids(email="ali", usable="true") == {alice.pk}
+    assert ids(email="") == {alice.pk, bob.pk, flagged.pk}
+
+
+@pytest.mark.parametrize("params", [{"status": "gone"}, {"usable": "maybe"}, {"batch": "x"}, {"batch": "0"}])
+def test_a_bad_filter_is_a_400_naming_it(admin_client, params):
+    response = admin_client.get(LIST_URL, params)
+    assert response.status_code == 400 and set(response.json()) == set(params)
+
+
+def test_cursor_pages_in_either_id_order_without_a_count(admin_client):
+    accounts = AccountFactory.create_batch(5)
+    for ordering, expected in (("-id", accounts[::-1]), ("id", accounts)):
+        seen, url, params = [], LIST_URL, {"page_size": 2, "ordering": ordering}
+        while url:
+            body = admin_client.get(url, params).json()
+            assert "count" not in body and len(body["results"]) <= 2
+            seen += [row["id"] for row in body["results"]]
+            url, params = body["next"], None
+        assert seen == [a.pk for a in expected]
+
+
+# --- Who may ---------------------------------------------------------------------------------
+
+
+def test_reading_needs_staff_with_the_view_permission(client, client_with):
+    account = AccountFactory()
+    for url in (LIST_URL, detail_url(account.pk)):
+        assert client.get(url).status_code in (401, 403)
+    non_staff = client_with("accounts.view_account", staff=False)
+    assert non_staff.get(LIST_URL).status_code == 403
+    assert client_with().get(LIST_URL).status_code == 403
+    assert client_with("accounts.view_account").get(LIST_URL).status_code == 200
+    assert client_with("accounts.change_account").get(detail_url(account.pk)).status_code == 200
+
+
+def test_token_authentication(client, user_with):
+    token = Token.objects.create(user=user_with("accounts.view_account"))
+    AccountFactory()
+    ok = client.get(LIST_URL, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 1
+    wrong = client.get(LIST_URL, HTTP_AUTHORIZATION="Token " + "0" * 40)
+    # 403, not 401: session authentication comes first and names no WWW-Authenticate scheme.
+    assert wrong.status_code in (401, 403) and "results" not in wrong.json()
+
+
+def test_writes_need_their_model_permission(client, client_with, material):
+    account = AccountFactory()
+    line = fakes.render_line(material(), "delimited-dash")
+    assert post_json(client, BULK_URL, {"text": line}).status_code in (401, 403)
+    assert post_json(client, RETIRE_URL, {"ids": [account.pk]}).status_code in (401, 403)
+    assert post_json(client_with("accounts.add_accountbatch", staff=False), BULK_URL, {"text": line}).status_code == 403
+    viewer = client_with("accounts.view_account", "accounts.change_accountbatch")
+    assert post_json(viewer, BULK_URL, {"text": line}).status_code == 403
+    assert post_json(viewer, RETIRE_URL, {"ids": [account.pk]}).status_code == 403
+    assert Account.objects.count() == 1 and Account.objects.get().status == AccountStatus.AVAILABLE
+    assert post_json(client_with("accounts.add_accountbatch"), BULK_URL, {"text": line}).status_code == 201
+    assert post_json(client_with("accounts.change_account"), RETIRE_URL, {"ids": [account.pk]}).status_code == 200
+
+
+def test_token_authentication_can_write(client, user_with, material):
+    token = Token.objects.create(user=user_with("accounts.add_accountbatch"))
+    line = fakes.render_line(material(), "positional")
+    response = post_json(client, BULK_URL, {"text": line}, HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert response.status_code == 201 and Account.objects.count() == 1
+
+
+# --- Bulk load ---------------------------------------------------------------------------------
+
+
+def test_bulk_loads_like_the_admin_and_reports_every_problem_line(admin_client, admin_user, material):
+    good, other, flagged = material(), material(), material(session_token=None, refresh_token=None)
+    existing = AccountFactory()
+    flagged_line = fakes.render_line(
+        {**flagged, "access_token": fakes.make_access_token(email=flagged["email"], lifetime=timedelta(hours=2))},
+        "delimited-pipe",
+    )
+    text = "\r\n".join(
+        [
+            fakes.render_line(good, "positional"),  # 1 created
+            "not an account",  # 2 invalid
+            f"{existing.email}----{existing.access_token}",  # 3 duplicate of the pool
+            fakes.render_line(good, "delimited-dash"),  # 4 duplicate of line 1
+            fakes.render_line(other, "delimited-tab"),  # 5 created
+            flagged_line,  # 6 created, flagged unusable
+        ]
+    )
+    response = post_json(admin_client, BULK_URL, {"text": text, "label": "november"})
+    assert response.status_code == 201, response.content
+    body = response.json()
+    batch = AccountBatch.objects.get(label="november")
+    assert (batch.source, batch.status, batch.loaded_by, batch.content) == (
+        BatchSource.API, BatchStatus.LOADED, admin_user, None,
+    )  # fmt: skip
+    assert {k: body[k] for k in ("dry_run", "batch", "created", "duplicates", "invalid", "flagged_unusable")} == {
+        "dry_run": False, "batch": batch.pk, "created": 3, "duplicates": 2, "invalid": 1, "flagged_unusable": 1,
+    }  # fmt: skip
+    lines = {line["line"]: line for line in body["lines"]}
+    assert {n: line["outcome"] for n, line in lines.items()} == {
+        2: "invalid", 3: "duplicate", 4: "duplicate", 6: "created",
+    }  # fmt: skip
+    assert f"account #{existing.pk}" in lines[3]["messages"][0]
+    assert "line 1" in lines[4]["messages"][0]
+    assert all(line["messages"] for line in body["lines"])
+    assert set(Account.objects.filter(batch=batch).values_list("email", flat=True)) == {
+        good["email"], other["email"], flagged["email"],
+    }  # fmt: skip
+    assert not Account.objects.get(email=flagged["email"]).usable
+    assert_no_secret(response.content.decode(), *secrets_of(existing), *(v for v in good.values() if v))
+
+
+def test_bulk_takes_a_text_plain_body_with_options_in_the_query(admin_client, material):
+    good = material()
+    text = "\ufeff" + fakes.render_line(good, "delimited-dash") + "\n"
+    url = BULK_URL + "?label=plain&strict=1"
+    response = admin_client.post(url, text.encode(), content_type="text/plain; charset=utf-8")
+    assert response.status_code == 201, response.content
+    assert response.json()["created"] == 1
+    assert Account.objects.get().batch.label == "plain"
+
+
+def test_bulk_dry_run_saves_nothing(admin_client, material):
+    text = fakes.render_line(material(), "positional") + "\nnonsense"
+    response = admin_client.post(BULK_URL + "?dry_run=true", text, content_type="text/plain")
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["dry_run"], body["batch"], body["created"], body["invalid"]) == (True, None, 1, 1)
+    assert [(line["line"], line["outcome"]) for line in body["lines"]] == [(2, "invalid")]
+    assert not Account.objects.exists() and not AccountBatch.objects.exists()
+
+
+def test_bulk_strict_saves_nothing_when_a_line_is_invalid(admin_client, material):
+    text = fakes.render_line(material(), "positional") + "\nnonsense\n"
+    response = post_json(admin_client, BULK_URL, {"text": text, "strict": True, "label": "strict"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["detail"] == str(api.MSG_STRICT_ABORTED)
+    assert (body["created"], body["invalid"], body["batch"]) == (0, 1, None)
+    assert [(line["line"], line["outcome"]) for line in body["lines"]] == [(2, "invalid")]
+    assert not Account.objects.exists()
+    assert AccountBatch.objects.get().status == BatchStatus.ABORTED
+
+
+def test_bulk_with_nothing_new_is_200(admin_client):
+    existing = AccountFactory()
+    response = post_json(admin_client, BULK_URL, {"text": f"{existing.email}----{existing.access_token}"})
+    assert response.status_code == 200
+    assert (response.json()["created"], response.json()["duplicates"]) == (0, 1)
+    assert Account.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ("{}", "application/json"),
+        ('{"text": ""}', "application/json"),
+        ('{"text": " \\n\\t\\n"}', "application/json"),
+        ("", "text/plain"),
+        ("\n\n   \n", "text/plain"),
+    ],
+)
+def test_bulk_refuses_an_empty_body(admin_client, body, content_type):
+    response = admin_client.post(BULK_URL, body, content_type=content_type)
+    assert response.status_code == 400
+    assert response.json() == {"text": [str(api.MSG_EMPTY)]}
+    assert not AccountBatch.objects.exists()
+
+
+def test_bulk_refuses_an_oversized_body_before_reading_it(admin_client, settings, material):
+    settings.POOL_UPLOAD_MAX_BYTES = 1000
+    text = fakes.render_line(material(), "positional")
+    assert len(text.encode()) > 1000
+    for body, content_type in ((text, "text/plain"), (json.dumps({"text": text}), "application/json")):
+        response = admin_client.post(BULK_URL, body, content_type=content_type)
+        assert response.status_code == 400
+        assert response.json() == {"detail": str(api.MSG_TOO_BIG % {"limit": "1000\xa0bytes"})}
+    assert not AccountBatch.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body, content_type, expected",
+    [
+        (b"a@example.com\x00eyJ", "text/plain", {"detail": str(api.MSG_NOT_TEXT)}),
+        ("a@example.com,ü".encode("latin-1"), "text/plain", {"detail": str(api.MSG_NOT_UTF8)}),
+        (b'{"text": "a@example.com\\u0000"}', "application/json", None),
+        (b'{"text": ["a"]}', "application/json", None),
+        (b'{"text": "a", "dry_run": "perhaps"}', "application/json", None),
+        (b"not json", "application/json", None),
+    ],
+)
+def test_bulk_refuses_unreadable_bodies(admin_client, body, content_type, expected):
+    response = admin_client.post(BULK_URL, body, content_type=content_type)
+    assert response.status_code == 400
+    if expected is not None:
+        assert response.json() == expected
+    assert not AccountBatch.objects.exists()
+
+
+def test_bulk_refuses_other_content_types(admin_client):
+    response = admin_client.post(BULK_URL, {"text": "a@example.com"})  # multipart form
+    assert response.status_code == 415
+    assert not AccountBatch.objects.exists()
+
+
+# --- Retire ------------------------------------------------------------------------------------
+
+
+def test_retire_reports_what_was_retired_and_skipped(admin_client, admin_user):
+    available = AccountFactory()
+    rejected = AccountFactory(status=AccountStatus.REJECTED)
+    reserved = AccountFactory(
+        status=AccountStatus.RESERVED, lease_id=uuid.uuid4(), lease_expires_at=timezone.now() + timedelta(minutes=5)
+    )
+    consumed = AccountFactory(status=AccountStatus.CONSUMED, consumed_at=timezone.now())
+    ids = [available.pk, rejected.pk, reserved.pk, consumed.pk, 999999]
+    response = post_json(admin_client, RETIRE_URL, {"ids": ids})
+    assert response.status_code == 200
+    assert response.json() == {
+        "retired": sorted([available.pk, rejected.pk]),
+        "skipped": sorted([reserved.pk, consumed.pk, 999999]),
+    }
+    statuses = dict(Account.objects.values_list("pk", "status"))
+    assert statuses == {
+        available.pk: "retired", rejected.pk: "retired", reserved.pk: "reserved", consumed.pk: "consumed",
+    }  # fmt: skip
+    logged = LogEntry.objects.filter(user=admin_user).values_list("object_id", flat=True)
+    assert sorted(int(pk) for pk in logged) == sorted([available.pk, rejected.pk])
+    again = post_json(admin_client, RETIRE_URL, {"ids": [available.pk]})
+    assert again.json() == {"retired": [], "skipped": [available.pk]}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"ids": []}, {"ids": ["x"]}, {"ids": [0]}, {"ids": 5}, {"ids": list(range(1, api.MAX_RETIRE_IDS + 2))}],
+)
+def test_retire_refuses_bad_ids(admin_client, body):
+    account = AccountFactory()
+    response = post_json(admin_client, RETIRE_URL, body)
+    assert response.status_code == 400 and "ids" in response.json()
+    assert Account.objects.get(pk=account.pk).status == AccountStatus.AVAILABLE
