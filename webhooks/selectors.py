@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db.models import Min, Q
+from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
 from webhooks.models import AttemptOutcome, ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunStatus
@@ -59,7 +60,8 @@ def dashboard_stats(*, now: datetime) -> dict:
 
     policy = policy_get()
     summary = account_pool_summary()
-    today = now.date()
+    # Days as TruncDate groups them: in the current time zone, not UTC.
+    today = timezone.localdate(now)
     start = now - _td(days=30)
     per_day = account_consumed_per_day(since=start, until=now)
     days = [today - _td(days=n) for n in range(29, -1, -1)]
