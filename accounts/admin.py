@@ -7,18 +7,41 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import ngettext, ngettext_lazy
 
 from accounts import services
 from poolsite.admin_base import ReadOnlyAdmin
-from accounts.forms import LoadAccountsForm
+from accounts.forms import LoadAccountsForm, RequeueAccountForm
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
-from accounts.selectors import account_counts_by_status
+from accounts.selectors import account_counts_by_status, email_prefix_q
 from accounts.services import LineOutcome
 from accounts.tokens import mask
 
 # The preview lists every problem line, but only this many of the lines that would be saved.
 PREVIEW_VALID_ROWS = 500
+
+MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
+MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
+MSG_NOT_RETRIED = ngettext_lazy(
+    "%(n)d account was not retried: only rejected accounts and accounts held after unknown outcomes can be.",
+    "%(n)d accounts were not retried: only rejected accounts and accounts held after unknown outcomes can be.",
+    "n",
+)
+MSG_RELEASED = ngettext_lazy(
+    "Released %(n)d stuck reservation; it counts as an attempt with an unknown outcome.",
+    "Released %(n)d stuck reservations; each counts as an attempt with an unknown outcome.",
+    "n",
+)
+MSG_IN_FLIGHT = ngettext_lazy(
+    "%(n)d reservation was not released: its lease has not expired, so it is being imported right now.",
+    "%(n)d reservations were not released: their leases have not expired, so they are being imported right now.",
+    "n",
+)
+MSG_NOT_RESERVED = ngettext_lazy(
+    "%(n)d account was not released: it is not reserved.",
+    "%(n)d accounts were not released: they are not reserved.",
+    "n",
+)
 
 
 class CappedCountPaginator(Paginator):
@@ -64,7 +87,10 @@ class AccountAdmin(admin.ModelAdmin):
     search_help_text = _("An email address or its beginning.")
     paginator = CappedCountPaginator
     show_full_result_count = False
-    actions = ["retire_selected"]
+    # Facet counts would count every row of the pool once per filter choice.
+    show_facets = admin.ShowFacets.NEVER
+    REQUEUE_ACTIONS = ("retry_selected", "release_selected")
+    actions = ["retire_selected", *REQUEUE_ACTIONS]
     fieldsets = (
         (None, {"fields": ("email", "status", "usable", "unusable_reason", "batch", "notes")}),
         (
@@ -78,13 +104,19 @@ class AccountAdmin(admin.ModelAdmin):
         ),
         (
             _("Imports"),
-            {"fields": ("attempts", "last_error", "lease_expires_at", "consumed_at", "created_at", "updated_at")},
+            {
+                "fields": (
+                    "attempts", "unknown_attempts", "retry_after", "last_error", "lease_expires_at", "consumed_at",
+                    "created_at", "updated_at",
+                )  # fmt: skip
+            },
         ),
     )
     readonly_fields = (
         "email", "status", "usable", "unusable_reason", "batch", "masked_access_token", "at_email",
         "at_expires_at", "masked_session_token", "masked_refresh_token", "client_id", "account_id",
-        "attempts", "last_error", "lease_expires_at", "consumed_at", "created_at", "updated_at",
+        "attempts", "unknown_attempts", "retry_after", "last_error", "lease_expires_at", "consumed_at",
+        "created_at", "updated_at",
     )  # fmt: skip
 
     @admin.display(description=_("access token"))
@@ -104,7 +136,7 @@ class AccountAdmin(admin.ModelAdmin):
         term = search_term.strip().lower()
         if not term:
             return queryset, False
-        return queryset.filter(email__startswith=term), False
+        return queryset.filter(email_prefix_q(term=term)), False
 
     def has_add_permission(self, request):
         # Accounts arrive through the load page, which shows what each line became.
@@ -142,7 +174,68 @@ class AccountAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    # --- Retry, release, requeue -----------------------------------------------------------
+
+    def has_requeue_permission(self, request, obj=None):
+        return request.user.has_perm("accounts.requeue_account")
+
+    @admin.action(
+        description=_("Retry selected accounts (rejected, or held after unknown outcomes)"), permissions=["requeue"]
+    )
+    def retry_selected(self, request, queryset):
+        retried = services.account_retry(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        self.message_user(request, MSG_RETRIED % {"n": len(retried)}, messages.SUCCESS)
+        skipped = queryset.count() - len(retried)
+        if skipped:
+            self.message_user(request, MSG_NOT_RETRIED % {"n": skipped}, messages.WARNING)
+
+    @admin.action(description=_("Release selected stuck reservations (lease expired)"), permissions=["requeue"])
+    def release_selected(self, request, queryset):
+        result = services.account_release_stuck(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        released, in_flight = len(result.released), len(result.in_flight)
+        not_reserved = queryset.count() - released - in_flight
+        if released:
+            self.message_user(request, MSG_RELEASED % {"n": released}, messages.SUCCESS)
+        if in_flight:
+            self.message_user(request, MSG_IN_FLIGHT % {"n": in_flight}, messages.ERROR)
+        if not_reserved:
+            self.message_user(request, MSG_NOT_RESERVED % {"n": not_reserved}, messages.WARNING)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["can_requeue"] = (
+            obj is not None and obj.status == AccountStatus.REJECTED and self.has_requeue_permission(request)
+        )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def requeue_view(self, request, account_id):
+        if not self.has_requeue_permission(request):
+            raise PermissionDenied
+        account = get_object_or_404(Account, pk=account_id)
+        change_url = reverse("admin:accounts_account_change", args=[account.pk])
+        if account.status != AccountStatus.REJECTED:
+            self.message_user(
+                request, services.MSG_NOT_REJECTED % {"status": account.get_status_display()}, messages.ERROR
+            )
+            return redirect(change_url)
+        form = RequeueAccountForm(request.POST if request.method == "POST" else None, account=account)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.account_requeue(account_id=account.pk, changes=form.changes, by=request.user)
+            except services.RequeueRefused as refused:
+                for field, message in refused.problems:
+                    form.add_error(field, str(message))
+            else:
+                self.message_user(request, MSG_REQUEUED % {"account": account}, messages.SUCCESS)
+                return redirect(change_url)
+        context = self._context(request, title=_("Edit and requeue %(account)s") % {"account": account})
+        context.update(account=account, form=form, original=account, change_url=change_url)
+        return TemplateResponse(request, "admin/accounts/account/requeue.html", context)
+
     def changelist_view(self, request, extra_context=None):
+        # The admin merely hides an action the user may not run; asking for it anyway is refused.
+        action = request.POST.get("action") if request.method == "POST" else None
+        if action in self.REQUEUE_ACTIONS and not self.has_requeue_permission(request):
+            raise PermissionDenied
         counts = account_counts_by_status()
         status_counts = [(value, label, counts[value]) for value, label in AccountStatus.choices]
         extra_context = {**(extra_context or {}), "status_counts": status_counts}
@@ -154,8 +247,10 @@ class AccountAdmin(admin.ModelAdmin):
     def get_urls(self):
         load = self.admin_site.admin_view(self.load_view)
         preview = self.admin_site.admin_view(self.load_preview_view)
+        requeue = self.admin_site.admin_view(self.requeue_view)
         return [
             path("load/", load, name="accounts_account_load"),
+            path("<int:account_id>/requeue/", requeue, name="accounts_account_requeue"),
             path("load/<int:batch_id>/", preview, name="accounts_account_load_preview"),
             *super().get_urls(),
         ]

@@ -27,6 +27,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import services
+from accounts.selectors import email_prefix_q
 from accounts.models import Account, AccountStatus, BatchSource
 from accounts.services import LineOutcome, LoadAborted
 from accounts.tokens import mask
@@ -202,7 +203,7 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
         # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
         email = given.get("email", "").strip().lower()
         if email:
-            queryset = queryset.filter(email__startswith=email)
+            queryset = queryset.filter(email_prefix_q(term=email))
         return queryset
 
     @extend_schema(

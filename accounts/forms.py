@@ -1,7 +1,11 @@
 from django import forms
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
+
+from accounts.tokens import mask
 
 MSG_NOTHING_GIVEN = _("Paste some accounts or choose a file.")
 MSG_BOTH_GIVEN = _("Paste accounts or choose a file, not both.")
@@ -9,6 +13,9 @@ MSG_TOO_BIG = _("The file is larger than %(limit)s. Load big files with `manage.
 MSG_NOT_TEXT = _("The file is not text (it contains binary data).")
 MSG_NOT_UTF8 = _("The file is not UTF-8 text.")
 MSG_BAD_EXTENSION = _("Choose a .txt or .csv file.")
+MSG_KEEP = _("Now: %(value)s. Leave blank to keep it.")
+MSG_KEEP_NONE = _("Now: none. Leave blank to keep it that way.")
+MSG_ONE_VALUE = _("Paste one value only: no spaces, commas or “|”.")
 
 
 class LoadAccountsForm(forms.Form):
@@ -60,3 +67,47 @@ class LoadAccountsForm(forms.Form):
         cleaned["filename"], cleaned["content"] = upload if upload else ("", text)
         return cleaned
 
+
+class _SecretInput(forms.PasswordInput):
+    """A pasted secret is never sent back to the browser, not even when the form shows errors."""
+
+    def __init__(self):
+        super().__init__(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false", "size": 80})
+
+
+class RequeueAccountForm(forms.Form):
+    """New material for a rejected account; a blank field keeps what the account has.
+
+    Only shapes are checked by the service (through the parser), so fields are plain text here.
+    """
+
+    email = forms.CharField(label=_("email"), max_length=254, required=False)
+    access_token = forms.CharField(label=_("access token"), required=False, widget=_SecretInput())
+    session_token = forms.CharField(label=_("session token"), required=False, widget=_SecretInput())
+    refresh_token = forms.CharField(label=_("refresh token"), required=False, widget=_SecretInput())
+    client_id = forms.CharField(label=_("client id"), max_length=200, required=False)
+    account_id = forms.CharField(label=_("account id"), max_length=64, required=False)
+
+    SECRETS = ("access_token", "session_token", "refresh_token")
+
+    def __init__(self, *args, account, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, field in self.fields.items():
+            current = getattr(account, name)
+            shown = mask(current) if name in self.SECRETS else current
+            # Django's form templates show help text unescaped, and an opaque refresh token may end
+            # in markup: escaped here and marked safe, it shows the same in every template.
+            field.help_text = mark_safe(MSG_KEEP % {"value": escape(shown)}) if current else MSG_KEEP_NONE
+
+    def clean(self):
+        cleaned = super().clean()
+        # Spaces, commas and "|" separate values on a line: the parser would read several parts
+        # and report them by position, which means nothing on this form.
+        for name, value in list(cleaned.items()):
+            if value and any(c.isspace() or c in ",|" for c in value):
+                self.add_error(name, MSG_ONE_VALUE)
+        return cleaned
+
+    @property
+    def changes(self) -> dict[str, str]:
+        return {name: value for name, value in self.cleaned_data.items() if value}

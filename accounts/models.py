@@ -201,8 +201,10 @@ class Account(models.Model):
                 condition=Q(status=AccountStatus.AVAILABLE, unknown_attempts__gt=0),
                 name="account_unresolved_idx",
             ),
-            # Counts per status and status-filtered admin pages, newest first.
+            # Status-filtered admin pages, newest first.
             models.Index(fields=["status", "id"], name="account_status_idx"),
+            # Counts per state and usable/flagged: an index-only grouped scan.
+            models.Index(fields=["status", "usable"], name="account_status_usable_idx"),
             # Consumption per day, for the dashboard and exports.
             models.Index(
                 fields=["consumed_at"], condition=Q(status=AccountStatus.CONSUMED), name="account_consumed_idx"

@@ -18,3 +18,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Serve static files from the apps directly (no collectstatic before tests; browser tests need them).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+
+# Several test runs side by side (engineers, or a CI matrix) each need their own SQLite file.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and os.environ.get("POOL_TEST_DB"):  # noqa: F405
+    DATABASES["default"]["TEST"]["NAME"] = os.environ["POOL_TEST_DB"]  # noqa: F405

@@ -1,18 +1,125 @@
+from datetime import date
+
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
+from django.db.models import Max, Min
+from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from django.utils import formats, timezone
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
+from accounts.admin import CappedCountPaginator
+from accounts.selectors import email_prefix_q
 from poolsite.admin_base import ReadOnlyAdmin
-from webhooks import services
+from webhooks import alerts_admin  # noqa: F401  (registers the notification settings and states)
+from webhooks import exports, services
+from webhooks.client import (
+    PROBE_KEY_REFUSED,
+    PROBE_OK,
+    PROBE_UNEXPECTED,
+    PROBE_UNREACHABLE,
+    ManagerClient,
+)
 from webhooks.models import ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunTrigger, WebhookEvent
+
+PROBE_NOT_CONFIGURED = "not_configured"
+MSG_PROBE = {
+    PROBE_OK: _("reachable, key valid"),
+    PROBE_KEY_REFUSED: _("key refused"),
+    PROBE_UNREACHABLE: _("unreachable"),
+    PROBE_NOT_CONFIGURED: _("not configured"),
+}
+MSG_PROBE_UNEXPECTED = _("unexpected answer (HTTP %(status)s)")
+MSG_EXPORT_PERIOD_ORDER = _("The first day must not be after the last day.")
+MSG_BAD_FILTERS = _("These filters cannot be applied: choose them again in the list, then export.")
+
+
+class HistoryAdmin(ReadOnlyAdmin):
+    """A history list that stays fast at a million rows.
+
+    Counting stops at a cap, facet counts are off, and the date drill-down lists the periods
+    between the first and the last row in view (two index probes) instead of the periods that
+    have rows, which Django finds with SELECT DISTINCT over every row in view (0.4 s a million).
+    """
+
+    paginator = CappedCountPaginator
+    show_facets = admin.ShowFacets.NEVER
+
+    def changelist_view(self, request, extra_context=None):
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            context["date_drilldown"] = _date_drilldown(context["cl"])
+        return response
+
+
+def _date_drilldown(cl) -> dict:
+    """What admin/date_hierarchy.html shows, from the first and last row of the list."""
+    field = cl.date_hierarchy
+    year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
+    # Numbers, or the ChangeList would have refused them already.
+    year, month, day = (int(cl.params[f]) if f in cl.params else None for f in (year_field, month_field, day_field))
+
+    def link(filters):
+        return cl.get_query_string(filters, [f"{field}__"])
+
+    if year and month and day:
+        shown = date(year, month, day)
+        return {
+            "show": True,
+            "back": {
+                "link": link({year_field: year, month_field: month}),
+                "title": capfirst(formats.date_format(shown, "YEAR_MONTH_FORMAT")),
+            },
+            "choices": [{"title": capfirst(formats.date_format(shown, "MONTH_DAY_FORMAT"))}],
+        }
+    bounds = cl.queryset.aggregate(first=Min(field), last=Max(field))
+    if bounds["first"] is None:
+        return {"show": bool(year), "back": {"link": link({}), "title": _("All dates")}, "choices": []}
+    first, last = (timezone.localtime(bounds[k]) for k in ("first", "last"))
+    if not year and first.year == last.year:
+        year = first.year
+        if first.month == last.month:
+            month = first.month
+    if year and month:
+        return {
+            "show": True,
+            "back": {"link": link({year_field: year}), "title": str(year)},
+            "choices": [
+                {
+                    "link": link({year_field: year, month_field: month, day_field: n}),
+                    "title": capfirst(formats.date_format(date(year, month, n), "MONTH_DAY_FORMAT")),
+                }
+                for n in range(first.day, last.day + 1)
+            ],
+        }
+    if year:
+        return {
+            "show": True,
+            "back": {"link": link({}), "title": _("All dates")},
+            "choices": [
+                {
+                    "link": link({year_field: year, month_field: n}),
+                    "title": capfirst(formats.date_format(date(year, n, 1), "YEAR_MONTH_FORMAT")),
+                }
+                for n in range(first.month, last.month + 1)
+            ],
+        }
+    return {
+        "show": True,
+        "back": None,
+        "choices": [{"link": link({year_field: str(n)}), "title": str(n)} for n in range(first.year, last.year + 1)],
+    }
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(ReadOnlyAdmin):
+class WebhookEventAdmin(HistoryAdmin):
     list_display = ("id", "received_at", "status", "current_seats", "threshold", "key_ok", "run", "refusal")
     list_filter = ("status", "key_ok")
     date_hierarchy = "received_at"
@@ -20,7 +127,7 @@ class WebhookEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ReplenishmentRun)
-class ReplenishmentRunAdmin(ReadOnlyAdmin):
+class ReplenishmentRunAdmin(HistoryAdmin):
     list_display = (
         "id", "trigger", "status", "created_at", "need", "reserved", "consumed", "rejected", "unknown",
         "returned", "duration", "error",
@@ -28,6 +135,16 @@ class ReplenishmentRunAdmin(ReadOnlyAdmin):
     list_filter = ("status", "trigger")
     date_hierarchy = "created_at"
     exclude = ("lease_id",)
+    search_fields = ("attempts__account__email",)
+    search_help_text = _("The runs that sent an account: its email address or the beginning of it.")
+
+    def get_search_results(self, request, queryset, search_term):
+        # A prefix match is a range scan of the email index; a semi-join needs no DISTINCT.
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, False
+        sent = ImportAttempt.objects.filter(email_prefix_q(term=term, field="account__email")).values("run_id")
+        return queryset.filter(pk__in=sent), False
 
     @admin.display(description=_("duration"))
     def duration(self, obj):
@@ -38,8 +155,34 @@ class ReplenishmentRunAdmin(ReadOnlyAdmin):
     def get_urls(self):
         return [
             path("push/", self.admin_site.admin_view(self.push_view), name="webhooks_replenishmentrun_push"),
+            path(
+                "manager-status/",
+                self.admin_site.admin_view(self.manager_status_view),
+                name="webhooks_manager_status",
+            ),
             *super().get_urls(),
         ]
+
+    def manager_status_view(self, request):
+        """The manager's reachability and key, as JSON: the dashboard asks after the page loaded."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        if not (settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY):
+            state, status, detail = PROBE_NOT_CONFIGURED, None, ""
+        else:
+            client = ManagerClient.from_settings()
+            try:
+                result = client.probe()
+            finally:
+                client.close()
+            state, status, detail = result.state, result.http_status, result.text
+        label = MSG_PROBE_UNEXPECTED % {"status": status} if state == PROBE_UNEXPECTED else MSG_PROBE[state]
+        response = JsonResponse(
+            {"state": state, "label": str(label), "http_status": status, "detail": detail},
+            json_dumps_params={"ensure_ascii": False},
+        )
+        response["Cache-Control"] = "no-store"
+        return response
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "can_push": self._can_push(request)}
@@ -74,19 +217,83 @@ class PushForm(forms.Form):
     accounts = forms.IntegerField(label=_("How many accounts"), min_value=1, max_value=1000, initial=1)
 
 
+class ExportForm(forms.Form):
+    ATTEMPTS = "attempts"
+    CONSUMED = "consumed"
+
+    what = forms.ChoiceField(
+        label=_("Export"),
+        choices=[(ATTEMPTS, _("import attempts")), (CONSUMED, _("consumed accounts"))],
+        initial=ATTEMPTS,
+    )
+    first = forms.DateField(label=_("From (first day)"), widget=forms.DateInput(attrs={"type": "date"}))
+    last = forms.DateField(label=_("To (last day, included)"), widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("first") and cleaned.get("last") and cleaned["first"] > cleaned["last"]:
+            raise forms.ValidationError(MSG_EXPORT_PERIOD_ORDER)
+        return cleaned
+
+
 @admin.register(ImportAttempt)
-class ImportAttemptAdmin(ReadOnlyAdmin):
+class ImportAttemptAdmin(HistoryAdmin):
     list_display = ("id", "created_at", "account", "run", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message", "error")
     list_filter = ("outcome", "mode", "sent")
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
     search_fields = ("account__email",)
+    search_help_text = _("An email address or its beginning.")
 
     def get_search_results(self, request, queryset, search_term):
         term = search_term.strip().lower()
         if not term:
             return queryset, False
-        return queryset.filter(account__email__startswith=term), False
+        return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+
+    def get_urls(self):
+        return [
+            path("export/", self.admin_site.admin_view(self.export_view), name="webhooks_importattempt_export"),
+            path(
+                "export/filtered/",
+                self.admin_site.admin_view(self.export_filtered_view),
+                name="webhooks_importattempt_export_filtered",
+            ),
+            *super().get_urls(),
+        ]
+
+    def export_view(self, request):
+        """A period's import attempts or consumed accounts, as CSV (a GET: it changes nothing)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        form = ExportForm(request.GET if "what" in request.GET else None)
+        if form.is_valid():
+            first, last = form.cleaned_data["first"], form.cleaned_data["last"]
+            if form.cleaned_data["what"] == ExportForm.CONSUMED:
+                if not request.user.has_perm("accounts.view_account"):
+                    raise PermissionDenied
+                return exports.account_consumed_export_csv(first=first, last=last)
+            return exports.attempt_export_period_csv(first=first, last=last)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Export as CSV"),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/webhooks/importattempt/export.html", context)
+
+    def export_filtered_view(self, request):
+        """The import attempts the list shows with the same filters and search, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, MSG_BAD_FILTERS, messages.ERROR)
+            return redirect("admin:webhooks_importattempt_changelist")
+        queryset = changelist.get_queryset(request)
+        filename = f"import-attempts_{timezone.localtime():%Y-%m-%d_%H%M}.csv"
+        return exports.attempt_export_csv(queryset=queryset, filename=filename)
 
 
 @admin.register(ReplenishmentPolicy)
@@ -103,5 +310,7 @@ class ReplenishmentPolicyAdmin(admin.ModelAdmin):
         # One row: go straight to it.
         from webhooks.selectors import policy_get
 
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
         policy = policy_get()
         return redirect("admin:webhooks_replenishmentpolicy_change", policy.pk)

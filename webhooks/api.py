@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import StaffCanView, staff_with
+from accounts.selectors import email_prefix_q
 from poolsite.pagination import IdCursorPagination
 from accounts.models import AccountStatus
 from accounts.tokens import redact
@@ -257,4 +258,4 @@ class AttemptViewSet(HistoryViewSet):
     def filter_more(self, queryset, given):
         # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
         email = given.get("email", "").strip().lower()
-        return queryset.filter(account__email__startswith=email) if email else queryset
+        return queryset.filter(email_prefix_q(term=email, field="account__email")) if email else queryset

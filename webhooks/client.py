@@ -35,6 +35,17 @@ FAILURE_NOT_IN_STREAM = "not_in_stream"
 
 MAX_TEXT = 1000
 
+# What probe() found. "Not configured" is for the caller to say: without a URL and key there is
+# nothing to probe.
+PROBE_OK = "ok"
+PROBE_KEY_REFUSED = "key_refused"
+PROBE_UNREACHABLE = "unreachable"
+PROBE_UNEXPECTED = "unexpected"
+# A status page waits on the probe: it need not wait as long as an import may take.
+PROBE_READ_TIMEOUT = 5.0
+# The manager's answer to an import_type it does not know, given only after the key was accepted.
+_INVALID_IMPORT_TYPE_RE = re.compile(r"无效的导入类型")
+
 
 @dataclass(frozen=True)
 class ManagerAnswer:
@@ -73,6 +84,14 @@ def batch_line(account: Account) -> str:
     return "----".join(_account_fields(account).values())
 
 
+@dataclass(frozen=True)
+class ProbeResult:
+    state: str  # one of the PROBE_* names
+    http_status: int | None
+    text: str  # the manager's text or our failure, redacted
+    duration_ms: int
+
+
 class ManagerClient:
     def __init__(self, *, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
         self.url = base_url.rstrip("/") + IMPORT_PATH
@@ -94,6 +113,30 @@ class ManagerClient:
 
     def _post(self, body: dict, *, stream: bool = False):
         return self.session.post(self.url, json=body, timeout=self.timeout, allow_redirects=False, stream=stream)
+
+    def probe(self) -> ProbeResult:
+        """Whether the manager answers and accepts the key, importing nothing.
+
+        The manager checks the key before the body: a right key with an unknown import_type gets
+        400 "无效的导入类型", a wrong one 401 (MANAGER_CONTRACT.md §2); a redirect is the login
+        page a wrong key is sent to.
+        """
+        started = time.monotonic()
+        timeout = (self.timeout[0], min(self.timeout[1], PROBE_READ_TIMEOUT))
+        try:
+            response = self.session.post(
+                self.url, json={"import_type": "probe"}, timeout=timeout, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            return ProbeResult(PROBE_UNREACHABLE, None, _clean(exc), _elapsed_ms(started))
+        answer = _read_single(response)
+        if answer.http_status == 400 and _INVALID_IMPORT_TYPE_RE.search(answer.text):
+            state = PROBE_OK
+        elif answer.http_status in (401, 403) or answer.failure == FAILURE_REDIRECT:
+            state = PROBE_KEY_REFUSED
+        else:
+            state = PROBE_UNEXPECTED
+        return ProbeResult(state, answer.http_status, answer.text, _elapsed_ms(started))
 
     def import_single(self, account: Account) -> ManagerAnswer:
         started = time.monotonic()
@@ -149,6 +192,10 @@ class ManagerClient:
         for account in accounts:
             answers.setdefault(account.pk, _timed(ManagerAnswer(None, None, text, missing), started))
         return answers
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def _timed(answer: ManagerAnswer, started: float) -> ManagerAnswer:

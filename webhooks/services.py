@@ -17,6 +17,7 @@ from django.utils import timezone
 from accounts import services as pool
 from accounts.models import Account
 from accounts.tokens import redact, usability_problem
+from webhooks import alerts
 from webhooks.client import (
     FAILURE_BATCH_REFUSED,
     FAILURE_REDIRECT,
@@ -382,6 +383,8 @@ def _run_finish(*, run: ReplenishmentRun, status: str, error: str) -> None:
         next_retry = account_next_retry()
         if next_retry is not None:
             transaction.on_commit(partial(retry_unknown.using(run_after=max(next_retry, now)).enqueue))
+        # Alerts read what this run left behind (its status, its attempts, the pool), so after commit.
+        transaction.on_commit(lambda: alerts.alert_evaluate(now=timezone.now()))
 
 
 # --- Recovering -----------------------------------------------------------------------------
@@ -448,4 +451,5 @@ def reconcile(*, now: datetime) -> ReconcileResult:
     next_retry = account_next_retry()
     if next_retry is not None and next_retry <= now:
         retry_queued = run_wake(trigger=RunTrigger.RETRY) is not None
+    alerts.alert_evaluate(now=now)
     return ReconcileResult(abandoned, recovered, failed, retry_queued)

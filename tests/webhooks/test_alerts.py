@@ -1,0 +1,394 @@
+"""Alerts through apprise, delivered over real HTTP to a loopback receiver (apprise's json://).
+
+Transactional tests: notifications leave on commit, as they do in production.
+"""
+
+import json
+import socket
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from accounts.crypto import generate_key
+from accounts.models import Account, AccountStatus, UnusableReason
+from tests.factories import AccountFactory
+from webhooks import alerts, alerts_admin, services
+from webhooks.models import (
+    AlertCondition,
+    AlertDelivery,
+    AlertEvent,
+    AlertEventKind,
+    AlertSettings,
+    AlertState,
+    NotificationTarget,
+    ReplenishmentRun,
+    RunStatus,
+)
+from webhooks.selectors import dashboard_stats
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Receiver:
+    """A chat service stand-in on a loopback port: records every JSON post, answers `status`."""
+
+    def __init__(self, status: int = 200):
+        self.status = status
+        self.posts: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.posts.append(json.loads(body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._server.shutdown()
+        self._server.server_close()
+
+    def url(self, path: str = "hook", credentials: str = "") -> str:
+        return f"json://{credentials}127.0.0.1:{self._server.server_address[1]}/{path}"
+
+    @property
+    def titles(self) -> list[str]:
+        return [post["title"] for post in self.posts]
+
+
+@pytest.fixture
+def receiver(settings):
+    with Receiver() as server:
+        settings.NOTIFY_URLS = [server.url()]
+        yield server
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def thresholds(**values):
+    """Every alert off except the ones named."""
+    off = {"stock_below": 0, "runway_below_days": 0, "config_error": False, "unknown_in_a_row": 0}
+    AlertSettings.objects.update_or_create(pk=1, defaults={**off, **values})
+
+
+def evaluate():
+    alerts.alert_evaluate(now=timezone.now())
+
+
+def run_now():
+    """One webhook event and the run it wakes, carried out here against the fake manager."""
+    services.event_receive(current_seats=9, threshold=10, message="", payload="{}", remote_addr=None)
+    return services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
+
+
+def state(condition) -> AlertState:
+    return AlertState.objects.get(condition=condition)
+
+
+def history() -> list[tuple[str, str, str]]:
+    return list(AlertEvent.objects.order_by("id").values_list("kind", "condition", "delivery"))
+
+
+RAISED, CLEARED = AlertEventKind.RAISED, AlertEventKind.CLEARED
+SENT = AlertDelivery.SENT
+
+
+# --- Conditions, each once per episode ------------------------------------------------------
+
+
+def test_low_stock_notifies_once_and_again_only_after_clearing(receiver):
+    thresholds(stock_below=3)
+    AccountFactory.create_batch(2)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)  # not stock
+    evaluate()
+    evaluate()
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.LOW_STOCK])]
+    assert receiver.posts[0]["message"] == str(alerts.MSG_LOW_STOCK % {"available": 2, "threshold": 3})
+    low = state(AlertCondition.LOW_STOCK)
+    assert low.active and low.since and low.last_notified_at and low.last_error == ""
+
+    refill = AccountFactory.create_batch(2)
+    evaluate()
+    assert not state(AlertCondition.LOW_STOCK).active and len(receiver.posts) == 1
+    evaluate()
+    assert len(receiver.posts) == 1
+
+    Account.objects.filter(pk__in=[a.pk for a in refill]).update(status=AccountStatus.RETIRED)
+    evaluate()
+    evaluate()
+    assert len(receiver.posts) == 2
+    assert history() == [
+        (RAISED, AlertCondition.LOW_STOCK, SENT),
+        (CLEARED, AlertCondition.LOW_STOCK, AlertDelivery.NONE),
+        (RAISED, AlertCondition.LOW_STOCK, SENT),
+    ]
+
+
+def test_short_runway_fires_when_the_dashboard_runway_is_under_the_threshold(receiver):
+    thresholds(runway_below_days=3)
+    AccountFactory.create_batch(5)
+    evaluate()
+    assert receiver.posts == []  # nothing consumed yet: the runway is unknown, not short
+
+    now = timezone.now()
+    for n in range(14):  # 2 a day over the last 7 days
+        AccountFactory(status=AccountStatus.CONSUMED, consumed_at=now - timedelta(hours=5 * n))
+    evaluate()
+    assert dashboard_stats(now=timezone.now())["runway_days"] == 2.5
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.SHORT_RUNWAY])]
+    expected = alerts.MSG_SHORT_RUNWAY % {"per_day": "2.0", "available": 5, "days": 2.5, "threshold": 3}
+    assert receiver.posts[0]["message"] == str(expected)
+
+    AccountFactory()  # 6 left at 2 a day: 3.0 days, no longer under 3
+    evaluate()
+    assert dashboard_stats(now=timezone.now())["runway_days"] == 3.0
+    assert not state(AlertCondition.SHORT_RUNWAY).active and len(receiver.posts) == 1
+
+
+def test_a_configuration_error_notifies_once_until_a_run_goes_through(receiver, manager):
+    thresholds(config_error=True)
+    AccountFactory.create_batch(6)
+    manager.plan(["unauthorized", "unauthorized"])
+    stopped = run_now()
+    assert stopped.status == RunStatus.CONFIG_ERROR
+    assert run_now().status == RunStatus.CONFIG_ERROR
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.CONFIG_ERROR])]
+    assert f"#{stopped.pk} " in receiver.posts[0]["message"] and "401" in receiver.posts[0]["message"]
+
+    assert run_now().status == RunStatus.FINISHED
+    assert not state(AlertCondition.CONFIG_ERROR).active and len(receiver.posts) == 1
+
+    manager.plan(["unauthorized"])
+    run_now()
+    assert len(receiver.posts) == 2
+
+
+def test_unknown_outcomes_in_a_row_notify_once(receiver, manager):
+    thresholds(unknown_in_a_row=2)
+    AccountFactory.create_batch(8)
+    manager.plan(["http500", "ok"])
+    run_now()
+    assert receiver.posts == []  # the latest of the two is confirmed
+
+    manager.plan(["http500", "http500", "http500", "http500"])
+    run_now()
+    run_now()
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.UNKNOWN_OUTCOMES])]
+    assert receiver.posts[0]["message"] == str(alerts.MSG_UNKNOWN_OUTCOMES % {"count": 2})
+
+    run_now()  # the manager answers again
+    assert not state(AlertCondition.UNKNOWN_OUTCOMES).active and len(receiver.posts) == 1
+
+
+def test_a_threshold_of_zero_turns_its_alert_off_and_clears_it(receiver):
+    thresholds(stock_below=1)
+    evaluate()
+    assert state(AlertCondition.LOW_STOCK).active
+    thresholds()
+    evaluate()
+    assert not AlertState.objects.filter(active=True).exists()
+    assert len(receiver.posts) == 1
+
+
+def test_every_reconcile_pass_evaluates(receiver):
+    thresholds(stock_below=1)
+    services.reconcile(now=timezone.now())
+    services.reconcile(now=timezone.now())
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.LOW_STOCK])]
+
+
+def test_two_processes_evaluating_at_once_send_once(receiver):
+    thresholds(stock_below=1, unknown_in_a_row=0)
+    start = threading.Barrier(4)
+    errors = []
+
+    def evaluate_in_a_thread():
+        try:
+            start.wait()
+            evaluate()
+        except Exception as exc:  # surfaced below: a thread's exception would otherwise be lost
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=evaluate_in_a_thread) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(receiver.posts) == 1
+    assert history() == [(RAISED, AlertCondition.LOW_STOCK, SENT)]
+
+
+# --- Delivery failures ------------------------------------------------------------------------
+
+
+def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager, settings, caplog):
+    down = f"json://127.0.0.1:{closed_port()}/down"
+    settings.NOTIFY_URLS = [receiver.url(), down]
+    with Receiver(status=500) as refusing:
+        refusing_url = refusing.url(credentials="ops:pa55word-of-the-bot@")
+        NotificationTarget.objects.create(
+            label="ops chat", url=refusing_url, masked_url=alerts.notification_url_mask(url=refusing_url)
+        )
+        thresholds(config_error=True)
+        AccountFactory()
+        manager.plan(["unauthorized"])
+        run = run_now()
+        assert len(refusing.posts) == 1
+
+    assert run.status == RunStatus.CONFIG_ERROR and run.finished_at is not None
+    assert len(receiver.posts) == 1
+    event = AlertEvent.objects.get(kind=RAISED)
+    assert event.delivery == AlertDelivery.PARTIAL
+    assert "NOTIFY_URLS #2 json://…down" in event.error and "ops chat (json://…hook)" in event.error
+    assert "error=500" in event.error
+    config = state(AlertCondition.CONFIG_ERROR)
+    assert config.last_error == event.error and config.last_notified_at is not None
+    for text in (event.error, caplog.text):
+        assert "pa55word-of-the-bot" not in text and down not in text
+    assert "not delivered everywhere" in caplog.text and "NOTIFY_URLS #2 json://…down" in caplog.text
+
+
+def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings):
+    settings.NOTIFY_URLS = [f"json://127.0.0.1:{closed_port()}/down"]
+    thresholds(stock_below=1)
+    evaluate()
+    low = state(AlertCondition.LOW_STOCK)
+    assert low.active and low.last_notified_at is None and "NOTIFY_URLS #1" in low.last_error
+    assert AlertEvent.objects.get().delivery == AlertDelivery.FAILED
+
+    settings.NOTIFY_URLS = []
+    thresholds(stock_below=0)
+    evaluate()
+    thresholds(stock_below=1)
+    evaluate()
+    assert AlertEvent.objects.first().error == str(alerts.MSG_NO_DESTINATION)
+
+
+def test_a_url_sealed_with_a_key_no_longer_configured_does_not_hide_the_others(receiver, settings, admin_client):
+    NotificationTarget.objects.create(label="old", url="json://127.0.0.1:1/old", masked_url="json://…/old")
+    settings.POOL_ENCRYPTION_KEY = generate_key()
+    thresholds(stock_below=1)
+    evaluate()
+    assert len(receiver.posts) == 1
+    assert str(alerts.MSG_URL_UNDECRYPTABLE) in state(AlertCondition.LOW_STOCK).last_error
+    assert admin_client.get(reverse("admin:webhooks_notificationtarget_changelist")).status_code == 200
+
+
+# --- Admin ------------------------------------------------------------------------------------
+
+
+def test_the_test_button_sends_one_notification(client, admin_user, receiver):
+    client.force_login(admin_user)
+    changelist = reverse("admin:webhooks_notificationtarget_changelist")
+    page = client.get(changelist).content.decode()
+    assert 'id="test-notification-form"' in page and "json://…hook" in page and receiver.url() not in page
+
+    button = reverse("admin:webhooks_notificationtarget_test")
+    response = client.post(button)
+    assert response.status_code == 302 and response.url == changelist
+    assert receiver.titles == [str(alerts.TITLE_TEST)]
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [str(alerts_admin.MSG_TEST_SENT)]
+    event = AlertEvent.objects.get()
+    assert (event.kind, event.delivery, event.requested_by) == (AlertEventKind.TEST, SENT, admin_user)
+    assert client.get(button).status_code == 405 and len(receiver.posts) == 1
+
+
+def test_the_test_button_reports_a_failure(client, admin_user, settings):
+    settings.NOTIFY_URLS = []
+    client.force_login(admin_user)
+    response = client.post(reverse("admin:webhooks_notificationtarget_test"))
+    expected = alerts_admin.MSG_TEST_NOT_SENT % {"error": alerts.MSG_NO_DESTINATION}
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [str(expected)]
+
+
+def test_the_test_button_needs_the_permission(client, django_user_model, receiver):
+    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_notificationtarget"))
+    client.force_login(viewer)
+    assert 'id="test-notification-form"' not in client.get(reverse("admin:webhooks_notificationtarget_changelist")).content.decode()
+    assert client.post(reverse("admin:webhooks_notificationtarget_test")).status_code == 403
+    assert receiver.posts == []
+
+
+BOT_TOKEN = "123456789:AAEhBOweik6ad9r_QXMENQjcrGbqCr4K-bs"
+
+
+def test_destinations_are_masked_in_the_admin_and_encrypted_at_rest(client, admin_user):
+    client.force_login(admin_user)
+    add = reverse("admin:webhooks_notificationtarget_add")
+    url = f"tgram://{BOT_TOKEN}/987654321"
+
+    refused = client.post(add, {"label": "ops", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"})
+    assert refused.status_code == 200 and BOT_TOKEN not in refused.content.decode()
+    assert str(alerts.MSG_URL_NOT_RECOGNISED) in refused.content.decode()
+    assert client.post(add, {"label": "ops", "new_url": "", "enabled": "on"}).status_code == 200
+
+    assert client.post(add, {"label": "ops", "new_url": url, "enabled": "on"}).status_code == 302
+    target = NotificationTarget.objects.get()
+    assert (target.url, target.masked_url) == (url, "tgram://…4321")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT url FROM {NotificationTarget._meta.db_table}")
+        assert BOT_TOKEN.encode() not in bytes(cursor.fetchone()[0])
+
+    change = reverse("admin:webhooks_notificationtarget_change", args=[target.pk])
+    assert client.post(change, {"label": "ops room", "new_url": "", "enabled": "on"}).status_code == 302
+    assert NotificationTarget.objects.get().url == url  # an empty field keeps the URL
+
+    listing = client.get(reverse("admin:webhooks_notificationtarget_changelist")).content.decode()
+    assert "tgram://…4321" in listing
+    for page in (listing, client.get(change).content.decode(), client.get(change + "../history/").content.decode()):
+        assert BOT_TOKEN not in page and "AAEhBOweik6ad9r" not in page
+    for entry in LogEntry.objects.all():
+        assert BOT_TOKEN not in entry.object_repr + entry.change_message
+
+
+def test_thresholds_change_only_with_the_change_permission(client, admin_user, django_user_model):
+    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_alertsettings"))
+    client.force_login(viewer)
+    listing = client.get(reverse("admin:webhooks_alertsettings_changelist"))
+    assert listing.status_code == 302
+    form = {"stock_below": 25, "runway_below_days": 5, "config_error": "on", "unknown_in_a_row": 4}
+    assert 'name="stock_below"' not in client.get(listing.url).content.decode()
+    assert client.post(listing.url, form).status_code == 403
+    assert AlertSettings.objects.get().stock_below == 10
+
+    client.force_login(admin_user)
+    assert client.post(listing.url, {**form, "unknown_in_a_row": 101}).status_code == 200  # at most 100
+    assert client.post(listing.url, form).status_code == 302
+    assert AlertSettings.objects.get().stock_below == 25
+
+
+def test_states_and_history_are_listed(admin_client, receiver):
+    thresholds(stock_below=1)
+    evaluate()
+    states = admin_client.get(reverse("admin:webhooks_alertstate_changelist"))
+    events = admin_client.get(reverse("admin:webhooks_alertevent_changelist"))
+    assert states.status_code == events.status_code == 200
+    assert str(alerts.TITLES[AlertCondition.LOW_STOCK]) in events.content.decode()

@@ -1,0 +1,367 @@
+"""Alerts: the conditions staff must hear about, and sending them through apprise.
+
+A condition notifies once when it becomes true and again only after it has cleared: its
+AlertState row is flipped by a conditional UPDATE, so two processes evaluating at once send once.
+Evaluation runs after every replenishment run and on every reconcile pass. Notifications leave
+after the commit that raised them; a failure to send is recorded and logged (never the URL,
+which carries a bot token) and never raised into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone, translation
+from django.utils.translation import gettext_lazy as _
+
+from accounts.crypto import DecryptionError
+from accounts.models import Account, AccountStatus
+from accounts.selectors import account_consumed_per_day
+from accounts.tokens import mask, redact
+from webhooks.models import (
+    AlertCondition,
+    AlertDelivery,
+    AlertEvent,
+    AlertEventKind,
+    AlertSettings,
+    AlertState,
+    AttemptOutcome,
+    ImportAttempt,
+    NotificationTarget,
+    ReplenishmentRun,
+    RunStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+# Apprise logs the full request URL, bot token included, at DEBUG: keep its logger above that
+# whatever LOG_LEVEL is. (Its warnings name the service and the failure, not the URL.)
+logging.getLogger("apprise").setLevel(logging.WARNING)
+
+# Per destination, retries included: a chat service that hangs must not hold a worker for long.
+SEND_TIMEOUT_SECONDS = 20
+MAX_REASON_CHARS = 500
+MAX_ERROR_CHARS = 2000
+
+TITLES = {
+    AlertCondition.LOW_STOCK: _("Spare-account pool: few accounts left"),
+    AlertCondition.SHORT_RUNWAY: _("Spare-account pool: runs out in a few days"),
+    AlertCondition.CONFIG_ERROR: _("Spare-account pool: the manager refused an import"),
+    AlertCondition.UNKNOWN_OUTCOMES: _("Spare-account pool: imports keep failing"),
+}
+MSG_LOW_STOCK = _(
+    "Only %(available)s usable accounts are left in the pool (alert below %(threshold)s). "
+    "Load more accounts: admin → Account pool → Accounts → Load accounts, or manage.py load_accounts."
+)
+MSG_SHORT_RUNWAY = _(
+    "At the last 7 days' consumption (%(per_day)s accounts a day) the pool's %(available)s usable "
+    "accounts last about %(days)s days (alert under %(threshold)s days). Load more accounts before they run out."
+)
+MSG_CONFIG_ERROR = _(
+    "Replenishment run #%(run)s stopped: the manager refused the request (wrong key, wrong URL or a "
+    "redirect). Its record says: “%(error)s”. Nothing was lost: the accounts went back to the pool. Fix MANAGER_BASE_URL or MANAGER_API_KEY "
+    "(the key set in the manager under 库存预警 Webhook), restart the service, then push accounts "
+    "again from the runs page."
+)
+MSG_UNKNOWN_OUTCOMES = _(
+    "The last %(count)s imports all ended without an answer from the manager (timeout, dropped "
+    "connection or server error). Check that the manager is up and reachable at MANAGER_BASE_URL. "
+    "The accounts are not lost: they are re-sent automatically, and held for staff after repeated failures."
+)
+MESSAGES = {
+    AlertCondition.LOW_STOCK: MSG_LOW_STOCK,
+    AlertCondition.SHORT_RUNWAY: MSG_SHORT_RUNWAY,
+    AlertCondition.CONFIG_ERROR: MSG_CONFIG_ERROR,
+    AlertCondition.UNKNOWN_OUTCOMES: MSG_UNKNOWN_OUTCOMES,
+}
+TITLE_TEST = _("Spare-account pool: test notification")
+MSG_TEST = _("Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here.")
+
+MSG_NO_DESTINATION = _(
+    "No notification destination is configured: add one under Replenishment → Notification "
+    "destinations, or set NOTIFY_URLS."
+)
+MSG_URL_NOT_RECOGNISED = _(
+    "Apprise does not recognise this URL: check its scheme and parts against the apprise "
+    "documentation (tgram://, wecombot://, dingtalk://, feishu://, bark://, mailtos://, json://…)."
+)
+MSG_URL_UNDECRYPTABLE = _(
+    "The stored URL cannot be decrypted with POOL_ENCRYPTION_KEY (was the key rotated?): enter it again."
+)
+MSG_NOT_DELIVERED = _("not delivered")
+MSG_UNEXPECTED = _("unexpected error (%(kind)s)")
+
+
+# --- URLs -----------------------------------------------------------------------------------
+
+
+def notification_url_mask(*, url: str) -> str:
+    """What may be shown of an apprise URL: its scheme and its last 4 characters."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep:
+        return mask(url.strip())
+    return f"{scheme[:16]}://{mask(rest)}"
+
+
+def notification_url_problem(*, url: str) -> str | None:
+    """Why apprise cannot use this URL (a translatable message), or None."""
+    import apprise
+
+    if apprise.Apprise.instantiate(url.strip(), asset=_asset()) is None:
+        return MSG_URL_NOT_RECOGNISED
+    return None
+
+
+def _asset():
+    # Imported where used: apprise takes about half a second to load its plugins, which every web
+    # process and command would otherwise pay at start-up.
+    import apprise
+
+    return apprise.AppriseAsset(service_timeout=SEND_TIMEOUT_SECONDS)
+
+
+# --- Conditions -----------------------------------------------------------------------------
+
+
+def alert_settings_get() -> AlertSettings:
+    return AlertSettings.objects.get_or_create(pk=1)[0]
+
+
+def _usable_available(*, limit: int) -> int:
+    """Usable available accounts, counted up to `limit`: a bounded scan however big the pool.
+
+    The same accounts as account_pool_summary()["available_usable"], exact below the limit.
+    """
+    return Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True).order_by()[:limit].count()
+
+
+def _low_stock(config: AlertSettings, now: datetime) -> dict | None:
+    threshold = config.stock_below
+    if not threshold:
+        return None
+    available = _usable_available(limit=threshold)
+    return {"available": available, "threshold": threshold} if available < threshold else None
+
+
+def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
+    """dashboard_stats()["runway_days"] under the threshold, without counting the whole pool.
+
+    The runway is under N days exactly when fewer than N × (accounts a day) are left, so counting
+    stops there; below it the count, and so the runway, is exact.
+    """
+    threshold = config.runway_below_days
+    if not threshold:
+        return None
+    today = now.date()
+    # Eight days back: the last seven calendar days, whatever TIME_ZONE's offset from UTC.
+    per_day = account_consumed_per_day(since=now - timedelta(days=8), until=now)
+    last_week = sum(per_day.get(today - timedelta(days=n), 0) for n in range(7))
+    if not last_week:
+        return None  # no consumption: the runway is unknown, not short
+    rate = last_week / 7
+    available = _usable_available(limit=math.ceil(threshold * rate))
+    runway = round(available / rate, 1)
+    if runway >= threshold:
+        return None
+    return {"per_day": f"{rate:.1f}", "available": available, "days": runway, "threshold": threshold}
+
+
+def _config_error(config: AlertSettings, now: datetime) -> dict | None:
+    if not config.config_error:
+        return None
+    # A run that crashed or lost its worker says nothing about the configuration either way.
+    last = (
+        ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
+        .order_by("-id")
+        .values("pk", "status", "error")
+        .first()
+    )
+    if last is None or last["status"] != RunStatus.CONFIG_ERROR:
+        return None
+    return {"run": last["pk"], "error": redact(last["error"])[:300]}
+
+
+def _unknown_outcomes(config: AlertSettings, now: datetime) -> dict | None:
+    count = config.unknown_in_a_row
+    if not count:
+        return None
+    latest = list(ImportAttempt.objects.filter(sent=True).order_by("-id").values_list("outcome", flat=True)[:count])
+    if len(latest) < count or any(outcome != AttemptOutcome.UNKNOWN for outcome in latest):
+        return None
+    return {"count": count}
+
+
+CHECKS = {
+    AlertCondition.LOW_STOCK: _low_stock,
+    AlertCondition.SHORT_RUNWAY: _short_runway,
+    AlertCondition.CONFIG_ERROR: _config_error,
+    AlertCondition.UNKNOWN_OUTCOMES: _unknown_outcomes,
+}
+
+
+# --- Raising and clearing -------------------------------------------------------------------
+
+
+def alert_evaluate(*, now: datetime) -> None:
+    """Raise the conditions that became true and clear those that no longer hold.
+
+    Called after every run and on every reconcile pass; never raises, so an alerting problem
+    cannot fail a run.
+    """
+    try:
+        config = alert_settings_get()
+        active = _active_by_condition()
+        for condition, check in CHECKS.items():
+            params = check(config, now)
+            if params is not None and not active[condition]:
+                _raise(condition=condition, params=params, now=now)
+            elif params is None and active[condition]:
+                _clear(condition=condition, now=now)
+    except Exception:
+        logger.exception("Evaluating alerts failed")
+
+
+def _active_by_condition() -> dict[str, bool]:
+    active = dict(AlertState.objects.values_list("condition", "active"))
+    missing = [condition for condition in AlertCondition.values if condition not in active]
+    if missing:
+        AlertState.objects.bulk_create([AlertState(condition=c) for c in missing], ignore_conflicts=True)
+        active.update(dict.fromkeys(missing, False))
+    return active
+
+
+def _raise(*, condition: str, params: dict, now: datetime) -> None:
+    with translation.override(settings.LANGUAGE_CODE):
+        title, message = str(TITLES[condition]), str(MESSAGES[condition] % params)
+    with transaction.atomic():
+        flipped = AlertState.objects.filter(condition=condition, active=False).update(
+            active=True, since=now, last_error="", updated_at=now
+        )
+        if flipped != 1:
+            return  # another process raised it first, and notifies
+        event = AlertEvent.objects.create(
+            kind=AlertEventKind.RAISED, condition=condition, title=title, message=message, delivery=AlertDelivery.PENDING
+        )
+        transaction.on_commit(partial(alert_deliver, event_id=event.pk), robust=True)
+
+
+def _clear(*, condition: str, now: datetime) -> None:
+    with transaction.atomic():
+        if AlertState.objects.filter(condition=condition, active=True).update(active=False, since=None, updated_at=now) == 1:
+            AlertEvent.objects.create(kind=AlertEventKind.CLEARED, condition=condition, delivery=AlertDelivery.NONE)
+
+
+def alert_send_test(*, by) -> AlertEvent:
+    """Send a test notification to every destination now; the event says what came of it."""
+    with translation.override(settings.LANGUAGE_CODE):
+        title, message = str(TITLE_TEST), str(MSG_TEST % {"user": by.get_username()})
+    with transaction.atomic():
+        event = AlertEvent.objects.create(
+            kind=AlertEventKind.TEST, title=title, message=message, delivery=AlertDelivery.PENDING, requested_by=by
+        )
+        transaction.on_commit(partial(alert_deliver, event_id=event.pk), robust=True)
+    event.refresh_from_db()
+    return event
+
+
+# --- Sending --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Destination:
+    name: str  # safe to show and log: masked
+    url: str | None  # None when it cannot be used, and `problem` says why
+    problem: str = ""
+
+
+def _destinations() -> list[_Destination]:
+    found = [
+        _Destination(f"NOTIFY_URLS #{n} {notification_url_mask(url=url)}", url.strip())
+        for n, url in enumerate(settings.NOTIFY_URLS, start=1)
+        if url.strip()
+    ]
+    for target in NotificationTarget.objects.filter(enabled=True).defer("url"):
+        # One at a time: a URL sealed with a key no longer configured must not hide the others.
+        try:
+            url = NotificationTarget.objects.values_list("url", flat=True).get(pk=target.pk)
+        except NotificationTarget.DoesNotExist:
+            continue  # deleted meanwhile
+        except DecryptionError:
+            found.append(_Destination(str(target), None, str(MSG_URL_UNDECRYPTABLE)))
+            continue
+        found.append(_Destination(str(target), url))
+    return found
+
+
+def _scrub(text: str, url: str) -> str:
+    """Outside text with anything token-shaped, and any longer piece of the URL, removed."""
+    for piece in sorted(set(re.split(r"[/:@?&=#.,;+ ]+", url)), key=len, reverse=True):
+        if len(piece) >= 6:
+            text = text.replace(piece, "[redacted]")
+    return redact(text)
+
+
+def _send_one(destination: _Destination, *, title: str, body: str) -> str:
+    """"" when delivered, else why not (secret-free)."""
+    import apprise
+
+    if destination.url is None:
+        return destination.problem
+    asset = _asset()
+    service = apprise.Apprise.instantiate(destination.url, asset=asset)
+    if service is None:
+        return str(MSG_URL_NOT_RECOGNISED)
+    notifier = apprise.Apprise(asset=asset)
+    notifier.add(service)
+    with notifier.notify(body=body, title=title) as result:
+        if result:
+            return ""
+        reasons = " ".join(entry.message for entry in result.logs() if entry.level in ("WARNING", "ERROR"))
+    return _scrub(reasons, destination.url)[:MAX_REASON_CHARS] or str(MSG_NOT_DELIVERED)
+
+
+def alert_deliver(*, event_id: int) -> None:
+    """Send a pending alert event to every destination and record what came of it.
+
+    Runs after the commit that created the event, outside any transaction, so the HTTP calls hold
+    no lock. A destination that fails is recorded and logged, never raised.
+    """
+    event = AlertEvent.objects.filter(pk=event_id, delivery=AlertDelivery.PENDING).first()
+    if event is None:
+        return
+    sent, failures = 0, []
+    with translation.override(settings.LANGUAGE_CODE):
+        try:
+            destinations = _destinations()
+            for destination in destinations:
+                problem = _send_one(destination, title=event.title, body=event.message)
+                if problem:
+                    failures.append(f"{destination.name}: {problem}")
+                else:
+                    sent += 1
+            if not destinations:
+                failures.append(str(MSG_NO_DESTINATION))
+        except Exception as exc:
+            # The exception's text could hold a URL: only its type is kept.
+            failures.append(str(MSG_UNEXPECTED % {"kind": type(exc).__name__}))
+    error = "\n".join(failures)[:MAX_ERROR_CHARS]
+    delivery = AlertDelivery.FAILED if not sent else AlertDelivery.PARTIAL if failures else AlertDelivery.SENT
+    now = timezone.now()
+    with transaction.atomic():
+        recorded = AlertEvent.objects.filter(pk=event_id, delivery=AlertDelivery.PENDING).update(
+            delivery=delivery, delivered_at=now, error=error
+        )
+        if recorded == 1 and event.condition:
+            changes = {"last_error": error, "updated_at": now}
+            if sent:
+                changes["last_notified_at"] = now
+            AlertState.objects.filter(condition=event.condition).update(**changes)
+    if failures:
+        logger.warning("Alert #%s (%s) not delivered everywhere: %s", event_id, event.condition or event.kind, error)

@@ -1,0 +1,112 @@
+"""CSV exports of the import history and of consumed accounts, streamed row by row.
+
+Secret-free by construction: rows are read with values_list naming only plain columns, so no
+token is ever loaded (let alone decrypted), and the manager's text is redacted once more on the
+way out. Every text cell that a spreadsheet would run as a formula is neutralised.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import date, datetime, time, timedelta
+
+from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
+from django.utils import timezone
+
+from accounts.models import Account, AccountStatus
+from accounts.tokens import redact
+from webhooks.models import ImportAttempt
+
+# Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat.
+CHUNK = 2000
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+ATTEMPT_HEADER = (
+    "id", "created_at", "account", "email", "run", "mode", "sent", "http_status", "outcome", "duration_ms",
+    "manager_message", "error",
+)  # fmt: skip
+_ATTEMPT_COLUMNS = (
+    "id", "created_at", "account_id", "account__email", "run_id", "mode", "sent", "http_status", "outcome",
+    "duration_ms", "manager_message", "error",
+)  # fmt: skip
+_REDACTED_ATTEMPT_COLUMNS = frozenset(_ATTEMPT_COLUMNS.index(name) for name in ("manager_message", "error"))
+
+CONSUMED_HEADER = ("id", "email", "account_id", "consumed_at", "batch")
+_CONSUMED_COLUMNS = ("id", "email", "account_id", "consumed_at", "batch__label")
+
+
+def neutralise(text: str) -> str:
+    """The text as a spreadsheet shows it, never as a formula it runs."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        return timezone.localtime(value).isoformat(timespec="seconds")
+    return neutralise(str(value))
+
+
+class _Echo:
+    """csv.writer writes to a file; this file hands each line straight back."""
+
+    def write(self, line: str) -> str:
+        return line
+
+
+def _lines(header: Iterable[str], rows: Iterable[tuple]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    # A byte-order mark, so spreadsheet programs read the file as UTF-8 (emails, Chinese text).
+    yield "\ufeff" + writer.writerow(header)
+    for row in rows:
+        yield writer.writerow([_cell(value) for value in row])
+
+
+def _response(*, header: Iterable[str], rows: Iterable[tuple], filename: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(_lines(header, rows), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def period_bounds(*, first: date, last: date) -> tuple[datetime, datetime]:
+    """From the start of `first` to the end of `last` (both included), in the current time zone."""
+    since = timezone.make_aware(datetime.combine(first, time.min))
+    until = timezone.make_aware(datetime.combine(last + timedelta(days=1), time.min))
+    return since, until
+
+
+def _attempt_rows(queryset: QuerySet) -> Iterator[tuple]:
+    for row in queryset.values_list(*_ATTEMPT_COLUMNS).iterator(chunk_size=CHUNK):
+        yield tuple(redact(value) if i in _REDACTED_ATTEMPT_COLUMNS else value for i, value in enumerate(row))
+
+
+def attempt_export_csv(*, queryset: QuerySet, filename: str) -> StreamingHttpResponse:
+    """The import attempts of `queryset` (e.g. a filtered admin list), in its order."""
+    return _response(header=ATTEMPT_HEADER, rows=_attempt_rows(queryset), filename=filename)
+
+
+def attempt_export_period_csv(*, first: date, last: date) -> StreamingHttpResponse:
+    """Every import attempt made from `first` to `last`, oldest first (the index on created_at)."""
+    since, until = period_bounds(first=first, last=last)
+    queryset = ImportAttempt.objects.filter(created_at__gte=since, created_at__lt=until).order_by("created_at", "id")
+    return attempt_export_csv(queryset=queryset, filename=f"import-attempts_{first}_{last}.csv")
+
+
+def account_consumed_export_csv(*, first: date, last: date) -> StreamingHttpResponse:
+    """Accounts the manager confirmed from `first` to `last`: who they were, never their tokens."""
+    since, until = period_bounds(first=first, last=last)
+    rows = (
+        Account.objects.filter(status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until)
+        .order_by("consumed_at", "id")
+        .values_list(*_CONSUMED_COLUMNS)
+        .iterator(chunk_size=CHUNK)
+    )
+    return _response(header=CONSUMED_HEADER, rows=rows, filename=f"consumed-accounts_{first}_{last}.csv")

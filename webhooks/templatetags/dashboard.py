@@ -1,0 +1,94 @@
+"""The dashboard on the admin home: `{% load dashboard %}{% pool_dashboard %}`.
+
+Everything is read in a fixed number of indexed queries (webhooks.selectors.dashboard_stats, the
+last events, the last runs), whatever the size of the pool and of the history; the manager's
+reachability is not read here at all, since the page must not wait on the manager: the page
+asks the manager-status view for it after it has loaded.
+"""
+
+from django import template
+from django.utils import timezone
+
+from accounts.models import AccountStatus
+from webhooks.models import ReplenishmentRun, WebhookEvent
+from webhooks.selectors import dashboard_stats
+
+register = template.Library()
+
+RECENT = 10
+
+# The consumption chart's geometry, in SVG user units (it scales to the width of the page).
+BAR_WIDTH = 14
+BAR_GAP = 4
+CHART_LEFT = 34  # room for the scale
+CHART_TOP = 8
+CHART_HEIGHT = 100
+CHART_BOTTOM = 18  # room for the first and last dates
+
+
+@register.inclusion_tag("admin/webhooks/dashboard.html", takes_context=True)
+def pool_dashboard(context):
+    user = context["request"].user
+    can_view_pool = user.has_perm("accounts.view_account")
+    can_view_events = user.has_perm("webhooks.view_webhookevent")
+    can_view_runs = user.has_perm("webhooks.view_replenishmentrun")
+    result = {
+        "can_view_pool": can_view_pool,
+        "can_view_events": can_view_events,
+        "can_view_runs": can_view_runs,
+        "can_push": user.has_perm("webhooks.push_accounts"),
+        "can_change_policy": user.has_perm("webhooks.change_replenishmentpolicy"),
+    }
+    if can_view_pool:
+        stats = dashboard_stats(now=timezone.now())
+        counts = stats["counts"]
+        result.update(
+            stats=stats,
+            states=[(value, label, counts[value]) for value, label in AccountStatus.choices],
+            chart=consumption_chart(stats["consumption_per_day"]),
+            rate=round(stats["consumed_last_7_days"] / 7, 1),
+        )
+    if can_view_events:
+        result["events"] = list(
+            WebhookEvent.objects.order_by("-id").only(
+                "id", "received_at", "status", "key_ok", "current_seats", "threshold", "refusal", "run_id"
+            )[:RECENT]
+        )
+    if can_view_runs:
+        result["runs"] = list(
+            ReplenishmentRun.objects.order_by("-id").only(
+                "id", "trigger", "status", "created_at", "need", "reserved", "consumed", "rejected", "unknown", "error"
+            )[:RECENT]
+        )
+    return result
+
+
+def consumption_chart(days: list[dict]) -> dict:
+    """Bars of accounts consumed per day, scaled to the busiest day, ready for the SVG template."""
+    top = max((day["consumed"] for day in days), default=0)
+    step = BAR_WIDTH + BAR_GAP
+    bars = []
+    for n, day in enumerate(days):
+        height = round(CHART_HEIGHT * day["consumed"] / top, 1) if top else 0
+        bars.append(
+            {
+                "day": day["day"],
+                "consumed": day["consumed"],
+                "x": CHART_LEFT + n * step,
+                "y": CHART_TOP + CHART_HEIGHT - height,
+                "height": height,
+            }
+        )
+    baseline = CHART_TOP + CHART_HEIGHT
+    return {
+        "bars": bars,
+        "top": top,
+        "bar_width": BAR_WIDTH,
+        "width": CHART_LEFT + len(days) * step,
+        "height": baseline + CHART_BOTTOM,
+        "top_label_y": CHART_TOP + 8,
+        "baseline": baseline,
+        "label_y": baseline + CHART_BOTTOM - 4,
+        "scale_x": CHART_LEFT - 6,
+        "last_x": CHART_LEFT + len(days) * step - BAR_GAP,
+    }
