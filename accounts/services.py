@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.apps import apps
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
@@ -16,6 +17,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
+from accounts.fields import EncryptedTextField
 from accounts.models import (
     LOOKUP_HASH_FIELDS,
     MATERIAL_FIELDS,
@@ -669,7 +671,7 @@ class RotationResult:
     key_id: str
     examined: int = 0
     rewritten: int = 0
-    batches_rewritten: int = 0
+    others_rewritten: int = 0
 
 
 ROTATE_CHUNK = 500
@@ -704,11 +706,22 @@ def account_rotate_keys() -> RotationResult:
                     **{f: getattr(row, f) for f in secret_fields}, **hashes
                 )
                 result.rewritten += 1
-    for batch in AccountBatch.objects.filter(content__isnull=False).only("pk", "content"):
-        if _raw_key_ids(AccountBatch, [batch.pk], ("content",))[batch.pk] <= {current}:
+    # Every other encrypted column of any app (staged uploads, notification URLs…): found by
+    # field type, so the pool needs to know nothing of the apps that borrow its encryption.
+    for model in apps.get_models():
+        fields = tuple(f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
+        if model is Account or not fields:
             continue
-        AccountBatch.objects.filter(pk=batch.pk, content__isnull=False).update(content=batch.content)
-        result.batches_rewritten += 1
+        present = Q()
+        for name in fields:
+            present |= Q(**{f"{name}__isnull": False})
+        for obj in model.objects.filter(present).only("pk", *fields).iterator():
+            if _raw_key_ids(model, [obj.pk], fields)[obj.pk] <= {current}:
+                continue
+            values = {name: getattr(obj, name) for name in fields}
+            # Only while still set: an upload confirmed meanwhile has had its text dropped.
+            still_set = {f"{name}__isnull": False for name, value in values.items() if value is not None}
+            result.others_rewritten += model.objects.filter(pk=obj.pk, **still_set).update(**values)
     return result
 
 

@@ -121,6 +121,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # At DEBUG these log request URLs, and notification URLs carry bot tokens.
+    "loggers": {"apprise": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
 
 # --- The pool -------------------------------------------------------------------------------

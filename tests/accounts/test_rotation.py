@@ -24,7 +24,7 @@ def test_rotation_keeps_every_token_readable_and_moves_every_row_to_the_newest_k
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
 
     call_command("rotate_pool_key")
-    assert "Re-encrypted 7 of 7 rows (1 staged uploads)" in capsys.readouterr().out
+    assert "Re-encrypted 7 of 7 accounts and 1 other encrypted rows" in capsys.readouterr().out
 
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY  # the old key is gone now
     for before in accounts:
@@ -46,7 +46,7 @@ def test_rotation_keeps_every_token_readable_and_moves_every_row_to_the_newest_k
     assert AccountBatch.objects.get(pk=staged.pk).content == "a@x.com,eyJ…,,,"
 
     call_command("rotate_pool_key")
-    assert "Re-encrypted 0 of 7 rows" in capsys.readouterr().out
+    assert "Re-encrypted 0 of 7 accounts and 0 other" in capsys.readouterr().out
 
 
 def test_duplicates_are_found_while_a_rotation_is_half_done(settings):

@@ -13,6 +13,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         result = account_rotate_keys()
         self.stdout.write(
-            f"Re-encrypted {result.rewritten} of {result.examined} rows "
-            f"({result.batches_rewritten} staged uploads) with key {result.key_id}."
+            f"Re-encrypted {result.rewritten} of {result.examined} accounts "
+            f"and {result.others_rewritten} other encrypted rows with key {result.key_id}."
         )
