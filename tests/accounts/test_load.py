@@ -201,4 +201,4 @@ def test_the_pick_index_exists():
             for constraint in connection.introspection.get_constraints(cursor, "accounts_account").items()
             for name in [constraint[0]]
         }
-    assert {"account_pick_idx", "account_status_idx", "account_identity_unique"} <= names
+    assert {"account_pick_idx", "account_status_usable_idx", "account_identity_unique"} <= names
