@@ -643,16 +643,7 @@ def account_release_stuck(*, account_ids: Iterable[int], by, now: datetime | Non
         targets = list(_lock(reserved.filter(lease_expires_at__lt=now).order_by("pk")))
         changed = Account.objects.filter(
             pk__in=[a.pk for a in targets], status=AccountStatus.RESERVED, lease_expires_at__lt=now
-        ).update(
-            status=AccountStatus.AVAILABLE,
-            lease_id=None,
-            lease_expires_at=None,
-            attempts=F("attempts") + 1,
-            unknown_attempts=F("unknown_attempts") + 1,
-            retry_after=now,
-            last_error=MSG_LEASE_EXPIRED,
-            updated_at=now,
-        )
+        ).update(**_lease_expired_changes(now))
         if changed != len(targets):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
         _log(by=by, objects=targets, message=LOG_RELEASED)
@@ -841,6 +832,21 @@ def account_release(*, account_id: int, lease_id, now: datetime) -> bool:
     return _settle(account_id=account_id, lease_id=lease_id, now=now, status=AccountStatus.AVAILABLE)
 
 
+def _lease_expired_changes(now: datetime) -> dict:
+    # Whether the request reached the manager is unknown: one unknown attempt, due for re-sending
+    # at once, so an "already present" answer then settles it as consumed.
+    return {
+        "status": AccountStatus.AVAILABLE,
+        "lease_id": None,
+        "lease_expires_at": None,
+        "attempts": F("attempts") + 1,
+        "unknown_attempts": F("unknown_attempts") + 1,
+        "retry_after": now,
+        "last_error": MSG_LEASE_EXPIRED,
+        "updated_at": now,
+    }
+
+
 def account_recover_expired_leases(*, now: datetime) -> list[tuple[int, object]]:
     """Return every account whose lease ran out (its worker died) to the pool.
 
@@ -854,14 +860,5 @@ def account_recover_expired_leases(*, now: datetime) -> list[tuple[int, object]]
             .values_list("pk", "lease_id")
         )
         if expired:
-            Account.objects.filter(pk__in=[pk for pk, _ in expired], status=AccountStatus.RESERVED).update(
-                status=AccountStatus.AVAILABLE,
-                lease_id=None,
-                lease_expires_at=None,
-                attempts=F("attempts") + 1,
-                unknown_attempts=F("unknown_attempts") + 1,
-                retry_after=now,
-                last_error=MSG_LEASE_EXPIRED,
-                updated_at=now,
-            )
+            Account.objects.filter(pk__in=[pk for pk, _ in expired], status=AccountStatus.RESERVED).update(**_lease_expired_changes(now))
     return expired

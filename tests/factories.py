@@ -34,3 +34,14 @@ class AccountFactory(DjangoModelFactory):
         material = {f: kwargs.get(f) for f in ("email", "account_id", "access_token", "session_token", "refresh_token")}
         kwargs.update(lookup_hashes(**material))
         return super()._create(model_class, *args, **kwargs)
+
+
+def staff_with(django_user_model, *perms, username="staff"):
+    """A staff user holding exactly these permissions ("app_label.codename")."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
+    for perm in perms:
+        app_label, codename = perm.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return user

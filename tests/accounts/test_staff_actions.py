@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils.html import escape
 from django.utils import timezone
@@ -18,7 +17,7 @@ from accounts.parser import MSG_EMAIL_MISMATCH
 from accounts.tokens import mask
 from tests import fakes
 from tests.accounts.test_admin import assert_no_secret
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, staff_with
 
 pytestmark = pytest.mark.django_db
 
@@ -33,12 +32,6 @@ def change_url(account):
     return reverse("admin:accounts_account_change", args=[account.pk])
 
 
-def staff_with(django_user_model, *perms, username="staff"):
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
 
 
 def rejected(**fields):

@@ -7,13 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AccountStatus, UnusableReason
 from tests.conftest import MANAGER_KEY
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, staff_with
 from webhooks import admin as webhooks_admin
 from webhooks.client import (
     PROBE_KEY_REFUSED,
@@ -30,12 +29,6 @@ INDEX_URL = reverse("admin:index")
 STATUS_URL = reverse("admin:webhooks_manager_status")
 
 
-def staff_with(django_user_model, *perms, username="staff"):
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
 
 
 def make_pool(now):

@@ -6,7 +6,6 @@ import re
 from datetime import date, datetime
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.http import StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
@@ -15,7 +14,7 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus
 from tests.accounts.test_admin import assert_no_secret
-from tests.factories import AccountBatchFactory, AccountFactory
+from tests.factories import AccountBatchFactory, AccountFactory, staff_with
 from webhooks import admin as webhooks_admin
 from webhooks import exports
 from webhooks.models import (
@@ -61,12 +60,6 @@ def raw_csv(response) -> str:
     return b"".join(response.streaming_content).decode("utf-8")
 
 
-def staff_with(django_user_model, *perms, username="staff"):
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-    return user
 
 
 # --- The CSV exports ---------------------------------------------------------------------------
