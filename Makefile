@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench-load messages clean
+.PHONY: run test bench-load bench-webhook bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ run: $(VENV)/.runtime
 	$(BIN)/python scripts/serve.py
 
 test: $(VENV)/.dev
+	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python bench/bench_load.py $(BENCH_ARGS)
+
+bench-webhook: $(VENV)/.dev
+	$(BIN)/python bench/bench_webhook.py $(BENCH_ARGS)
+
+bench-admin: $(VENV)/.dev
+	$(BIN)/python bench/bench_admin.py $(BENCH_ARGS)
 
 # Refresh the 简体中文 catalogue after changing user-visible strings (needs gettext), then translate
 # the new entries in locale/zh_Hans/LC_MESSAGES/django.po and run it again to compile.
