@@ -99,6 +99,11 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     page.goto(f"{live_server.url}/admin/accounts/account/")
     assert page.inner_text('[data-status="available"]') == "3"
     shot(page, "06-pool")
+    page.goto(f"{live_server.url}/admin/")
+    assert page.inner_text('[data-figure="available_usable"]') == "3"
+    assert page.inner_text('[data-figure="seats_in_stock"]') == "15"
+    page.wait_for_selector('#manager-status[data-state="ok"]')  # probed after the page loaded
+    shot(page, "06b-dashboard-loaded")
 
     # The manager calls the webhook; a worker carries out the run (here, this process).
     response = requests.post(
@@ -119,8 +124,18 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     shot(page, "07-history")
     assert consumed.email in page.inner_text("#result_list")
 
-    page.goto(f"{live_server.url}/admin/accounts/account/")
-    assert page.inner_text('[data-status="consumed"]') == "1"
+    # Export what the list shows: streamed CSV, the account there, none of its secrets.
+    with page.expect_download() as download:
+        page.click("#export-filtered")
+    csv_text = Path(download.value.path()).read_text(encoding="utf-8-sig")
+    assert consumed.email in csv_text
+    for secret in (consumed.access_token, consumed.session_token, consumed.refresh_token):
+        assert secret[-16:] not in csv_text
+
+    page.goto(f"{live_server.url}/admin/")
+    assert page.inner_text('[data-figure="available_usable"]') == "2"
+    assert page.inner_text('[data-state-count="consumed"]') == "1"
+    shot(page, "07b-dashboard-after-import")
 
     # Switch the whole console to Simplified Chinese.
     page.select_option("#language-select", "zh-hans")
