@@ -19,6 +19,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 
-# Several test runs side by side (engineers, or a CI matrix) each need their own SQLite file.
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3" and os.environ.get("POOL_TEST_DB"):  # noqa: F405
+# Several test runs side by side (engineers, or a CI matrix) each need their own test database:
+# a SQLite file path, or a PostgreSQL database name.
+if os.environ.get("POOL_TEST_DB"):
     DATABASES["default"]["TEST"]["NAME"] = os.environ["POOL_TEST_DB"]  # noqa: F405
