@@ -22,4 +22,4 @@ WHITENOISE_AUTOREFRESH = True
 # Several test runs side by side (engineers, or a CI matrix) each need their own test database:
 # a SQLite file path, or a PostgreSQL database name.
 if os.environ.get("POOL_TEST_DB"):
-    DATABASES["default"]["TEST"]["NAME"] = os.environ["POOL_TEST_DB"]  # noqa: F405
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = os.environ["POOL_TEST_DB"]  # noqa: F405
