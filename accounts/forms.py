@@ -62,9 +62,11 @@ class LoadAccountsForm(forms.Form):
             return cleaned
         if text and text.strip() and upload:
             raise forms.ValidationError(MSG_BOTH_GIVEN)
-        if not upload and not (text and text.strip()):
+        filename, content = upload if upload else ("", text or "")
+        # A file of blank lines is as empty as a blank paste: nothing to stage.
+        if not content.strip():
             raise forms.ValidationError(MSG_NOTHING_GIVEN)
-        cleaned["filename"], cleaned["content"] = upload if upload else ("", text)
+        cleaned["filename"], cleaned["content"] = filename, content
         return cleaned
 
 
