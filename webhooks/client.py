@@ -61,7 +61,8 @@ class ManagerAnswer:
 
 
 def _clean(text) -> str:
-    return redact(str(text or ""))[:MAX_TEXT]
+    # Kept in history: nothing token-shaped, bounded, and no NUL (PostgreSQL text refuses it).
+    return redact(str(text or "")).replace("\x00", "\ufffd")[:MAX_TEXT]
 
 
 def _account_fields(account: Account) -> dict:

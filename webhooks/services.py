@@ -67,8 +67,8 @@ def event_receive(
         key_ok=True,
         current_seats=current_seats,
         threshold=threshold,
-        message=redact(message),
-        payload=redact(payload),
+        message=_storable(message),
+        payload=_storable(payload),
         remote_addr=remote_addr,
     )
     if not running and not queued:
@@ -76,10 +76,15 @@ def event_receive(
     return event
 
 
+def _storable(text: str) -> str:
+    """Outside text as it may be kept: nothing token-shaped, and no NUL (PostgreSQL text refuses it)."""
+    return redact(text).replace("\x00", "\ufffd")
+
+
 def event_refuse(*, reason: str, key_ok: bool, payload: str, remote_addr: str | None) -> WebhookEvent:
     """Record a refused call, so staff can see why the pool stopped flowing (one INSERT)."""
     return WebhookEvent.objects.create(
-        status=EventStatus.REFUSED, key_ok=key_ok, refusal=reason[:255], payload=redact(payload), remote_addr=remote_addr
+        status=EventStatus.REFUSED, key_ok=key_ok, refusal=reason[:255], payload=_storable(payload), remote_addr=remote_addr
     )
 
 

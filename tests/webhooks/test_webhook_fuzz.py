@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
 
 from accounts.models import Account
 from tests.factories import AccountFactory
@@ -60,8 +60,16 @@ def _is_valid(raw: bytes) -> bool:
 
 
 @hypothesis_settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=200,
+    deadline=None,
+    # The same examples on every CI run; a newly found failure is a bug to fix, not noise.
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+# PostgreSQL text cannot hold NUL: found by this test, on a binary body and a JSON "\u0000".
+@example(raw=b"\x00\xff{not json", key=KEY, content_type="application/json")
+@example(raw=json.dumps({**VALID, "message": "a\u0000b"}).encode(), key=KEY, content_type="application/json")
+@example(raw=b"\x00", key="wrong", content_type="text/plain")
 @given(
     raw=raw_bodies,
     key=st.one_of(st.just(KEY), st.sampled_from([None, "", "wrong", KEY.upper(), KEY + " "])),
