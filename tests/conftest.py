@@ -1,8 +1,17 @@
+import os
 import random
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests import fakes
+
+# In CI the property tests replay the same examples every run: a failure there is a bug to fix,
+# never a roll of the dice. Locally they explore new examples each run.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
+
 
 
 @pytest.fixture
