@@ -13,7 +13,6 @@ if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 
 
-
 @pytest.fixture
 def rng():
     return random.Random(20261125)
