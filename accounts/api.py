@@ -21,7 +21,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.filters import OrderingFilter
-from poolsite.pagination import IdCursorPagination
+from poolsite.pagination import MAX_ID, IdCursorPagination
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -115,7 +115,7 @@ class AccountSerializer(serializers.ModelSerializer):
 class AccountFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=AccountStatus.choices, required=False)
     usable = serializers.BooleanField(required=False)
-    batch = serializers.IntegerField(min_value=1, required=False, help_text=_("Batch id."))
+    batch = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Batch id."))
     email = serializers.CharField(
         max_length=254, required=False, allow_blank=True, help_text=_("An email address or its beginning.")
     )
@@ -161,7 +161,7 @@ class BulkLoadResultSerializer(serializers.Serializer):
 
 class RetireSerializer(serializers.Serializer):
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), allow_empty=False, max_length=MAX_RETIRE_IDS
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), allow_empty=False, max_length=MAX_RETIRE_IDS
     )
 
 
@@ -185,7 +185,7 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     filter_backends = [OrderingFilter]
     ordering_fields = ["id"]
     ordering = ["-id"]
-    lookup_value_regex = "[0-9]+"
+    lookup_value_regex = "[0-9]{1,18}"  # larger would overflow a 64-bit key (a 500 on SQLite)
 
     def get_queryset(self):
         queryset = super().get_queryset()

@@ -7,3 +7,8 @@ class IdCursorPagination(CursorPagination):
     ordering = "-id"
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+
+# The largest primary key a database column holds; a bigger id in a filter would overflow the
+# driver (SQLite raises OverflowError) instead of simply matching nothing.
+MAX_ID = 2**63 - 1

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from accounts.api import StaffCanView, staff_with
 from accounts.selectors import email_prefix_q
-from poolsite.pagination import IdCursorPagination
+from poolsite.pagination import MAX_ID, IdCursorPagination
 from accounts.models import AccountStatus
 from accounts.tokens import redact
 from webhooks import services
@@ -102,8 +102,8 @@ class AttemptFilterSerializer(TimeRangeFilterSerializer):
     outcome = serializers.ChoiceField(choices=AttemptOutcome.choices, required=False)
     mode = serializers.ChoiceField(choices=ImportMode.choices, required=False)
     sent = serializers.BooleanField(required=False)
-    account = serializers.IntegerField(min_value=1, required=False, help_text=_("Account id."))
-    run = serializers.IntegerField(min_value=1, required=False, help_text=_("Run id."))
+    account = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Account id."))
+    run = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Run id."))
     email = serializers.CharField(
         max_length=254, required=False, allow_blank=True, help_text=_("An email address or its beginning.")
     )
@@ -122,7 +122,7 @@ class HistoryViewSet(viewsets.ReadOnlyModelViewSet):
     """A read-only history list: validated filters, a date range on `time_field`, cursor pages."""
 
     permission_classes = [StaffCanView]
-    lookup_value_regex = "[0-9]+"
+    lookup_value_regex = "[0-9]{1,18}"  # larger would overflow a 64-bit key (a 500 on SQLite)
     filter_serializer_class: type[TimeRangeFilterSerializer]
     time_field: str
     # Filter name → lookup, for the filters that are plain equality.
