@@ -65,3 +65,14 @@ def test_duplicates_are_found_while_a_rotation_is_half_done(settings):
     )
     report = account_load(lines=[line], batch=None, dry_run=True)
     assert (report.created, report.duplicates) == (0, 1)
+
+
+def test_rotation_reseals_encrypted_columns_of_other_apps(settings):
+    """Notification URLs borrow the pool's encryption: they must survive removing the old key."""
+    from webhooks.models import NotificationTarget
+
+    target = NotificationTarget.objects.create(label="ops", url="json://127.0.0.1:9/hook", masked_url="json://…hook")
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
+    call_command("rotate_pool_key")
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    assert NotificationTarget.objects.get(pk=target.pk).url == "json://127.0.0.1:9/hook"
