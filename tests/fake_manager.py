@@ -684,9 +684,16 @@ class FakeManager:
                 return _refused(None, MSG_NO_EMAIL)
         elif token_email and token_email != email.strip().lower():
             return _refused(email, MSG_EMAIL_MISMATCH.format(token_email=token_email, email=email))
-        if behaviour.name == "reject":
-            return _refused(email, MSG_NO_TEAM)  # ChatGPT's answer, so after the local checks
+        if behaviour.name == "reject" and not self._holds(email, account.account_id):
+            # ChatGPT's answer, so after the local checks. An account the manager already holds
+            # still has its Team: ChatGPT finds it, and the manager answers "already present".
+            return _refused(email, MSG_NO_TEAM)
         return self._land(account, email, mode)
+
+    def _holds(self, email: str, account_id: str | None) -> bool:
+        identity = _Account(email=email, account_id=account_id).identity()
+        with self._lock:
+            return identity in self._imported
 
     def _land(self, account: _Account, email: str, mode: str) -> _Outcome:
         identity = _Account(email=email, account_id=account.account_id).identity()

@@ -426,10 +426,19 @@ class ReconcileResult:
     accounts_recovered: int
     tasks_failed: int
     retry_queued: bool
+    queued_run_handed: bool = False
+    events_woken: bool = False
 
     @property
     def changed(self) -> bool:
-        return bool(self.runs_abandoned or self.accounts_recovered or self.tasks_failed or self.retry_queued)
+        return bool(
+            self.runs_abandoned
+            or self.accounts_recovered
+            or self.tasks_failed
+            or self.retry_queued
+            or self.queued_run_handed
+            or self.events_woken
+        )
 
 
 def reconcile(*, now: datetime) -> ReconcileResult:
@@ -456,5 +465,36 @@ def reconcile(*, now: datetime) -> ReconcileResult:
     next_retry = account_next_retry()
     if next_retry is not None and next_retry <= now:
         retry_queued = run_wake(trigger=RunTrigger.RETRY) is not None
+    handed, woken = _run_resume(now=now)
     alerts.alert_evaluate(now=now)
-    return ReconcileResult(abandoned, recovered, failed, retry_queued)
+    return ReconcileResult(abandoned, recovered, failed, retry_queued, handed, woken)
+
+
+def _run_resume(*, now: datetime) -> tuple[bool, bool]:
+    """Work that waits for a run no worker will start: give it one. (task handed, run woken)
+
+    With a live run in flight nothing is needed: it supersedes waiting events and hands the
+    queued run over when it finishes. Without one, a queued run may have lost its task (a worker
+    died between taking the task and claiming the run, or the enqueue after commit failed), and
+    events may wait that no run will read (a run died before it read them). A duplicate task is
+    harmless: claiming the run is a conditional UPDATE, and the second claim finds nothing.
+    """
+    from django_tasks_db.models import DBTaskResult
+
+    from webhooks.tasks import replenish
+
+    running, _queued = run_activity(now=now)
+    if running is not None:
+        return False, False
+    queued = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True).first()
+    if queued is None:
+        if WebhookEvent.objects.filter(status=EventStatus.QUEUED).exists():
+            return False, run_wake(trigger=RunTrigger.WEBHOOK) is not None
+        return False, False
+    waiting = DBTaskResult.objects.filter(
+        status="READY", task_path=replenish.module_path, args_kwargs__kwargs__run_id=queued
+    ).exists()
+    if waiting:
+        return False, False
+    replenish.enqueue(run_id=queued)
+    return True, False

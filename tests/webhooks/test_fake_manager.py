@@ -316,6 +316,20 @@ def test_http500_and_reject_answer_like_the_manager_and_record_nothing(fake, mat
     assert fake.imported == {}
 
 
+def test_reject_leaves_an_account_already_held_as_already_present(fake, material):
+    # ChatGPT still finds the Team of an account the manager holds: a scripted "no Team" answer
+    # applies to new accounts only, so a fault schedule cannot make the fake contradict itself.
+    account = material()
+    fake.plan(["ok", "reject"])
+
+    first = post(fake, single(account))
+    again = post(fake, single(account))
+
+    assert first.json()["success"] is True
+    assert (again.status_code, again.json()["error"]) == (400, MSG_ALREADY_PRESENT)
+    assert fake.accept_counts == {account["account_id"]: 1}
+
+
 def test_unauthorized_answers_as_for_a_wrong_key(fake, material):
     fake.plan(["unauthorized", "unauthorized"])
 

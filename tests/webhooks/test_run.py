@@ -241,6 +241,73 @@ def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
     assert list(manager.accept_counts.values()) == [1]
 
 
+def _replenish_tasks(status):
+    from django_tasks_db.models import DBTaskResult
+
+    from webhooks.tasks import replenish
+
+    rows = DBTaskResult.objects.filter(status=status, task_path=replenish.module_path)
+    return [row.args_kwargs["kwargs"]["run_id"] for row in rows]
+
+
+def test_reconcile_hands_over_a_queued_run_whose_task_died_with_its_worker(
+    manager, django_capture_on_commit_callbacks
+):
+    """Found while building the fault schedules: a worker killed after it took the task but before it claimed
+    the run left the run queued forever, and every later event waited behind it."""
+    from django_tasks_db.models import DBTaskResult
+
+    account = AccountFactory()
+    with django_capture_on_commit_callbacks(execute=True):
+        event()
+    run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    DBTaskResult.objects.get().claim("worker-killed-before-it-claimed-the-run")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.reconcile(now=timezone.now())
+        again = services.reconcile(now=timezone.now())
+    assert (result.queued_run_handed, again.queued_run_handed) == (True, False)  # one task, not one per pass
+    assert _replenish_tasks("READY") == [run.pk]
+
+    services.run_execute(run_id=run.pk)
+    assert states(account) == [AccountStatus.CONSUMED]
+
+
+def test_reconcile_leaves_a_queued_run_to_the_live_run_ahead_of_it(manager, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        event()
+    first = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    ReplenishmentRun.objects.filter(pk=first.pk).update(
+        status=RunStatus.RUNNING, started_at=timezone.now(), lease_expires_at=timezone.now() + timedelta(minutes=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=1)
+    from django_tasks_db.models import DBTaskResult
+
+    DBTaskResult.objects.update(status="SUCCEEDED")  # the worker found the run ahead and left it queued
+
+    result = services.reconcile(now=timezone.now())
+    assert not result.queued_run_handed and _replenish_tasks("READY") == []  # the live run hands it over
+
+
+def test_reconcile_wakes_a_run_for_events_a_dead_run_never_took(manager):
+    """Found while building the fault schedules: a run killed after it was claimed but before it read the
+    waiting events was abandoned, and the events waited with no run to take them."""
+    account = AccountFactory()
+    waiting = event(current_seats=9)
+    dead = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    past = timezone.now() - timedelta(seconds=1)
+    ReplenishmentRun.objects.filter(pk=dead.pk).update(status=RunStatus.RUNNING, started_at=past, lease_expires_at=past)
+
+    result = services.reconcile(now=timezone.now())
+
+    assert result.runs_abandoned == 1 and result.events_woken
+    fresh = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    services.run_execute(run_id=fresh.pk)
+    assert WebhookEvent.objects.get(pk=waiting.pk).status == EventStatus.ACTED_ON
+    assert states(account) == [AccountStatus.CONSUMED]
+
+
 def test_replenish_command_pushes_now_and_reports(manager, capsys):
     from django.core.management import call_command
 

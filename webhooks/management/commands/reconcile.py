@@ -10,7 +10,8 @@ class Command(BaseCommand):
     help = (
         "Recover what a dead worker left behind: abandon runs whose lease expired, return their "
         "reserved accounts to the pool (outcome unknown, re-sent at once), fail task rows stuck "
-        "as running, and wake a run for unknown outcomes that are due. --every N repeats it."
+        "as running, wake a run for unknown outcomes that are due, and give a worker any queued run or "
+        "waiting event that no live run will take. --every N repeats it."
     )
 
     def add_arguments(self, parser):
@@ -22,7 +23,9 @@ class Command(BaseCommand):
             if result.changed or not every:
                 self.stdout.write(
                     f"runs abandoned {result.runs_abandoned}, accounts recovered {result.accounts_recovered}, "
-                    f"stale tasks failed {result.tasks_failed}, retry run queued {'yes' if result.retry_queued else 'no'}"
+                    f"stale tasks failed {result.tasks_failed}, retry run queued {'yes' if result.retry_queued else 'no'}, "
+                    f"queued run handed to a worker {'yes' if result.queued_run_handed else 'no'}, "
+                    f"run woken for waiting events {'yes' if result.events_woken else 'no'}"
                 )
             if not every:
                 return
