@@ -507,6 +507,7 @@ class FakeManager:
         self._attempt_counts: dict[str, int] = {}
         self._requests: list[dict] = []
         self._last_team_id = 0
+        self._in_flight = 0
 
     # lifecycle
 
@@ -607,6 +608,31 @@ class FakeManager:
         (parsed JSON, tokens included), behaviour, status (None: no answer sent), time."""
         with self._lock:
             return copy.deepcopy(self._requests)
+
+    @property
+    def in_flight(self) -> int:
+        """Import calls being handled right now (a slow or hanging answer holds one open)."""
+        with self._lock:
+            return self._in_flight
+
+    def import_calls(self) -> list[dict]:
+        """Every import call in arrival order: time, the emails it named (lower case), behaviour,
+        status (None: no answer sent). What a proof compares with the pool's own history."""
+        with self._lock:
+            calls = [
+                (r["time"], r["body"], r["behaviour"], r["status"])
+                for r in self._requests
+                if r["method"] == "POST" and r["path"] == IMPORT_PATH
+            ]
+        return [
+            {
+                "time": at,
+                "emails": [email for account in _submitted_accounts(body) if (email := account.known_email())],
+                "behaviour": behaviour,
+                "status": status,
+            }
+            for at, body, behaviour, status in calls
+        ]
 
     def state(self) -> dict:
         """Everything above without token values, as the control API serves it."""
@@ -811,7 +837,13 @@ class _Handler(BaseHTTPRequestHandler):
         body, json_error = _decode_body(raw, self.headers.get("Content-Type"))
         entry = fake._log_request(self.command, path, self.headers, body)
         if path == IMPORT_PATH:
-            self._import(entry, body, json_error)
+            with fake._lock:
+                fake._in_flight += 1
+            try:
+                self._import(entry, body, json_error)
+            finally:
+                with fake._lock:
+                    fake._in_flight -= 1
         elif path == LOGIN_PATH:
             # Where a client that follows the 307 ends up (307 keeps the POST): a login page.
             self._send(entry, 200, _LOGIN_PAGE, "text/html; charset=utf-8")

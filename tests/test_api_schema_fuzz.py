@@ -11,6 +11,7 @@ ones that break the schema), sent in-process to the WSGI app as a superuser with
 """
 
 import json
+import os
 
 import pytest
 from django.core import signals
@@ -45,7 +46,7 @@ OPERATIONS = [
     ("GET", "/api/stats/"),
 ]
 
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = int(os.environ.get("PROOF_API_EXAMPLES") or 25)  # `make proof` runs more
 FUZZ = settings(
     max_examples=EXAMPLES_PER_OPERATION,
     derandomize=True,

@@ -1,6 +1,7 @@
 """Hostile webhook input (hypothesis): never a 5xx, never a change to the pool, only refused events."""
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
@@ -60,7 +61,7 @@ def _is_valid(raw: bytes) -> bool:
 
 
 @hypothesis_settings(
-    max_examples=200,
+    max_examples=int(os.environ.get("PROOF_FUZZ_EXAMPLES") or 200),  # `make proof` runs more
     deadline=None,
     # The same examples on every CI run; a newly found failure is a bug to fix, not noise.
     derandomize=True,

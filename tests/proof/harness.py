@@ -1,0 +1,356 @@
+"""The proof's moving parts: the service as separate OS processes (gunicorn, db_worker,
+reconcile), killed and restarted at will, and the invariants checked against the fake manager's
+own record. Used by tests/proof/test_storm.py and tests/proof/test_fault_schedules.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+from django.utils import timezone
+
+from accounts.models import Account, AccountStatus, UnusableReason
+from accounts.services import account_retry
+from tests.processes import ROOT, free_port, wait_for
+from webhooks import services
+from webhooks.selectors import run_activity
+from webhooks.models import ACTIVE_RUN_STATUSES, EventStatus, ImportAttempt, ReplenishmentRun, RunStatus, WebhookEvent
+
+ARTIFACTS = ROOT / "tests" / "artifacts" / "proof"
+WEBHOOK_PATH = "/webhooks/low-stock/"
+PUSH_PATH = "/api/runs/push/"
+
+
+def env_int(name: str, default: int) -> int:
+    """A size the long run (`make proof`) turns up; `make test` keeps the default."""
+    return int(os.environ.get(name) or default)
+
+
+class Cluster:
+    """gunicorn instances, db_worker processes and optionally a reconcile loop, as in production.
+
+    Every process gets its own session (so a signal reaches its children) and writes to a log
+    file rather than a pipe nobody reads, which would stall a chatty process once full.
+    """
+
+    def __init__(self, *, logs: Path, env: dict[str, str], webs: int, web_workers: int, workers: int):
+        self.logs = logs
+        self.env = env
+        self.web_count, self.web_workers, self.worker_count = webs, web_workers, workers
+        self.webs: list[subprocess.Popen] = []
+        self.web_urls: list[str] = []
+        self.workers: dict[str, subprocess.Popen] = {}
+        self.dead: set[str] = set()
+        self.others: list[subprocess.Popen] = []
+        self.kills = 0
+        self._serial = 0
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        out = open(self.logs / f"{name}.log", "ab")
+        try:
+            return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            out.close()
+
+    def start(self) -> Cluster:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for n in range(self.web_count):
+            port = free_port()
+            self.webs.append(
+                self._spawn(
+                    f"web{n}",
+                    [sys.executable, "-m", "gunicorn", "poolsite.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                     "--workers", str(self.web_workers), "--graceful-timeout", "5"],
+                )  # fmt: skip
+            )
+            self.web_urls.append(f"http://127.0.0.1:{port}")
+        for _ in range(self.worker_count):
+            self.start_worker()
+        for url in self.web_urls:
+            wait_for(lambda url=url: _answers(url), timeout=60, what=f"gunicorn at {url}")
+        return self
+
+    def start_worker(self) -> str:
+        self._serial += 1
+        worker_id = f"proof-worker-{os.getpid()}-{self._serial}"
+        self.workers[worker_id] = self._spawn(
+            worker_id,
+            [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.05", "--worker-id", worker_id],
+        )
+        return worker_id
+
+    def start_reconciler(self, every: float) -> None:
+        self.others.append(self._spawn("reconcile", [sys.executable, "manage.py", "reconcile", "--every", str(every)]))
+
+    def busy_workers(self) -> list[str]:
+        """Live workers holding a task right now (django-tasks-db records who claimed what)."""
+        from django_tasks_db.models import DBTaskResult
+
+        holders = DBTaskResult.objects.filter(status="RUNNING").values_list("worker_ids", flat=True)
+        busy = {ids[-1] for ids in holders if ids}
+        return [w for w in self.workers if w in busy]
+
+    def kill_worker(self, worker_id: str) -> str:
+        """SIGKILL one worker (no cleanup of any kind runs) and start its replacement."""
+        process = self.workers.pop(worker_id)
+        _kill(process, signal.SIGKILL)
+        self.dead.add(worker_id)
+        self.kills += 1
+        return self.start_worker()
+
+    def expire_dead_leases(self) -> int:
+        """Move the clock past the leases of runs that a killed worker held; returns how many.
+
+        Waiting the real lease out (a minute or more) per kill would cost hours over hundreds of
+        schedules. Only runs whose task a dead worker claimed, and no live one, are touched, so a
+        live worker never loses its lease to this.
+        """
+        from django_tasks_db.models import DBTaskResult
+
+        from webhooks.tasks import replenish
+
+        dead_runs, live_runs = set(), set()
+        for ids, args in DBTaskResult.objects.filter(status="RUNNING", task_path=replenish.module_path).values_list(
+            "worker_ids", "args_kwargs"
+        ):
+            run_id = (args or {}).get("kwargs", {}).get("run_id")
+            (dead_runs if ids and ids[-1] in self.dead else live_runs).add(run_id)
+        runs = ReplenishmentRun.objects.filter(pk__in=dead_runs - live_runs, status=RunStatus.RUNNING)
+        leases = list(runs.values_list("lease_id", flat=True))
+        if not leases:
+            return 0
+        past = timezone.now() - timedelta(seconds=1)
+        runs.update(lease_expires_at=past)
+        Account.objects.filter(status=AccountStatus.RESERVED, lease_id__in=leases).update(lease_expires_at=past)
+        return len(leases)
+
+    def check_alive(self) -> list[str]:
+        """Processes that died without being killed by the proof: each one is a finding."""
+        problems = []
+        for name, process in [*((f"web {u}", p) for u, p in zip(self.web_urls, self.webs)), *self.workers.items()]:
+            if process.poll() is not None:
+                problems.append(f"{name} exited on its own with code {process.returncode}")
+        return problems
+
+    def stop(self) -> None:
+        for process in [*self.others, *self.workers.values(), *self.webs]:
+            _kill(process, signal.SIGTERM)
+
+
+def _kill(process: subprocess.Popen, sig: int) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/admin/login/", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def staff_token() -> str:
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.create_superuser("proof", password="proof-not-a-secret")
+    return Token.objects.create(user=user).key
+
+
+# --- Driving to a quiet state ----------------------------------------------------------------
+
+
+def unsettled() -> list[str]:
+    """What still moves or waits: empty once the service is quiet and every outcome is known."""
+    waiting = []
+    if n := ReplenishmentRun.objects.filter(status__in=ACTIVE_RUN_STATUSES).count():
+        waiting.append(f"{n} run(s) queued or running")
+    if n := WebhookEvent.objects.filter(status=EventStatus.QUEUED).count():
+        waiting.append(f"{n} event(s) waiting")
+    if n := Account.objects.filter(status=AccountStatus.RESERVED).count():
+        waiting.append(f"{n} account(s) reserved")
+    if n := Account.objects.filter(status=AccountStatus.AVAILABLE, unknown_attempts__gt=0).count():
+        waiting.append(f"{n} account(s) waiting on an unknown outcome")
+    return waiting
+
+
+def play_out(cluster: Cluster, *, timeout: float) -> None:
+    """Let the work started so far run (under whatever faults are scripted) until no run is
+    queued or live, or for `timeout` seconds. A killed worker's run stops counting as live."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cluster.expire_dead_leases()
+        running, queued = run_activity(now=timezone.now())
+        if running is None and not queued:
+            return
+        time.sleep(0.02)
+
+
+def settle(cluster: Cluster, fake, *, timeout: float) -> float:
+    """The quiet period: the manager answers normally, reconcile runs, staff retry what is held.
+
+    Returns the seconds it took; raises AssertionError naming what never settled.
+    """
+    fake.plan([])
+    fake.default = "ok"
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        cluster.expire_dead_leases()
+        services.reconcile(now=timezone.now())
+        held = Account.objects.filter(
+            status=AccountStatus.AVAILABLE, usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES
+        ).values_list("pk", flat=True)
+        if held:
+            account_retry(account_ids=list(held), by=None)  # what staff do with held accounts
+        waiting = unsettled()
+        if not waiting:
+            return time.monotonic() - started
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not quiet after {timeout:g} s: {', '.join(waiting)}")
+        time.sleep(0.05)
+
+
+# --- The invariants --------------------------------------------------------------------------
+
+
+def violations(fake, *, hour_cap: int | None = None) -> list[str]:
+    """Every way the pool and the manager's own record disagree; empty when they agree exactly.
+
+    - each account the manager holds was accepted once, and is `consumed` in the pool; each
+      `consumed` account is held by the manager;
+    - no import call named an account after the pool had recorded it consumed (never sent twice
+      knowingly: a re-send only follows an unknown outcome);
+    - every call the manager received has an attempt row (the record is complete);
+    - nothing is reserved, nothing waits, no account is in a state outside the five;
+    - with `hour_cap`: accounts sent for the first time ≤ the cap plus what staff pushed.
+    """
+    found = []
+    accepted = fake.accept_counts
+    found += [f"{identity} accepted {n} times" for identity, n in accepted.items() if n != 1]
+    held = {record["email"].lower() for record in fake.imported.values()}
+    pool = {email.lower(): (status, consumed_at) for email, status, consumed_at in Account.objects.values_list("email", "status", "consumed_at")}
+    consumed = {email for email, (status, _) in pool.items() if status == AccountStatus.CONSUMED}
+    for email in sorted(held - consumed):
+        found.append(f"the manager holds {email}, the pool has it {pool.get(email, ('missing',))[0]}")
+    for email in sorted(consumed - held):
+        found.append(f"the pool has {email} consumed, the manager never accepted it")
+    found += [f"{w} after the quiet period" for w in unsettled()]
+    states = set(Account.objects.values_list("status", flat=True).distinct())
+    found += [f"unknown state {s!r}" for s in states - set(AccountStatus.values)]
+
+    calls = fake.import_calls()
+    named: dict[str, int] = {}
+    for call in calls:
+        for email in call["emails"]:
+            named[email] = named.get(email, 0) + 1
+            status, consumed_at = pool.get(email, (None, None))
+            if consumed_at is not None and call["time"] > consumed_at.timestamp():
+                found.append(f"{email} was sent again ({call['behaviour']}) after the pool recorded it consumed")
+    recorded = _attempts_by_email()
+    for email, n in sorted(named.items()):
+        if n > recorded.get(email, 0):
+            found.append(f"{email}: the manager saw {n} calls, the pool recorded {recorded.get(email, 0)} attempts")
+
+    if hour_cap is not None:
+        pushed = sum(ReplenishmentRun.objects.exclude(requested_accounts=None).values_list("requested_accounts", flat=True))
+        first_sent = ImportAttempt.objects.filter(sent=True).values("account").distinct().count()
+        if first_sent > hour_cap + pushed:
+            found.append(f"{first_sent} accounts sent within the hour, cap {hour_cap} + {pushed} pushed by staff")
+    return found
+
+
+def _attempts_by_email() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for email in ImportAttempt.objects.filter(sent=True).values_list("account__email", flat=True):
+        counts[email.lower()] = counts.get(email.lower(), 0) + 1
+    return counts
+
+
+# --- Figures ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What one proof run did, written to tests/artifacts/proof/ for docs/RELIABILITY.md."""
+
+    name: str
+    database: str = field(default_factory=lambda: connection.vendor)
+    started: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    violations: list[str] = field(default_factory=list)
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    def manager_figures(self, fake) -> None:
+        calls = fake.import_calls()
+        self.counts["manager import calls"] = len(calls)
+        self.counts["accounts the manager accepted"] = len(fake.accept_counts)
+        behaviours: dict[str, int] = {}
+        for call in calls:
+            name = (call["behaviour"] or "?").split(":")[0]
+            behaviours[name] = behaviours.get(name, 0) + 1
+        self.counts.update({f"answers: {name}": n for name, n in sorted(behaviours.items())})
+        self.counts["pool accounts"] = Account.objects.count()
+        for status, n in Account.objects.values_list("status").order_by("status").annotate(n=Count("id")):
+            self.counts[f"pool {status}"] = n
+
+    def write(self) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{self.name}-{self.database}.json"
+        payload = {**self.__dict__, "seconds": round(self.seconds, 1), "python": sys.version.split()[0]}
+        path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        return path
+
+
+def post_webhook(session: requests.Session, url: str, *, current_seats: int, threshold: int = 10) -> int:
+    body = {"event": "low_stock", "current_seats": current_seats, "threshold": threshold, "message": "库存不足预警"}
+    headers = {"X-API-Key": settings.MANAGER_API_KEY}
+    return session.post(url + WEBHOOK_PATH, json=body, headers=headers, timeout=30).status_code
+
+
+def post_push(session: requests.Session, url: str, *, token: str, accounts: int) -> int:
+    """A staff push through the API; a 409 (a run was starting that moment) is tried again."""
+    for _ in range(20):
+        status = session.post(
+            url + PUSH_PATH, json={"accounts": accounts}, headers={"Authorization": f"Token {token}"}, timeout=30
+        ).status_code
+        if status != 409:
+            return status
+        time.sleep(0.05)
+    return 409
+
+
+__all__ = [
+    "Cluster",
+    "Figures",
+    "play_out",
+    "env_int",
+    "post_push",
+    "post_webhook",
+    "settle",
+    "staff_token",
+    "unsettled",
+    "violations",
+]

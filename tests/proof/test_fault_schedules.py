@@ -1,0 +1,194 @@
+"""Randomised fault schedules against the service running as separate processes.
+
+Each schedule (drawn by hypothesis) adds a few accounts, scripts the fake manager's next answers
+(ok / 400 / 401 / 500 / slow / dropped / landed-then-dropped / landed-then-hangs / garbage / a cut
+NDJSON stream), then fires webhooks and staff pushes through gunicorn, SIGKILLs workers at random
+points (mid-import too) and restarts them, and runs reconcile in between. After a quiet period
+(the manager answers normally, reconcile, staff retry what was held) the pool and the manager's
+own record must agree exactly; see tests/proof/harness.py for the invariants. The state carries
+over from one schedule to the next, so every check covers everything before it too.
+
+`make test` runs PROOF_SCHEDULES=200 per database (the default); `make proof` runs more.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+from django.utils import timezone
+
+from tests.factories import AccountFactory
+from tests.processes import project_env
+from tests.proof.harness import (
+    Cluster,
+    Figures,
+    env_int,
+    play_out,
+    post_push,
+    post_webhook,
+    settle,
+    staff_token,
+    violations,
+)
+from webhooks import services
+from webhooks.models import ImportMode
+from webhooks.selectors import policy_get
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SCHEDULES = env_int("PROOF_SCHEDULES", 200)
+READ_TIMEOUT = 0.5  # "slow:0.8" and "landed_then_hang:0.8" outlast it: the import lands, the answer is lost
+
+
+@dataclass(frozen=True)
+class Webhook:
+    current_seats: int  # threshold 10: asks for 1 to 3 accounts
+
+
+@dataclass(frozen=True)
+class Push:
+    accounts: int
+
+
+@dataclass(frozen=True)
+class Kill:
+    # "now"; "busy": once a worker holds a task; "in_flight": while the manager holds an import
+    # open; "after_call": once another import call has reached the manager.
+    point: str
+    delay: float  # then wait this long
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    pass
+
+
+@dataclass(frozen=True)
+class Schedule:
+    mode: str
+    new_accounts: int
+    plan: list[str]
+    steps: list
+
+
+_NAMES = ["ok", "reject", "unauthorized", "http500", "slow", "drop", "landed_then_drop", "landed_then_hang", "garbage", "cut"]
+behaviours = st.sampled_from(_NAMES).flatmap(
+    lambda name: st.sampled_from(["slow:0.1", "slow:0.8"]) if name == "slow"
+    else st.just("landed_then_hang:0.8") if name == "landed_then_hang"
+    else st.integers(0, 3).map(lambda k: f"cut:{k}") if name == "cut"
+    else st.just(name)
+)  # fmt: skip
+triggers = st.one_of(st.builds(Webhook, st.integers(0, 10)), st.builds(Push, st.integers(1, 2)))
+steps = st.one_of(
+    triggers,
+    st.builds(Kill, st.sampled_from(["now", "busy", "busy", "in_flight", "after_call"]), st.sampled_from([0.0, 0.02, 0.1])),
+    st.builds(Pause, st.sampled_from([0.05, 0.2, 0.5])),
+    st.just(Reconcile()),
+)
+schedules = st.builds(
+    Schedule,
+    mode=st.sampled_from([ImportMode.SINGLE, ImportMode.BATCH]),
+    new_accounts=st.integers(0, 4),
+    plan=st.lists(behaviours, min_size=1, max_size=8),
+    # Something to do first, so no schedule is idle; then anything, kills included.
+    steps=st.tuples(triggers, st.lists(steps, max_size=4)).map(lambda t: [t[0], *t[1]]),
+)
+
+
+@pytest.fixture
+def cluster(manager, tmp_path):
+    policy = policy_get()
+    policy.retry_backoff = "0,0,0"  # due at once: the schedule's own faults decide what happens next
+    policy.max_accounts_per_hour = 10**6  # the storm proves the cap; here it would only stop the work
+    policy.save()
+    env = project_env(MANAGER_READ_TIMEOUT=str(READ_TIMEOUT), MANAGER_CONNECT_TIMEOUT="1")
+    cluster = Cluster(logs=tmp_path / "logs", env=env, webs=1, web_workers=2, workers=2).start()
+    yield cluster
+    cluster.stop()
+
+
+def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(cluster, manager):
+    token = staff_token()
+    session = requests.Session()
+    url = cluster.web_urls[0]
+    figures = Figures("fault-schedules")
+    started = time.monotonic()
+
+    def kill(step: Kill) -> None:
+        deadline = time.monotonic() + 1.5
+        if step.point == "busy":
+            while not cluster.busy_workers() and time.monotonic() < deadline:
+                time.sleep(0.003)
+        elif step.point == "in_flight":
+            while not manager.in_flight and time.monotonic() < deadline:
+                time.sleep(0.005)
+        elif step.point == "after_call":
+            calls = len(manager.import_calls())
+            while len(manager.import_calls()) == calls and time.monotonic() < deadline:
+                time.sleep(0.01)
+        time.sleep(step.delay)
+        busy = cluster.busy_workers()
+        cluster.kill_worker(busy[0] if busy else next(iter(cluster.workers)))
+        figures.add("workers killed mid-task" if busy else "workers killed idle")
+        if manager.in_flight:
+            figures.add("workers killed while the manager held their import open")
+
+    @hypothesis_settings(
+        max_examples=SCHEDULES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],  # the state carries over: shrinking would mislead
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(schedule=schedules)
+    def run(schedule: Schedule) -> None:
+        figures.add("schedules")
+        policy = policy_get()
+        policy.import_mode = schedule.mode
+        policy.save()
+        AccountFactory.create_batch(schedule.new_accounts)
+        figures.add("accounts added", schedule.new_accounts)
+        manager.plan(schedule.plan)
+        refused = []
+        for step in schedule.steps:
+            if isinstance(step, Webhook):
+                figures.add("webhooks")
+                if (status := post_webhook(session, url, current_seats=step.current_seats)) != 202:
+                    refused.append(f"webhook answered {status}")
+            elif isinstance(step, Push):
+                figures.add("staff pushes")
+                if (status := post_push(session, url, token=token, accounts=step.accounts)) != 202:
+                    refused.append(f"push answered {status}")
+            elif isinstance(step, Kill):
+                kill(step)
+            elif isinstance(step, Pause):
+                time.sleep(step.seconds)
+            else:
+                figures.add("reconcile passes mid-schedule")
+                services.reconcile(now=timezone.now())
+        play_out(cluster, timeout=5)  # under the schedule's faults
+        settle(cluster, manager, timeout=60)
+        found = refused + violations(manager) + cluster.check_alive()
+        if found:
+            figures.violations += found
+            figures.seconds = time.monotonic() - started
+            figures.write()
+        assert not found, (found, schedule)  # hypothesis prints the schedule itself poorly
+
+    run()
+    figures.seconds = time.monotonic() - started
+    figures.add("worker processes started", cluster._serial)
+    figures.manager_figures(manager)
+    figures.write()
+    assert figures.counts["schedules"] >= SCHEDULES
