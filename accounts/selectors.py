@@ -76,3 +76,16 @@ def email_prefix_q(*, term: str, field: str = "email") -> Q:
     if connection.vendor == "sqlite":
         return Q(**{f"{field}__gte": term, f"{field}__lt": term + "\U0010ffff"})
     return Q(**{f"{field}__startswith": term})
+
+
+def account_ids_leased(*, account_ids, lease_id, now) -> set[int]:
+    """Those of `account_ids` still reserved under `lease_id`, with the lease not run out.
+
+    A run checks this before it sends: a worker frozen past its lease (a VM pause, a swap storm)
+    must not send accounts that reconcile has since given back and another run imported.
+    """
+    return set(
+        Account.objects.filter(
+            pk__in=list(account_ids), status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at__gt=now
+        ).values_list("pk", flat=True)
+    )

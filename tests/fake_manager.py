@@ -507,7 +507,7 @@ class FakeManager:
         self._attempt_counts: dict[str, int] = {}
         self._requests: list[dict] = []
         self._last_team_id = 0
-        self._in_flight = 0
+        self._open: list[dict] = []  # the log entries of import calls being handled right now
 
     # lifecycle
 
@@ -610,10 +610,11 @@ class FakeManager:
             return copy.deepcopy(self._requests)
 
     @property
-    def in_flight(self) -> int:
-        """Import calls being handled right now (a slow or hanging answer holds one open)."""
+    def in_flight(self) -> list[str]:
+        """The behaviours of the import calls being handled right now (a slow or hanging answer
+        holds one open for its whole length)."""
         with self._lock:
-            return self._in_flight
+            return [entry["behaviour"] for entry in self._open]
 
     def import_calls(self) -> list[dict]:
         """Every import call in arrival order: time, the emails it named (lower case), behaviour,
@@ -838,12 +839,12 @@ class _Handler(BaseHTTPRequestHandler):
         entry = fake._log_request(self.command, path, self.headers, body)
         if path == IMPORT_PATH:
             with fake._lock:
-                fake._in_flight += 1
+                fake._open.append(entry)
             try:
                 self._import(entry, body, json_error)
             finally:
                 with fake._lock:
-                    fake._in_flight -= 1
+                    fake._open.remove(entry)
         elif path == LOGIN_PATH:
             # Where a client that follows the 307 ends up (307 keeps the POST): a login page.
             self._send(entry, 200, _LOGIN_PAGE, "text/html; charset=utf-8")

@@ -14,6 +14,7 @@ from django.db.models import Count, F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from accounts import selectors as pool_selectors
 from accounts import services as pool
 from accounts.models import Account
 from accounts.tokens import redact, usability_problem
@@ -268,7 +269,11 @@ class _RunWork:
         """Reserve accounts for the worst case of sending them all, and extend the run's lease to match."""
         now = timezone.now()
         lease = _Lease(self.run_obj.lease_id, now + self.per_call * count + LEASE_MARGIN)
-        ReplenishmentRun.objects.filter(pk=self.run_obj.pk, status=RunStatus.RUNNING).update(lease_expires_at=lease.until)
+        extended = ReplenishmentRun.objects.filter(
+            pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now
+        ).update(lease_expires_at=lease.until)
+        if not extended:
+            return []  # the run's lease ran out (its worker was frozen) and it was abandoned: stop
         accounts = pool.account_reserve_batch(
             count=count, lease_id=lease.id, lease_until=lease.until, now=now, unresolved=unresolved
         )
@@ -301,6 +306,7 @@ class _RunWork:
     def _import_unsent(self) -> str:
         """Send every reserved account; the configuration error that stopped it, or ""."""
         mode = self.policy.import_mode
+        self._drop_lost_leases()
         batchable = [(a, lease) for a, lease in self.unsent if a.email] if mode == ImportMode.BATCH else []
         if len(batchable) > 1:
             answers = self.client.import_batch([a for a, _ in batchable])
@@ -313,12 +319,28 @@ class _RunWork:
             if stop:
                 return self._stop(stop, answers[batchable[0][0].pk])
         while self.unsent:
+            if not self._drop_lost_leases():
+                break
             account, lease = self.unsent[0]
             answer = self.client.import_single(account)
             self.unsent.pop(0)
             if self._record(account, lease, answer, ImportMode.SINGLE) == AttemptOutcome.CONFIG_ERROR:
                 return self._stop(answer.text, answer)
         return ""
+
+    def _drop_lost_leases(self) -> bool:
+        """Forget reserved accounts whose lease is gone; whether any are left to send.
+
+        Reconcile recovered them (and wrote their attempt rows) while this worker was frozen,
+        and another run may have imported them since: they are no longer this run's to send.
+        """
+        if not self.unsent:
+            return False
+        held = pool_selectors.account_ids_leased(
+            account_ids=[a.pk for a, _ in self.unsent], lease_id=self.run_obj.lease_id, now=timezone.now()
+        )
+        self.unsent = [(a, lease) for a, lease in self.unsent if a.pk in held]
+        return bool(self.unsent)
 
     def _stop(self, text: str, answer: ManagerAnswer) -> str:
         self.release_unsent()

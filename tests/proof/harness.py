@@ -109,6 +109,15 @@ class Cluster:
         self.kills += 1
         return self.start_worker()
 
+    def stall_worker(self, worker_id: str) -> None:
+        """SIGSTOP a worker: frozen as by a VM pause or swap storm, its leases may run out."""
+        os.killpg(self.workers[worker_id].pid, signal.SIGSTOP)
+        self.dead.add(worker_id)  # for its leases, the rest of the world cannot tell the difference
+
+    def resume_worker(self, worker_id: str) -> None:
+        self.dead.discard(worker_id)
+        os.killpg(self.workers[worker_id].pid, signal.SIGCONT)
+
     def expire_dead_leases(self) -> int:
         """Move the clock past the leases of runs that a killed worker held; returns how many.
 
@@ -223,6 +232,10 @@ def settle(cluster: Cluster, fake, *, timeout: float) -> float:
         if held:
             account_retry(account_ids=list(held), by=None)  # what staff do with held accounts
         waiting = unsettled()
+        if busy := cluster.busy_workers():
+            # A run abandoned while its worker was frozen is not "active", but its worker may
+            # still be finishing: quiet means no worker holds a task.
+            waiting.append(f"{len(busy)} worker(s) still holding a task")
         if not waiting:
             return time.monotonic() - started
         if time.monotonic() > deadline:

@@ -3,7 +3,8 @@
 Each schedule (drawn by hypothesis) adds a few accounts, scripts the fake manager's next answers
 (ok / 400 / 401 / 500 / slow / dropped / landed-then-dropped / landed-then-hangs / garbage / a cut
 NDJSON stream), then fires webhooks and staff pushes through gunicorn, SIGKILLs workers at random
-points (mid-import too) and restarts them, and runs reconcile in between. After a quiet period
+points (mid-import too) and restarts them, freezes workers (SIGSTOP) until their lease is gone and
+thaws them, and runs reconcile in between. After a quiet period
 (the manager answers normally, reconcile, staff retry what was held) the pool and the manager's
 own record must agree exactly; see tests/proof/harness.py for the invariants. The state carries
 over from one schedule to the next, so every check covers everything before it too.
@@ -44,6 +45,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 SCHEDULES = env_int("PROOF_SCHEDULES", 200)
 READ_TIMEOUT = 0.5  # "slow:0.8" and "landed_then_hang:0.8" outlast it: the import lands, the answer is lost
+LONG_ANSWERS = ("slow:0.8", "landed_then_hang:0.8")
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,13 @@ class Kill:
     # open; "after_call": once another import call has reached the manager.
     point: str
     delay: float  # then wait this long
+
+
+@dataclass(frozen=True)
+class Stall:
+    """Freeze the busy worker; its lease runs out, reconcile and other workers go on; then thaw."""
+
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,9 @@ triggers = st.one_of(st.builds(Webhook, st.integers(0, 10)), st.builds(Push, st.
 steps = st.one_of(
     triggers,
     st.builds(Kill, st.sampled_from(["now", "busy", "busy", "in_flight", "after_call"]), st.sampled_from([0.0, 0.02, 0.1])),
+    # Twice the weight: a stall only acts when a long answer is in flight.
+    st.builds(Stall, st.sampled_from([0.2, 0.6])),
+    st.builds(Stall, st.sampled_from([0.2, 0.6])),
     st.builds(Pause, st.sampled_from([0.05, 0.2, 0.5])),
     st.just(Reconcile()),
 )
@@ -142,7 +154,25 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         cluster.kill_worker(busy[0] if busy else next(iter(cluster.workers)))
         figures.add("workers killed mid-task" if busy else "workers killed idle")
         if manager.in_flight:
-            figures.add("workers killed while the manager held their import open")
+            figures.add("kills while the manager held an import open")
+
+    def stall(step: Stall) -> None:
+        # Frozen while it waits on a long answer, outside any transaction: a worker frozen inside
+        # one would hold SQLite's only write lock for every process (docs/RELIABILITY.md).
+        deadline = time.monotonic() + 1.5
+        while not any(b in LONG_ANSWERS for b in manager.in_flight) and time.monotonic() < deadline:
+            time.sleep(0.003)
+        busy = cluster.busy_workers()
+        if not busy or not any(b in LONG_ANSWERS for b in manager.in_flight):
+            return
+        cluster.stall_worker(busy[0])
+        try:
+            cluster.expire_dead_leases()
+            services.reconcile(now=timezone.now())
+            time.sleep(step.seconds)
+        finally:
+            cluster.resume_worker(busy[0])
+        figures.add("workers frozen past their lease")
 
     @hypothesis_settings(
         max_examples=SCHEDULES,
@@ -172,6 +202,8 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
                     refused.append(f"push answered {status}")
             elif isinstance(step, Kill):
                 kill(step)
+            elif isinstance(step, Stall):
+                stall(step)
             elif isinstance(step, Pause):
                 time.sleep(step.seconds)
             else:

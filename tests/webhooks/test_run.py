@@ -308,6 +308,64 @@ def test_reconcile_wakes_a_run_for_events_a_dead_run_never_took(manager):
     assert states(account) == [AccountStatus.CONSUMED]
 
 
+class _FreezesOnce:
+    """A manager client whose worker freezes before its first import, long enough for the run's
+    lease to run out, reconcile to recover its accounts and another run to import them."""
+
+    def __init__(self, client, while_frozen):
+        self.client, self.while_frozen, self.frozen = client, while_frozen, False
+
+    def import_single(self, account):
+        if not self.frozen:
+            self.frozen = True
+            self.while_frozen()
+        return self.client.import_single(account)
+
+    def import_batch(self, accounts):
+        if not self.frozen:
+            self.frozen = True
+            self.while_frozen()
+        return self.client.import_batch(accounts)
+
+    def close(self):
+        self.client.close()
+
+
+@pytest.mark.parametrize("mode", [ImportMode.SINGLE, ImportMode.BATCH])
+def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode):
+    """Found by the fault schedules' frozen workers: a run thawed after its lease was recovered
+    went on to send the accounts it had reserved, which another run had imported meanwhile."""
+    policy = policy_get()
+    policy.import_mode = mode
+    policy.save()
+    first, second = AccountFactory.create_batch(2)
+    event(current_seats=0)  # needs 3, and 2 are there to reserve
+    frozen_run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    arrivals = []
+
+    def world_moves_on():
+        past = timezone.now() - timedelta(seconds=1)
+        ReplenishmentRun.objects.filter(pk=frozen_run.pk).update(lease_expires_at=past)
+        Account.objects.filter(lease_id=frozen_run.lease_id).update(lease_expires_at=past)
+        services.reconcile(now=timezone.now())  # both recovered, a retry run queued
+        run_now(trigger=RunTrigger.RETRY)  # imports both
+        arrivals.append(AccountFactory())  # staff load one more, which the frozen run still "needs"
+
+    client = _FreezesOnce(services.ManagerClient.from_settings(), world_moves_on)
+    services.run_execute(run_id=frozen_run.pk, client=client)
+
+    third = arrivals[0]
+    assert states(first, second, third) == [AccountStatus.CONSUMED, AccountStatus.CONSUMED, AccountStatus.AVAILABLE]
+    sent = manager.attempt_counts
+    if mode == ImportMode.SINGLE:
+        # The call it was making when it froze cannot be taken back; nothing after it is sent.
+        assert (sent[first.email], sent[second.email]) == (2, 1)
+    else:
+        assert (sent[first.email], sent[second.email]) == (2, 2)  # the one batch call in flight
+    assert third.email not in sent  # and it reserved nothing more
+    assert ReplenishmentRun.objects.get(pk=frozen_run.pk).status == RunStatus.ABANDONED
+
+
 def test_replenish_command_pushes_now_and_reports(manager, capsys):
     from django.core.management import call_command
 
