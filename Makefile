@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test bench-load bench-webhook bench-admin messages clean
+.PHONY: run test proof bench-load bench-webhook bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The long version of the proof (docs/RELIABILITY.md), on SQLite and PostgreSQL; writes its figures there.
+proof: $(VENV)/.dev
+	scripts/proof.sh
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python bench/bench_load.py $(BENCH_ARGS)

@@ -151,10 +151,11 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
                 time.sleep(0.01)
         time.sleep(step.delay)
         busy = cluster.busy_workers()
+        open_call = bool(manager.in_flight)
         cluster.kill_worker(busy[0] if busy else next(iter(cluster.workers)))
         figures.add("workers killed mid-task" if busy else "workers killed idle")
-        if manager.in_flight:
-            figures.add("kills while the manager held an import open")
+        if busy and open_call:
+            figures.add("of those mid-task, with the manager holding its import open")
 
     def stall(step: Stall) -> None:
         # Frozen while it waits on a long answer, outside any transaction: a worker frozen inside
