@@ -507,6 +507,7 @@ class FakeManager:
         self._attempt_counts: dict[str, int] = {}
         self._requests: list[dict] = []
         self._last_team_id = 0
+        self._teamless: set[str] = set()  # identities ChatGPT found no Team for
         self._open: list[dict] = []  # the log entries of import calls being handled right now
 
     # lifecycle
@@ -711,24 +712,25 @@ class FakeManager:
                 return _refused(None, MSG_NO_EMAIL)
         elif token_email and token_email != email.strip().lower():
             return _refused(email, MSG_EMAIL_MISMATCH.format(token_email=token_email, email=email))
-        if behaviour.name == "reject" and not self._holds(email, account.account_id):
-            # ChatGPT's answer, so after the local checks. An account the manager already holds
-            # still has its Team: ChatGPT finds it, and the manager answers "already present".
-            return _refused(email, MSG_NO_TEAM)
-        return self._land(account, email, mode)
+        return self._land(account, email, mode, no_team=behaviour.name == "reject")
 
-    def _holds(self, email: str, account_id: str | None) -> bool:
-        identity = _Account(email=email, account_id=account_id).identity()
-        with self._lock:
-            return identity in self._imported
+    def _land(self, account: _Account, email: str, mode: str, *, no_team: bool = False) -> _Outcome:
+        """Import the account unless the manager holds it already or it has no Team.
 
-    def _land(self, account: _Account, email: str, mode: str) -> _Outcome:
+        "No Team" is ChatGPT's answer about the account, so after the local checks, and it
+        stays true of that account: a later or concurrent import of it gets the same answer. An
+        account the manager already holds still has its Team ("already present"), whatever the
+        script says. So a fault schedule cannot make the fake contradict itself.
+        """
         identity = _Account(email=email, account_id=account.account_id).identity()
-        # The check and the insert share one critical section: a second accept of the same
+        # The checks and the insert share one critical section: a second accept of the same
         # identity cannot happen, however many requests race.
         with self._lock:
             if identity in self._imported:
                 return _refused(email, MSG_ALREADY_PRESENT)
+            if no_team or identity in self._teamless:
+                self._teamless.add(identity)
+                return _refused(email, MSG_NO_TEAM)
             self._last_team_id += 1
             team_id = self._last_team_id
             self._imported[identity] = {

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.models import Account, AccountStatus, UnusableReason
 from accounts.services import account_retry
-from tests.processes import ROOT, free_port, wait_for
+from tests.processes import ROOT, free_port, stop, wait_for
 from webhooks import services
 from webhooks.selectors import run_activity
 from webhooks.models import ACTIVE_RUN_STATUSES, EventStatus, ImportAttempt, ReplenishmentRun, RunStatus, WebhookEvent
@@ -104,7 +104,7 @@ class Cluster:
     def kill_worker(self, worker_id: str) -> str:
         """SIGKILL one worker (no cleanup of any kind runs) and start its replacement."""
         process = self.workers.pop(worker_id)
-        _kill(process, signal.SIGKILL)
+        stop(process, signal.SIGKILL)
         self.dead.add(worker_id)
         self.kills += 1
         return self.start_worker()
@@ -154,20 +154,7 @@ class Cluster:
 
     def stop(self) -> None:
         for process in [*self.others, *self.workers.values(), *self.webs]:
-            _kill(process, signal.SIGTERM)
-
-
-def _kill(process: subprocess.Popen, sig: int) -> None:
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            stop(process)
 
 
 def _answers(url: str) -> bool:

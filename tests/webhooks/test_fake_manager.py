@@ -292,17 +292,17 @@ def test_an_access_token_without_an_email_needs_one_given(fake, rng, material):
 
 
 def test_the_plan_is_consumed_one_per_import_call_then_the_default(fake, material):
-    account = material()
+    accounts = [material() for _ in range(3)]  # a rejected account would stay rejected
     fake.plan(["http500", "reject"])
 
-    statuses = [post(fake, single(account)).status_code for _ in range(3)]
+    statuses = [post(fake, single(account)).status_code for account in accounts]
     fake.default = "http500"
-    after_default = post(fake, single(account))
+    after_default = post(fake, single(accounts[2]))
 
     assert statuses == [500, 400, 200]
     assert after_default.status_code == 500
     assert [r["behaviour"] for r in fake.requests] == ["http500", "reject", "ok", "http500"]
-    assert fake.accept_counts == {account["account_id"]: 1}
+    assert fake.accept_counts == {accounts[2]["account_id"]: 1}
 
 
 def test_http500_and_reject_answer_like_the_manager_and_record_nothing(fake, material):
@@ -328,6 +328,17 @@ def test_reject_leaves_an_account_already_held_as_already_present(fake, material
     assert first.json()["success"] is True
     assert (again.status_code, again.json()["error"]) == (400, MSG_ALREADY_PRESENT)
     assert fake.accept_counts == {account["account_id"]: 1}
+
+
+def test_an_account_without_a_team_stays_without_one(fake, material):
+    account = material()
+    fake.plan(["reject", "ok"])
+
+    first = post(fake, single(account))
+    again = post(fake, single(account))
+
+    assert [r.json()["error"] for r in (first, again)] == [MSG_NO_TEAM, MSG_NO_TEAM]
+    assert fake.imported == {}
 
 
 def test_unauthorized_answers_as_for_a_wrong_key(fake, material):
