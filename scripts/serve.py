@@ -1,7 +1,10 @@
 """Run the web server, the worker and the reconciler as one unit for `make run`.
 
-Ctrl-C or SIGTERM stops every child; if one child dies, the others are stopped too, so the
-service is never left half up.
+Ctrl-C or SIGTERM stops every child. A worker or reconciler that dies is started again after a
+second: what it left behind is what `reconcile` recovers (a worker dies, for one, when SQLite's
+write lock stays taken past its busy timeout). If the web server dies, or a child dies
+MAX_RESTARTS times within a minute, every child is stopped and the exit status is 1, so the
+service is never left half up and the operator's supervisor sees it.
 """
 
 import os
@@ -16,7 +19,11 @@ import environ
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _commands(host: str, port: str) -> list[list[str]]:
+RESTART_DELAY = 1.0
+MAX_RESTARTS = 5
+
+
+def _commands(host: str, port: str) -> dict[str, list[str]]:
     python = sys.executable
     debug = os.environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}
     if debug:
@@ -31,7 +38,7 @@ def _commands(host: str, port: str) -> list[list[str]]:
     # A 0.2 s poll (one indexed query) keeps the receipt-to-first-import time well under 1 s.
     worker = [python, "manage.py", "db_worker", "--no-startup-delay", "--interval", os.environ.get("WORKER_INTERVAL", "0.2")]
     reconcile = [python, "manage.py", "reconcile", "--every", os.environ.get("RECONCILE_EVERY", "60")]
-    return [web, worker, reconcile]
+    return {"web server": web, "worker": worker, "reconciler": reconcile}
 
 
 def main() -> int:
@@ -40,7 +47,9 @@ def main() -> int:
     os.chdir(BASE_DIR)
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
-    children = [subprocess.Popen(cmd) for cmd in _commands(host, port)]
+    commands = _commands(host, port)
+    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    restarts: dict[str, list[float]] = {name: [] for name in commands}
     stopping = False
 
     def stop(*_):
@@ -51,16 +60,26 @@ def main() -> int:
     signal.signal(signal.SIGTERM, stop)
     print(f"Serving on http://{host}:{port}/admin/ — Ctrl-C stops everything.", flush=True)
     status = 0
-    while not stopping:
-        if any(child.poll() is not None for child in children):
-            status = 1
-            break
+    while not stopping and not status:
+        for name, child in children.items():
+            code = child.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            restarts[name] = [t for t in restarts[name] if t > now - 60] + [now]
+            if name == "web server" or len(restarts[name]) > MAX_RESTARTS:
+                print(f"The {name} exited with code {code}: stopping everything.", file=sys.stderr, flush=True)
+                status = 1
+                break
+            print(f"The {name} exited with code {code}: starting it again.", file=sys.stderr, flush=True)
+            time.sleep(RESTART_DELAY)
+            children[name] = subprocess.Popen(commands[name])
         time.sleep(0.2)
-    for child in children:
+    for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 15
-    for child in children:
+    for child in children.values():
         try:
             child.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from pathlib import Path
 import requests
 from django.conf import settings
 from django.db import connection
+from django.db import connections as db_connections
 from django.db.models import Count
 from django.utils import timezone
 
@@ -24,8 +26,8 @@ from accounts.models import Account, AccountStatus, UnusableReason
 from accounts.services import account_retry
 from tests.processes import ROOT, free_port, stop, wait_for
 from webhooks import services
-from webhooks.selectors import run_activity
 from webhooks.models import ACTIVE_RUN_STATUSES, EventStatus, ImportAttempt, ReplenishmentRun, RunStatus, WebhookEvent
+from webhooks.selectors import run_activity
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "proof"
 WEBHOOK_PATH = "/webhooks/low-stock/"
@@ -53,8 +55,7 @@ class Cluster:
         self.workers: dict[str, subprocess.Popen] = {}
         self.dead: set[str] = set()
         self.others: list[subprocess.Popen] = []
-        self.kills = 0
-        self._serial = 0
+        self.workers_started = 0
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")
@@ -82,8 +83,8 @@ class Cluster:
         return self
 
     def start_worker(self) -> str:
-        self._serial += 1
-        worker_id = f"proof-worker-{os.getpid()}-{self._serial}"
+        self.workers_started += 1
+        worker_id = f"proof-worker-{os.getpid()}-{self.workers_started}"
         self.workers[worker_id] = self._spawn(
             worker_id,
             [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.05", "--worker-id", worker_id],
@@ -92,6 +93,22 @@ class Cluster:
 
     def start_reconciler(self, every: float) -> None:
         self.others.append(self._spawn("reconcile", [sys.executable, "manage.py", "reconcile", "--every", str(every)]))
+
+    def worker_of_live_run(self) -> str | None:
+        """The live worker carrying out the run in flight, if one is."""
+        from django_tasks_db.models import DBTaskResult
+
+        from webhooks.tasks import replenish
+
+        running, _queued = run_activity(now=timezone.now())
+        if running is None:
+            return None
+        for ids, args in DBTaskResult.objects.filter(status="RUNNING", task_path=replenish.module_path).values_list(
+            "worker_ids", "args_kwargs"
+        ):
+            if ids and ids[-1] in self.workers and (args or {}).get("kwargs", {}).get("run_id") == running:
+                return ids[-1]
+        return None
 
     def busy_workers(self) -> list[str]:
         """Live workers holding a task right now (django-tasks-db records who claimed what)."""
@@ -106,17 +123,39 @@ class Cluster:
         process = self.workers.pop(worker_id)
         stop(process, signal.SIGKILL)
         self.dead.add(worker_id)
-        self.kills += 1
         return self.start_worker()
 
-    def stall_worker(self, worker_id: str) -> None:
-        """SIGSTOP a worker: frozen as by a VM pause or swap storm, its leases may run out."""
+    def stall_worker(self, worker_id: str, *, seconds: float) -> None:
+        """SIGSTOP a worker for `seconds`, as a VM pause or a swap storm would, while the world
+        moves on: its lease runs out and reconcile recovers its accounts. Then SIGCONT.
+
+        The world moves on in a thread of its own: the frozen worker may hold a lock (SQLite's
+        write lock, PostgreSQL row locks), and then reconcile waits for the thaw, as any other
+        process would. Waiting for reconcile before thawing would deadlock.
+        """
         os.killpg(self.workers[worker_id].pid, signal.SIGSTOP)
         self.dead.add(worker_id)  # for its leases, the rest of the world cannot tell the difference
+        failures: list[BaseException] = []
 
-    def resume_worker(self, worker_id: str) -> None:
-        self.dead.discard(worker_id)
-        os.killpg(self.workers[worker_id].pid, signal.SIGCONT)
+        def world_moves_on() -> None:
+            try:
+                self.expire_dead_leases()
+                services.reconcile(now=timezone.now())
+            except BaseException as exc:  # handed to the test's thread below
+                failures.append(exc)
+            finally:
+                db_connections.close_all()
+
+        mover = threading.Thread(target=world_moves_on)
+        mover.start()
+        try:
+            time.sleep(seconds)
+        finally:
+            self.dead.discard(worker_id)
+            os.killpg(self.workers[worker_id].pid, signal.SIGCONT)
+            mover.join()
+        if failures:
+            raise failures[0]
 
     def expire_dead_leases(self) -> int:
         """Move the clock past the leases of runs that a killed worker held; returns how many.

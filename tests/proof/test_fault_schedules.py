@@ -68,8 +68,10 @@ class Kill:
 
 @dataclass(frozen=True)
 class Stall:
-    """Freeze the busy worker; its lease runs out, reconcile and other workers go on; then thaw."""
+    """Freeze the worker carrying out the run (SIGSTOP) while its lease runs out, reconcile
+    recovers its accounts and other workers go on; then thaw it (SIGCONT)."""
 
+    point: str  # "in_call": while the manager holds its import open; "busy": wherever it is
     seconds: float
 
 
@@ -102,9 +104,9 @@ triggers = st.one_of(st.builds(Webhook, st.integers(0, 10)), st.builds(Push, st.
 steps = st.one_of(
     triggers,
     st.builds(Kill, st.sampled_from(["now", "busy", "busy", "in_flight", "after_call"]), st.sampled_from([0.0, 0.02, 0.1])),
-    # Twice the weight: a stall only acts when a long answer is in flight.
-    st.builds(Stall, st.sampled_from([0.2, 0.6])),
-    st.builds(Stall, st.sampled_from([0.2, 0.6])),
+    # Twice the weight: a stall needs a run in flight, often a long answer.
+    st.builds(Stall, st.sampled_from(["in_call", "in_call", "busy"]), st.sampled_from([0.2, 0.6])),
+    st.builds(Stall, st.sampled_from(["in_call", "in_call", "busy"]), st.sampled_from([0.2, 0.6])),
     st.builds(Pause, st.sampled_from([0.05, 0.2, 0.5])),
     st.just(Reconcile()),
 )
@@ -158,21 +160,16 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
             figures.add("of those mid-task, with the manager holding its import open")
 
     def stall(step: Stall) -> None:
-        # Frozen while it waits on a long answer, outside any transaction: a worker frozen inside
-        # one would hold SQLite's only write lock for every process (docs/RELIABILITY.md).
         deadline = time.monotonic() + 1.5
-        while not any(b in LONG_ANSWERS for b in manager.in_flight) and time.monotonic() < deadline:
-            time.sleep(0.003)
-        busy = cluster.busy_workers()
-        if not busy or not any(b in LONG_ANSWERS for b in manager.in_flight):
+        victim = None
+        while victim is None and time.monotonic() < deadline:
+            if step.point == "busy" or any(b in LONG_ANSWERS for b in manager.in_flight):
+                victim = cluster.worker_of_live_run()
+            if victim is None:
+                time.sleep(0.003)
+        if victim is None:
             return
-        cluster.stall_worker(busy[0])
-        try:
-            cluster.expire_dead_leases()
-            services.reconcile(now=timezone.now())
-            time.sleep(step.seconds)
-        finally:
-            cluster.resume_worker(busy[0])
+        cluster.stall_worker(victim, seconds=step.seconds)
         figures.add("workers frozen past their lease")
 
     @hypothesis_settings(
@@ -221,7 +218,7 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
 
     run()
     figures.seconds = time.monotonic() - started
-    figures.add("worker processes started", cluster._serial)
+    figures.add("worker processes started", cluster.workers_started)
     figures.manager_figures(manager)
     figures.write()
     assert figures.counts["schedules"] >= SCHEDULES

@@ -2,6 +2,7 @@
 server, and the whole path `make run` sets up. The fake manager is a real HTTP server on loopback."""
 
 import json
+import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -129,3 +130,39 @@ def test_end_to_end_as_make_run_starts_it(manager, tmp_path):
     assert counts == {"available": 4, "reserved": 0, "consumed": 2, "rejected": 0, "retired": 0}
     emails = {r["email"] for r in manager.imported.values()}
     assert emails == set(Account.objects.filter(status=AccountStatus.CONSUMED).values_list("email", flat=True))
+
+
+def _children(pid: int) -> dict[int, str]:
+    """pid → command line of each child of `pid` (Linux /proc)."""
+    from pathlib import Path
+
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            found[int(child)] = cmdline
+    return found
+
+
+def test_make_run_starts_a_dead_worker_again(manager):
+    """Found by the fault schedules: a worker whose BEGIN outwaited SQLite's busy timeout exited,
+    and `make run` then stopped the whole service. A dead worker is now started again."""
+    AccountFactory()
+    server, url = _serve(project_env())
+    try:
+        worker = next(pid for pid, cmd in _children(server.pid).items() if "db_worker" in cmd)
+        os.kill(worker, signal.SIGKILL)
+        wait_for(
+            lambda: [pid for pid, cmd in _children(server.pid).items() if "db_worker" in cmd and pid != worker],
+            timeout=20,
+            what="a new worker",
+        )
+        status = requests.post(
+            f"{url}/webhooks/low-stock/", json=BODY, headers={"X-API-Key": MANAGER_KEY}, timeout=10
+        ).status_code
+        assert status == 202
+        wait_for(lambda: manager.imported, timeout=30, what="the new worker's import")
+        assert server.poll() is None  # still serving
+    finally:
+        output = stop(server)
+    assert "The worker exited with code -9: starting it again." in output
