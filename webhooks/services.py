@@ -305,9 +305,9 @@ class _RunWork:
 
     def _import_unsent(self) -> str:
         """Send every reserved account; the configuration error that stopped it, or ""."""
-        mode = self.policy.import_mode
-        self._drop_lost_leases()
-        batchable = [(a, lease) for a, lease in self.unsent if a.email] if mode == ImportMode.BATCH else []
+        batchable = []
+        if self.policy.import_mode == ImportMode.BATCH and self._drop_lost_leases():
+            batchable = [(a, lease) for a, lease in self.unsent if a.email]
         if len(batchable) > 1:
             answers = self.client.import_batch([a for a, _ in batchable])
             stop = ""
@@ -467,6 +467,8 @@ def reconcile(*, now: datetime) -> ReconcileResult:
     """Everything a dead worker can leave behind, put right (`manage.py reconcile`)."""
     from django_tasks_db.models import DBTaskResult
 
+    from webhooks.tasks import replenish
+
     abandoned, recovered = run_recover_stale(now=now)
     # django-tasks-db leaves the task of a killed worker RUNNING forever: fail it, so the task
     # list tells the truth (the run itself was recovered above).
@@ -478,7 +480,7 @@ def reconcile(*, now: datetime) -> ReconcileResult:
         "id", "task_path", "args_kwargs", "started_at"
     ):
         run_id = (args_kwargs or {}).get("kwargs", {}).get("run_id")
-        if (task_path.endswith(".replenish") and run_id not in live_runs) or (
+        if (task_path == replenish.module_path and run_id not in live_runs) or (
             started_at is not None and started_at < now - STALE_TASK_AFTER
         ):
             stale.append(task_id)
