@@ -38,6 +38,7 @@ from webhooks.models import (
     ReplenishmentRun,
     RunStatus,
 )
+from webhooks.selectors import consumed_last_week
 
 logger = logging.getLogger(__name__)
 
@@ -159,10 +160,9 @@ def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
     threshold = config.runway_below_days
     if not threshold:
         return None
-    today = now.date()
     # Eight days back: the last seven calendar days, whatever TIME_ZONE's offset from UTC.
     per_day = account_consumed_per_day(since=now - timedelta(days=8), until=now)
-    last_week = sum(per_day.get(today - timedelta(days=n), 0) for n in range(7))
+    last_week = consumed_last_week(per_day=per_day, today=timezone.localdate(now))
     if not last_week:
         return None  # no consumption: the runway is unknown, not short
     rate = last_week / 7

@@ -8,6 +8,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
+from accounts.selectors import account_consumed_per_day, account_pool_summary
 from webhooks.models import AttemptOutcome, ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunStatus
 
 
@@ -49,24 +50,27 @@ def account_next_retry() -> datetime | None:
 HOUR = timedelta(hours=1)
 
 
+def consumed_last_week(*, per_day: dict, today) -> int:
+    """Accounts consumed in the seven days ending `today`, from account_consumed_per_day().
+
+    `today` must be timezone.localdate(now): the days are grouped in the current time zone.
+    """
+    return sum(per_day.get(today - timedelta(days=n), 0) for n in range(7))
+
+
 def dashboard_stats(*, now: datetime) -> dict:
     """Everything the dashboard and GET /api/stats/ show, in bounded, indexed queries.
 
     JSON-serialisable apart from dates/datetimes (the API and the template format those).
     """
-    from datetime import timedelta as _td
-
-    from accounts.selectors import account_consumed_per_day, account_pool_summary
-
     policy = policy_get()
     summary = account_pool_summary()
     # Days as TruncDate groups them: in the current time zone, not UTC.
     today = timezone.localdate(now)
-    start = now - _td(days=30)
-    per_day = account_consumed_per_day(since=start, until=now)
-    days = [today - _td(days=n) for n in range(29, -1, -1)]
+    per_day = account_consumed_per_day(since=now - timedelta(days=30), until=now)
+    days = [today - timedelta(days=n) for n in range(29, -1, -1)]
     consumption = [{"day": day, "consumed": per_day.get(day, 0)} for day in days]
-    last_week = sum(per_day.get(today - _td(days=n), 0) for n in range(7))
+    last_week = consumed_last_week(per_day=per_day, today=today)
     rate = last_week / 7
     runway = round(summary["available_usable"] / rate, 1) if rate else None
     return {

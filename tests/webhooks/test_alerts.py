@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -166,6 +167,24 @@ def test_short_runway_fires_when_the_dashboard_runway_is_under_the_threshold(rec
     evaluate()
     assert dashboard_stats(now=timezone.now())["runway_days"] == 3.0
     assert not state(AlertCondition.SHORT_RUNWAY).active and len(receiver.posts) == 1
+
+
+def test_short_runway_counts_days_in_the_local_time_zone_as_the_dashboard_does(receiver, settings):
+    """It used to take UTC's date for today: just after local midnight east of UTC, today's
+    consumption was left out and the alert disagreed with the dashboard."""
+    settings.TIME_ZONE = "Asia/Shanghai"
+    thresholds(runway_below_days=7)
+    AccountFactory.create_batch(5)
+    just_after_midnight = (
+        timezone.now().astimezone(ZoneInfo("Asia/Shanghai")).replace(hour=0, minute=30, second=0, microsecond=0)
+    ).astimezone(ZoneInfo("UTC"))  # 16:30 UTC the day before, as timezone.now() gives it
+    consumed_at = just_after_midnight - timedelta(minutes=20)  # 00:10 local: today, not UTC's today
+    AccountFactory.create_batch(7, status=AccountStatus.CONSUMED, consumed_at=consumed_at)
+
+    alerts.alert_evaluate(now=just_after_midnight)
+
+    assert dashboard_stats(now=just_after_midnight)["runway_days"] == 5.0
+    assert receiver.titles == [str(alerts.TITLES[AlertCondition.SHORT_RUNWAY])]
 
 
 def test_a_configuration_error_notifies_once_until_a_run_goes_through(receiver, manager):
