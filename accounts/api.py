@@ -3,7 +3,6 @@
 Secrets never leave: token fields are only ever shown masked (last 4 characters).
 """
 
-import io
 
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
@@ -21,7 +20,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.filters import OrderingFilter
-from poolsite.pagination import MAX_ID, IdCursorPagination
+from poolsite.pagination import MAX_ID
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
@@ -235,8 +234,7 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
         given = BulkLoadSerializer(data=_bulk_input(request))
         given.is_valid(raise_exception=True)
         text, dry_run = given.validated_data["text"], given.validated_data["dry_run"]
-        # Universal newlines, as the admin and the command read text, so line numbers agree everywhere.
-        lines = io.StringIO(text, newline=None)
+        lines = services.text_lines(text)
         batch, answer = None, status.HTTP_200_OK
         if dry_run:
             report = services.account_load(lines=lines, batch=None, dry_run=True)

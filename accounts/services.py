@@ -395,7 +395,7 @@ def account_batch_stage(*, content: str, label: str, filename: str = "", user=No
 def account_batch_preview(*, batch: AccountBatch) -> LoadReport:
     if batch.status != BatchStatus.PENDING:
         raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
-    return account_load(lines=_text_lines(batch.content), batch=None, dry_run=True, keep_lines=True)
+    return account_load(lines=text_lines(batch.content), batch=None, dry_run=True, keep_lines=True)
 
 
 def account_batch_confirm(*, batch_id: int) -> tuple[AccountBatch, LoadReport]:
@@ -404,7 +404,7 @@ def account_batch_confirm(*, batch_id: int) -> tuple[AccountBatch, LoadReport]:
     if claimed != 1:
         raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
     batch = AccountBatch.objects.get(pk=batch_id)
-    report = account_load(lines=_text_lines(batch.content), batch=batch, keep_lines=True)
+    report = account_load(lines=text_lines(batch.content), batch=batch, keep_lines=True)
     _batch_finish(batch=batch, report=report, status=BatchStatus.LOADED)
     return batch, report
 
@@ -417,8 +417,9 @@ def account_batch_cancel(*, batch_id: int) -> None:
         raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
 
 
-def _text_lines(content: str):
-    # Universal newlines, exactly as the command reads a file, so line numbers agree everywhere.
+def text_lines(content: str):
+    """Pasted or posted text as the loader reads it: universal newlines, exactly as the command
+    reads a file, so line numbers agree everywhere."""
     return io.StringIO(content, newline=None)
 
 
