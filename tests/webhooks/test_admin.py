@@ -52,3 +52,19 @@ def test_policy_is_one_editable_row(admin_client):
     assert response.status_code == 302
     page = admin_client.get(response.url)
     assert page.status_code == 200 and 'name="max_accounts_per_hour"' in page.content.decode()
+
+
+def test_the_attempts_list_decrypts_no_token(admin_client, manager, monkeypatch):
+    from accounts import crypto
+
+    AccountFactory.create_batch(3)
+    services.event_receive(current_seats=0, threshold=10, message="", payload="{}", remote_addr=None)
+    services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
+    decrypted = []
+    real_decrypt = crypto.decrypt
+    monkeypatch.setattr(crypto, "decrypt", lambda value: decrypted.append(1) or real_decrypt(value))
+
+    page = admin_client.get(reverse("admin:webhooks_importattempt_changelist"))
+
+    assert page.status_code == 200 and page.content.count(b"@example.com") >= 3
+    assert decrypted == []
