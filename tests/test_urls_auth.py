@@ -162,3 +162,17 @@ def test_the_docs_load_only_assets_of_this_site(admin_client):
         assert admin_client.get(asset).status_code == 200, asset
     schema = admin_client.get(reverse("api-schema"), HTTP_ACCEPT="application/json")
     assert schema.status_code == 200 and "/api/accounts/" in schema.json()["paths"]
+
+
+def test_the_admin_login_locks_out_after_axes_failure_limit(client, django_user_model, settings):
+    """README, hardening: django-axes locks a login out after AXES_FAILURE_LIMIT failures, even
+    for the right password then."""
+    django_user_model.objects.create_superuser("boss", password="right-password")
+    url = reverse("admin:login")
+    wrong = [client.post(url, {"username": "boss", "password": f"guess {n}"}) for n in range(settings.AXES_FAILURE_LIMIT)]
+    assert [r.status_code for r in wrong[:-1]] == [200] * (settings.AXES_FAILURE_LIMIT - 1)  # the form again
+
+    locked = client.post(url, {"username": "boss", "password": "right-password"})
+
+    assert locked.status_code == 429
+    assert "_auth_user_id" not in client.session

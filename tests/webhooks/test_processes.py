@@ -166,3 +166,32 @@ def test_make_run_starts_a_dead_worker_again(manager):
     finally:
         output = stop(server)
     assert "The worker exited with code -9: starting it again." in output
+
+
+def test_make_run_stops_everything_when_the_web_server_dies():
+    """A service that cannot answer webhooks must not look up: serve.py exits 1, workers stopped."""
+    server, _url = _serve(project_env())
+    children = _children(server.pid)
+    web = next(pid for pid, cmd in children.items() if "gunicorn" in cmd)
+    os.kill(web, signal.SIGKILL)
+    try:
+        server.wait(timeout=30)
+        stopped = {pid: _state(pid) for pid in children}
+    finally:
+        # The dead master's own gunicorn workers linger until they notice; they are not the test.
+        try:
+            os.killpg(server.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        output = stop(server)
+    assert server.returncode == 1
+    assert "The web server exited with code -9: stopping everything." in output
+    assert all(state in ("gone", "state:\tz (zombie)\n") for state in stopped.values()), stopped
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(line for line in status if line.startswith("State:")).lower()
+    except FileNotFoundError:
+        return "gone"

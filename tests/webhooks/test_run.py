@@ -366,6 +366,31 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
     assert ReplenishmentRun.objects.get(pk=frozen_run.pk).status == RunStatus.ABANDONED
 
 
+def test_reconcile_fails_task_rows_a_killed_worker_left_running(manager, django_capture_on_commit_callbacks):
+    """README: reconcile clears task rows a killed worker left RUNNING, and only those."""
+    from django_tasks_db.models import DBTaskResult
+
+    from webhooks.tasks import retry_unknown
+
+    from webhooks.tasks import replenish
+
+    with django_capture_on_commit_callbacks(execute=True):
+        event()
+    DBTaskResult.objects.get().claim("worker-alive")  # its run is still queued: not stale
+    dead_run = ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.ABANDONED)
+    orphan = str(replenish.enqueue(run_id=dead_run.pk).id)  # its run is over
+    old = str(retry_unknown.enqueue().id)  # running far longer than any task takes
+    for row_id in (orphan, old):
+        DBTaskResult.objects.get(pk=row_id).claim("worker-killed")
+    DBTaskResult.objects.filter(pk=old).update(started_at=timezone.now() - services.STALE_TASK_AFTER - timedelta(seconds=1))
+
+    result = services.reconcile(now=timezone.now())
+
+    assert result.tasks_failed == 2
+    assert {str(pk) for pk in DBTaskResult.objects.filter(status="FAILED").values_list("pk", flat=True)} == {orphan, old}
+    assert DBTaskResult.objects.filter(status="RUNNING").count() == 1  # the live run's task
+
+
 def test_replenish_command_pushes_now_and_reports(manager, capsys):
     from django.core.management import call_command
 
