@@ -68,3 +68,20 @@ def test_the_attempts_list_decrypts_no_token(admin_client, manager, monkeypatch)
 
     assert page.status_code == 200 and page.content.count(b"@example.com") >= 3
     assert decrypted == []
+
+
+@pytest.mark.parametrize("model", ["webhookevent", "replenishmentrun", "importattempt"])
+def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(admin_client, monkeypatch, model):
+    from accounts.admin import CappedCountPaginator
+    from webhooks.models import AttemptOutcome, ImportAttempt
+
+    monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
+    account = AccountFactory()
+    for _ in range(3):
+        services.event_refuse(reason="test", key_ok=False, payload="", remote_addr=None)
+        run = ReplenishmentRun.objects.create(trigger=RunTrigger.MANUAL, status=RunStatus.FINISHED)
+        ImportAttempt.objects.create(account=account, run=run, outcome=AttemptOutcome.UNKNOWN)
+
+    page = admin_client.get(reverse(f"admin:webhooks_{model}_changelist"))
+
+    assert page.status_code == 200 and b"more than 2" in page.content
