@@ -200,7 +200,7 @@ class ReplenishmentRunAdmin(HistoryAdmin):
                 trigger=RunTrigger.MANUAL, requested_accounts=form.cleaned_data["accounts"], requested_by=request.user
             )
             if run is None:
-                self.message_user(request, _("A run is already queued; try again in a moment."), messages.WARNING)
+                self.message_user(request, services.MSG_PUSH_BUSY, messages.WARNING)
             else:
                 self.message_user(request, _("Queued run #%(id)s.") % {"id": run.pk}, messages.SUCCESS)
             return redirect("admin:webhooks_replenishmentrun_changelist")
@@ -214,7 +214,7 @@ class ReplenishmentRunAdmin(HistoryAdmin):
 
 
 class PushForm(forms.Form):
-    accounts = forms.IntegerField(label=_("How many accounts"), min_value=1, max_value=1000, initial=1)
+    accounts = forms.IntegerField(label=_("How many accounts"), min_value=1, max_value=services.MAX_PUSH_ACCOUNTS, initial=1)
 
 
 class ExportForm(forms.Form):

@@ -26,6 +26,7 @@ from poolsite.pagination import MAX_ID, IdCursorPagination
 from accounts.models import AccountStatus
 from accounts.tokens import redact
 from webhooks import services
+from webhooks.services import MAX_PUSH_ACCOUNTS, MSG_PUSH_BUSY  # the push's rules, and what tests read here
 from webhooks.models import (
     AttemptOutcome,
     EventStatus,
@@ -38,8 +39,6 @@ from webhooks.models import (
 )
 from webhooks.selectors import dashboard_stats
 
-MSG_PUSH_BUSY = _("A run is already queued; try again in a moment.")
-MAX_PUSH_ACCOUNTS = 1000
 
 
 # --- Stats --------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count, F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts import selectors as pool_selectors
 from accounts import services as pool
@@ -46,6 +47,10 @@ MSG_UNUSABLE_AT_PICK = "Not sent: %s"
 MSG_ALREADY_IN_MANAGER = "Already in the manager before this pool sent it: %s"
 MSG_CONFIG_ERROR = "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
 MSG_LEASE_LOST = "This run's lease on the account had expired when the answer came; recorded, not applied."
+# A staff push (admin or API): at most this many accounts at once, and what staff read when a run
+# was being queued at that very moment.
+MAX_PUSH_ACCOUNTS = 1000
+MSG_PUSH_BUSY = _("A run is already queued; try again in a moment.")
 
 
 # --- Receiving ------------------------------------------------------------------------------
