@@ -230,6 +230,8 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
             continue
         secrets[f"POOL_ENCRYPTION_KEY {n} (raw bytes)"] = raw
     finder = SecretFinder(secrets)
+    # The search itself must work, or finding nothing below would prove nothing.
+    assert finder.find(f"<p>{secrets['MANAGER_API_KEY'][3:3 + SLICE]}</p>"), "the search cannot find a planted slice"
 
     # 3. Everywhere they might show. Pages and exports first, so their log records are searched too.
     client.force_login(admin)

@@ -5,7 +5,8 @@ loop, as separate OS processes. On SQLite: 1 gunicorn + 1 db_worker + the reconc
 fake manager takes 1–2 s an import and now and then fails (500, dropped connection, landed but
 no answer, garbage). 500 webhooks come from 25 concurrent clients with varying seat counts,
 while staff push accounts through the API. Afterwards the pool and the manager's own record
-must agree exactly, nothing may be reserved, and the hourly cap must have held.
+must agree exactly, nothing may be reserved, the hourly cap must have held, and no process may
+have printed a token.
 
 `make test` caps the hour at 20 accounts to keep the run short; `make proof` uses the default 50.
 """
@@ -23,6 +24,7 @@ import pytest
 import requests
 from django.db import connection
 
+from accounts.models import Account
 from tests.factories import AccountFactory
 from tests.processes import project_env
 from tests.proof.harness import (
@@ -36,6 +38,7 @@ from tests.proof.harness import (
     staff_token,
     violations,
 )
+from tests.test_secrets import SecretFinder
 from webhooks.models import EventStatus, ReplenishmentRun, WebhookEvent
 from webhooks.selectors import policy_get
 
@@ -46,6 +49,7 @@ CLIENTS = 25
 HOUR_CAP = env_int("PROOF_HOUR_CAP", 20)
 PUSHES = 3
 PUSH_SIZE = 2
+TOKEN_FIELDS = ("access_token", "session_token", "refresh_token")
 # Webhooks spread over about this long: longer than importing a full hour's cap at 1.5 s an
 # account, so the cap is reached while webhooks still arrive.
 STORM_SECONDS = max(20, HOUR_CAP * 2.5)
@@ -130,6 +134,15 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
     expected = {"webhook 202": WEBHOOKS, "push 202": PUSHES}
     if dict(statuses) != expected:
         found.append(f"answers {dict(statuses)}, expected {expected}")
+    # What every process of the storm printed holds no slice of any token.
+    finder = SecretFinder(
+        {f"{field} of #{a.pk}": getattr(a, field) for a in Account.objects.all() for field in TOKEN_FIELDS if getattr(a, field)}
+    )
+    for log in sorted((tmp_path / "logs").glob("*.log")):
+        found += [f"a token ({name}) in {log.name} at offset {at}" for at, name in finder.find(log.read_text(errors="replace"))]
+    cap_spent = ReplenishmentRun.objects.filter(need_explained__contains="in the last hour → 0").count()
+    if not cap_spent:
+        found.append("the hourly cap was never reached: the storm did not test it")
     events = Counter(WebhookEvent.objects.values_list("status", flat=True))
     if sum(events.values()) != WEBHOOKS or set(events) - {EventStatus.ACTED_ON, EventStatus.SUPERSEDED}:
         found.append(f"events recorded {dict(events)}")
@@ -149,9 +162,7 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
             "seconds to finish and settle": round(time.monotonic() - started - storm_seconds),
             "quiet period seconds": round(quiet_seconds),
             **{f"events {status}": n for status, n in sorted(events.items())},
-            "runs the hourly cap left with nothing to do": ReplenishmentRun.objects.filter(
-                need_explained__contains="in the last hour → 0"
-            ).count(),
+            "runs the hourly cap left with nothing to do": cap_spent,
             **{f"runs {status}": n for status, n in Counter(ReplenishmentRun.objects.values_list("status", flat=True)).items()},
         }
     )
