@@ -51,8 +51,6 @@ from webhooks.selectors import (
 
 logger = logging.getLogger(__name__)
 
-# Headroom on top of the worst case of the calls a lease covers.
-LEASE_MARGIN = timedelta(seconds=60)
 MSG_UNUSABLE_AT_PICK = "Not sent: %s"
 MSG_ALREADY_IN_MANAGER = "Already in the manager before this pool sent it: %s"
 MSG_CONFIG_ERROR = "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
@@ -207,11 +205,18 @@ def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutco
 
 # --- Running --------------------------------------------------------------------------------
 
-# Accounts reserved under one lease. A lease covers the worst case of the calls it holds
-# (connect + read timeout each) plus LEASE_MARGIN, so a worker killed mid-run holds its accounts,
-# and every event behind them, for one chunk's worst case: 10 × (5 + 30) s + 60 s ≈ 7 min with
-# the default timeouts, where one lease over a push of 1,000 was 9 h 44 min.
-LEASE_CHUNK = 10
+# Accounts reserved under one lease (settings.REPLENISH_LEASE_CHUNK, 10 by default). A lease
+# covers the worst case of the calls it holds (connect + read timeout each) plus a margin, so a
+# worker killed mid-run holds its accounts, and every event behind them, for one chunk's worst
+# case: 10 × (5 + 30) s + 60 s ≈ 7 min with the defaults, where one lease over a push of 1,000
+# was 9 h 44 min.
+def lease_chunk() -> int:
+    return max(1, settings.REPLENISH_LEASE_CHUNK)
+
+
+def lease_margin() -> timedelta:
+    """Headroom on top of the worst case of the calls a lease covers."""
+    return timedelta(seconds=settings.REPLENISH_LEASE_MARGIN_SECONDS)
 
 
 @dataclass
@@ -235,7 +240,7 @@ def run_execute(*, run_id: int, client: ManagerClient | None = None) -> Replenis
     try:
         with transaction.atomic():
             claimed = ReplenishmentRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-                status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + LEASE_MARGIN
+                status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + lease_margin()
             )
     except IntegrityError:
         claimed = 0  # another run is in flight; it hands this one to a worker when it finishes
@@ -299,7 +304,7 @@ class _RunWork:
             # manager. Their seats were counted when they were first sent, so they meet no demand.
             budget = self.policy.max_accounts_per_event
             while budget > 0:
-                chunk = self._reserve(min(budget, LEASE_CHUNK), unresolved=True)
+                chunk = self._reserve(min(budget, lease_chunk()), unresolved=True)
                 if not chunk:
                     break
                 budget -= len(chunk)
@@ -314,7 +319,7 @@ class _RunWork:
                 if rejections_left <= 0:
                     self.short(Shortfall.REJECTIONS)
                     break
-                count = min(target - self.delivered, LEASE_CHUNK, rejections_left)
+                count = min(target - self.delivered, lease_chunk(), rejections_left)
                 chunk = self._reserve(count, unresolved=False)
                 if not chunk:
                     self.short(Shortfall.POOL_EMPTY)
@@ -364,7 +369,7 @@ class _RunWork:
     def _reserve(self, count: int, *, unresolved: bool) -> list[tuple[Account, _Lease]]:
         """Reserve one chunk for the worst case of sending it, and extend the run's lease to match."""
         now = timezone.now()
-        lease = _Lease(self.run_obj.lease_id, now + self.per_call * count + LEASE_MARGIN)
+        lease = _Lease(self.run_obj.lease_id, now + self.per_call * count + lease_margin())
         extended = ReplenishmentRun.objects.filter(
             pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now
         ).update(lease_expires_at=lease.until)
@@ -573,7 +578,9 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
     Called before every run and by `manage.py reconcile`. Returns (runs abandoned, accounts
     recovered). Each recovered account gets an "unknown" attempt row in the same transaction.
     """
-    abandoned = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
+    stale = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    stale_ids = list(stale.values_list("pk", flat=True))
+    abandoned = stale.filter(pk__in=stale_ids).update(
         status=RunStatus.ABANDONED, finished_at=now, error="The worker stopped before the run finished."
     )
     with transaction.atomic():
@@ -585,7 +592,24 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
             ImportAttempt(account_id=pk, run_id=runs.get(lease), outcome=AttemptOutcome.UNKNOWN, error=pool.MSG_LEASE_EXPIRED)
             for pk, lease in recovered
         )
+    if abandoned:
+        _run_close_abandoned(run_ids=stale_ids)
     return abandoned, len(recovered)
+
+
+def _run_close_abandoned(*, run_ids: list[int]) -> None:
+    """An abandoned run's counts, and the demand it left unmet: a dead worker's event is not lost silently."""
+    for run in ReplenishmentRun.objects.filter(pk__in=run_ids, status=RunStatus.ABANDONED):
+        counts = dict(ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id")))
+        delivered = sum(counts.get(outcome, 0) for outcome in _DELIVERED)
+        short = max(0, (run.need or 0) - delivered)
+        ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.ABANDONED).update(
+            consumed=counts.get(AttemptOutcome.CONSUMED, 0),
+            rejected=counts.get(AttemptOutcome.REJECTED, 0),
+            unknown=counts.get(AttemptOutcome.UNKNOWN, 0),
+            shortfall=short,
+            shortfall_reason=Shortfall.LEASE_LOST if short else "",
+        )
 
 
 # A task row still "running" this long after it started has lost its worker, whatever it was.
