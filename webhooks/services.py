@@ -295,10 +295,21 @@ class _RunWork:
 
     def run(self) -> tuple[str, str]:
         run = self.run_obj
-        need = self._need(timezone.now())
-        self.wanted = need.wanted + (run.requested_accounts or 0)
-        target = need.accounts + (run.requested_accounts or 0)
-        ReplenishmentRun.objects.filter(pk=run.pk).update(need=target, need_explained=need.explained[:255])
+        # The events it takes and the need it records commit together, and only while the run
+        # still holds its lease: a worker frozen past it must not take events from the run that
+        # follows, and a run that dies after this has a need, so reconcile records what it left
+        # unmet (_run_close_abandoned).
+        now = timezone.now()
+        with transaction.atomic():
+            held = ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now).update(
+                lease_expires_at=now + lease_margin()
+            )
+            if not held:
+                return RunStatus.ABANDONED, ""
+            need = self._need(now)
+            self.wanted = need.wanted + (run.requested_accounts or 0)
+            target = need.accounts + (run.requested_accounts or 0)
+            ReplenishmentRun.objects.filter(pk=run.pk).update(need=target, need_explained=need.explained[:255])
         try:
             # Accounts whose earlier outcome is unknown go first: they may already be in the
             # manager. Their seats were counted when they were first sent, so they meet no demand.
