@@ -143,6 +143,10 @@ MANAGER_READ_TIMEOUT = env.float("MANAGER_READ_TIMEOUT", default=30)
 # plus a margin: what a killed worker holds, and for how long (webhooks/services.py, lease_chunk).
 REPLENISH_LEASE_CHUNK = env.int("REPLENISH_LEASE_CHUNK", default=10)
 REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", default=60)
+# Following imported Teams in the manager: at most this many Team-info requests a second (0: no
+# limit), and a round every this many hours from the reconcile loop `make run` starts (0: never).
+FOLLOW_UP_RATE = env.float("FOLLOW_UP_RATE", default=5)
+FOLLOW_UP_EVERY_HOURS = env.float("FOLLOW_UP_EVERY_HOURS", default=6)
 
 # Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)

@@ -45,6 +45,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ __all__ = [
 DEFAULT_API_KEY = "test-manager-key"
 HOST = "127.0.0.1"
 IMPORT_PATH = "/admin/teams/import"
+_TEAM_INFO_RE = re.compile(r"/admin/teams/(\d{1,18})/info")
 LOGIN_PATH = "/login"
 CONTROL_PREFIX = "/_fake/"
 
@@ -509,6 +511,8 @@ class FakeManager:
         self._last_team_id = 0
         self._teamless: set[str] = set()  # identities ChatGPT found no Team for
         self._open: list[dict] = []  # the log entries of import calls being handled right now
+        self._teams: dict[int, dict] = {}  # team id → the manager's Team record (tokens included)
+        self._info_plan: deque[Behaviour] = deque()
 
     # lifecycle
 
@@ -582,6 +586,37 @@ class FakeManager:
         """Forget every import, count, request, the plan and the default, as a fresh manager."""
         with self._lock:
             self._reset_state()
+
+    # the Teams, as the Team-info endpoint reports them
+
+    def team_set(self, team_id: int, **fields: Any) -> None:
+        """Change what the manager says of a Team (status, current_members, last_sync, …)."""
+        with self._lock:
+            self._teams[team_id].update(fields)
+
+    def team_remove(self, team_id: int) -> None:
+        """The manager deletes the Team: its info answers 404 from now on."""
+        with self._lock:
+            self._teams.pop(team_id, None)
+
+    def teams(self) -> dict[int, dict]:
+        with self._lock:
+            return copy.deepcopy(self._teams)
+
+    def info_plan(self, behaviours: Iterable[str]) -> None:
+        """Script the next Team-info calls: ok, http500, unauthorized, redirect, slow:S, drop, cut, garbage."""
+        parsed = [Behaviour.parse(spec) for spec in behaviours]
+        with self._lock:
+            self._info_plan = deque(parsed)
+
+    def info_calls(self) -> list[dict]:
+        """Every Team-info call: its path, behaviour and status (None: no answer sent)."""
+        with self._lock:
+            return [
+                {"path": r["path"], "behaviour": r["behaviour"], "status": r["status"], "time": r["time"]}
+                for r in self._requests
+                if r["method"] == "GET" and _TEAM_INFO_RE.fullmatch(r["path"])
+            ]
 
     # inspection
 
@@ -747,6 +782,26 @@ class FakeManager:
                 "time": time.time(),
             }
             self._accept_counts[identity] = self._accept_counts.get(identity, 0) + 1
+            moment = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+            self._teams[team_id] = {
+                "id": team_id,
+                "email": email,
+                "account_id": account.account_id or str(uuid.uuid4()),
+                "team_name": f"Team {team_id}",
+                "plan_type": "team",
+                "subscription_plan": "chatgptteamplan",
+                "expires_at": (datetime.now(timezone.utc) + timedelta(days=30)).replace(tzinfo=None).isoformat(),
+                "current_members": 1,
+                "max_members": 6,
+                "status": "active",
+                "last_sync": moment,
+                "created_at": moment,
+                # The manager's answer carries the Team's decrypted tokens (contract §2c).
+                "access_token": account.access_token,
+                "refresh_token": account.refresh_token,
+                "session_token": account.session_token,
+                "client_id": account.client_id,
+            }
         body = {"success": True, "team_id": team_id, "email": email, "message": MSG_IMPORTED, "error": None}
         return _Outcome(200, body)
 
@@ -827,6 +882,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry = fake._log_request(self.command, path, self.headers, None)
         if path == LOGIN_PATH:
             self._send(entry, 200, _LOGIN_PAGE, "text/html; charset=utf-8")
+        elif match := _TEAM_INFO_RE.fullmatch(path):
+            self._team_info(entry, int(match.group(1)))
         elif path == IMPORT_PATH:
             self._send_json(405, {"detail": "Method Not Allowed"}, entry, extra_headers={"Allow": "POST"})
         else:
@@ -854,6 +911,39 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(entry, 200, _LOGIN_PAGE, "text/html; charset=utf-8")
         else:
             self._send_json(404, {"detail": "Not Found"}, entry)
+
+    # the Team-info API (contract §2c): the manager's own record, no ChatGPT call
+
+    def _team_info(self, entry: dict, team_id: int) -> None:
+        fake = self.server.fake
+        with fake._lock:
+            behaviour = fake._info_plan.popleft() if fake._info_plan else _OK
+        fake._note(entry, behaviour=str(behaviour))
+        if behaviour.name == "slow":
+            fake._pause(behaviour.arg)
+        if behaviour.name in ("http500", "drop", "garbage", "redirect"):
+            self._answer_fault(entry, behaviour)
+            return
+        if behaviour.name == "unauthorized" or not fake._key_ok(self.headers.get("X-API-Key")):
+            self._unauthorized(entry)
+            return
+        with fake._lock:
+            team = copy.deepcopy(fake._teams.get(team_id))
+        if team is None:
+            self._send_json(404, {"success": False, "error": f"Team ID {team_id} 不存在"}, entry)
+            return
+        body = {"success": True, "team": team, "team_accounts": [{"email": team["email"], "role": "owner"}], "error": None}
+        if behaviour.name == "cut":
+            payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
+            fake._note(entry, status=200)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[: len(payload) // 2])  # then the connection closes
+            self.close_connection = True
+            return
+        self._send_json(200, body, entry)
 
     # the import API
 

@@ -10,6 +10,9 @@ os.environ["POOL_IGNORE_DOTENV"] = "1"
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-not-for-production")
 # A fixed test key, so subprocesses started by tests can read what the test process wrote.
 os.environ.setdefault("POOL_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG9uZyEhISE=")
+# No periodic follow-up round unless a test asks for one: reconcile would otherwise queue one
+# whenever Teams are followed, and its requests would mix with the imports a test counts.
+os.environ.setdefault("FOLLOW_UP_EVERY_HOURS", "0")
 
 from poolsite.settings import *  # noqa: E402,F403
 

@@ -33,10 +33,14 @@ from webhooks.models import (
     AlertSettings,
     AlertState,
     AttemptOutcome,
+    FollowUpRound,
     ImportAttempt,
     NotificationTarget,
     ReplenishmentRun,
+    RoundStatus,
     RunStatus,
+    TeamStatus,
+    TeamStatusChange,
 )
 from webhooks.selectors import consumed_last_week
 
@@ -56,6 +60,7 @@ TITLES = {
     AlertCondition.SHORT_RUNWAY: _("Spare-account pool: runs out in a few days"),
     AlertCondition.CONFIG_ERROR: _("Spare-account pool: the manager refused an import"),
     AlertCondition.UNKNOWN_OUTCOMES: _("Spare-account pool: imports keep failing"),
+    AlertCondition.BANNED_TEAMS: _("Spare-account pool: imported Teams are being banned"),
 }
 MSG_LOW_STOCK = _(
     "Only %(available)s usable accounts are left in the pool (alert below %(threshold)s). "
@@ -76,11 +81,22 @@ MSG_UNKNOWN_OUTCOMES = _(
     "connection or server error). Check that the manager is up and reachable at MANAGER_BASE_URL. "
     "The accounts are not lost: they are re-sent automatically, and held for staff after repeated failures."
 )
+MSG_CONFIG_ERROR_ROUND = _(
+    "Follow-up round #%(run)s stopped: the manager refused the Team-info request (wrong key, wrong URL "
+    "or a redirect). Its record says: “%(error)s”. Fix MANAGER_BASE_URL or MANAGER_API_KEY, restart the "
+    "service, then check the Teams again from the dashboard."
+)
+MSG_BANNED_TEAMS = _(
+    "%(count)s Teams this pool imported were banned in the last 24 hours (alert at %(threshold)s). "
+    "Their seats no longer count in the manager's stock. See which batches and suppliers they came "
+    "from: admin → Account pool → Batches."
+)
 MESSAGES = {
     AlertCondition.LOW_STOCK: MSG_LOW_STOCK,
     AlertCondition.SHORT_RUNWAY: MSG_SHORT_RUNWAY,
     AlertCondition.CONFIG_ERROR: MSG_CONFIG_ERROR,
     AlertCondition.UNKNOWN_OUTCOMES: MSG_UNKNOWN_OUTCOMES,
+    AlertCondition.BANNED_TEAMS: MSG_BANNED_TEAMS,
 }
 TITLE_TEST = _("Spare-account pool: test notification")
 MSG_TEST = _("Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here.")
@@ -174,18 +190,26 @@ def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
 
 
 def _config_error(config: AlertSettings, now: datetime) -> dict | None:
+    """The newest word on the configuration: the last run or follow-up round that reached the manager."""
     if not config.config_error:
         return None
     # A run that crashed or lost its worker says nothing about the configuration either way.
-    last = (
+    run = (
         ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
         .order_by("-id")
-        .values("pk", "status", "error")
+        .values("pk", "status", "error", "finished_at")
         .first()
     )
+    round_ = (
+        FollowUpRound.objects.filter(status__in=[RoundStatus.FINISHED, RoundStatus.CONFIG_ERROR])
+        .order_by("-id")
+        .values("pk", "status", "error", "finished_at")
+        .first()
+    )
+    last = max((r for r in (run, round_) if r), key=lambda r: r["finished_at"] or now, default=None)
     if last is None or last["status"] != RunStatus.CONFIG_ERROR:
         return None
-    return {"run": last["pk"], "error": redact(last["error"])[:300]}
+    return {"run": last["pk"], "error": redact(last["error"])[:300], "round": last is round_}
 
 
 def _unknown_outcomes(config: AlertSettings, now: datetime) -> dict | None:
@@ -198,11 +222,22 @@ def _unknown_outcomes(config: AlertSettings, now: datetime) -> dict | None:
     return {"count": count}
 
 
+def _banned_teams(config: AlertSettings, now: datetime) -> dict | None:
+    threshold = config.banned_in_a_day
+    if not threshold:
+        return None
+    count = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(hours=24)).count()
+    if count < threshold:
+        return None
+    return {"count": count, "threshold": threshold}
+
+
 CHECKS = {
     AlertCondition.LOW_STOCK: _low_stock,
     AlertCondition.SHORT_RUNWAY: _short_runway,
     AlertCondition.CONFIG_ERROR: _config_error,
     AlertCondition.UNKNOWN_OUTCOMES: _unknown_outcomes,
+    AlertCondition.BANNED_TEAMS: _banned_teams,
 }
 
 
@@ -238,8 +273,9 @@ def _active_by_condition() -> dict[str, bool]:
 
 
 def _raise(*, condition: str, params: dict, now: datetime) -> None:
+    template = MSG_CONFIG_ERROR_ROUND if params.get("round") else MESSAGES[condition]
     with translation.override(settings.LANGUAGE_CODE):
-        title, message = str(TITLES[condition]), str(MESSAGES[condition] % params)
+        title, message = str(TITLES[condition]), str(template % params)
     with transaction.atomic():
         flipped = AlertState.objects.filter(condition=condition, active=False).update(
             active=True, since=now, last_error="", updated_at=now

@@ -12,7 +12,9 @@ import json
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
+from datetime import timezone as dt_timezone
 
 import requests
 from django.conf import settings
@@ -21,6 +23,7 @@ from accounts.models import Account
 from accounts.tokens import redact
 
 IMPORT_PATH = "/admin/teams/import"
+TEAM_INFO_PATH = "/admin/teams/{team_id}/info"
 
 # What the manager says when every Team of the account is already in it.
 _ALREADY_PRESENT_RE = re.compile(r"已在系统中|already (?:exists|present|in)", re.IGNORECASE)
@@ -55,6 +58,7 @@ class ManagerAnswer:
     text: str  # the manager's message or error, redacted
     failure: str = ""  # what went wrong on our side, one of the FAILURE_* names
     duration_ms: int = 0
+    team_id: int | None = None  # the manager's id of the (first) Team a confirmed import added
 
     @property
     def already_present(self) -> bool:
@@ -113,6 +117,71 @@ def _stray(result: dict) -> str:
     return _clean(f"{result.get('email')} {result.get('account_id')} success={result.get('success')}: {text}")
 
 
+# What one Team-info answer means (deciding what to record is follow_up's job).
+TEAM_OK = "ok"  # the manager's record of the Team, below
+TEAM_GONE = "gone"  # 404: the manager has no such Team (any more)
+TEAM_CONFIG_ERROR = "config_error"  # 401/403 or a redirect to the login page: wrong key or URL
+TEAM_UNKNOWN = "unknown"  # 5xx, timeout, dropped connection, unreadable answer: ask again later
+TEAM_STATUSES = frozenset({"active", "full", "expired", "error", "banned"})
+
+
+@dataclass(frozen=True)
+class TeamInfo:
+    """The few fields of the manager's Team record this pool keeps. Never a token."""
+
+    state: str  # one of the TEAM_* names
+    http_status: int | None
+    failure: str = ""
+    status: str = ""  # the manager's status, one of TEAM_STATUSES (state ok only)
+    current_members: int | None = None
+    max_members: int | None = None
+    expires_at: datetime | None = None
+    last_sync: datetime | None = None
+    duration_ms: int = 0
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else None
+
+
+def _moment(value) -> datetime | None:
+    """A time from the manager's record (ISO 8601; naive means UTC, as the manager stores it)."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+
+
+def _read_team_info(response) -> TeamInfo:
+    status = response.status_code
+    if 300 <= status < 400 or status in (401, 403):
+        return TeamInfo(TEAM_CONFIG_ERROR, status, FAILURE_REDIRECT if status < 400 else "")
+    if status == 404:
+        return TeamInfo(TEAM_GONE, status)
+    try:
+        body = response.json()
+    except ValueError:
+        return TeamInfo(TEAM_UNKNOWN, status, FAILURE_UNREADABLE)
+    team = body.get("team") if isinstance(body, dict) else None
+    if status != 200 or not isinstance(team, dict) or body.get("success") is not True:
+        return TeamInfo(TEAM_UNKNOWN, status, FAILURE_UNREADABLE)
+    team_status = team.get("status")
+    if team_status not in TEAM_STATUSES:
+        return TeamInfo(TEAM_UNKNOWN, status, FAILURE_UNREADABLE)
+    return TeamInfo(
+        TEAM_OK,
+        status,
+        status=team_status,
+        current_members=_count(team.get("current_members")),
+        max_members=_count(team.get("max_members")),
+        expires_at=_moment(team.get("expires_at")),
+        last_sync=_moment(team.get("last_sync")),
+    )
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     state: str  # one of the PROBE_* names
@@ -123,7 +192,8 @@ class ProbeResult:
 
 class ManagerClient:
     def __init__(self, *, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
-        self.url = base_url.rstrip("/") + IMPORT_PATH
+        self.base = base_url.rstrip("/")
+        self.url = self.base + IMPORT_PATH
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
         self.session.headers.update({"X-API-Key": api_key, "Accept": "application/json"})
@@ -166,6 +236,23 @@ class ManagerClient:
         else:
             state = PROBE_UNEXPECTED
         return ProbeResult(state, answer.http_status, answer.text, _elapsed_ms(started))
+
+    def team_info(self, team_id: int) -> TeamInfo:
+        """What the manager's own record says of one Team (GET /admin/teams/{id}/info).
+
+        The answer carries the Team's decrypted tokens: only the fields of TeamInfo are read
+        from it, and the rest of the body is dropped here, before anything can log or store it.
+        """
+        started = time.monotonic()
+        url = self.base + TEAM_INFO_PATH.format(team_id=int(team_id))
+        try:
+            response = self.session.get(url, timeout=self.timeout, allow_redirects=False)
+            info = _read_team_info(response)
+        except requests.Timeout:
+            info = TeamInfo(TEAM_UNKNOWN, None, FAILURE_TIMEOUT)
+        except requests.RequestException:
+            info = TeamInfo(TEAM_UNKNOWN, None, FAILURE_CONNECTION)
+        return replace(info, duration_ms=_elapsed_ms(started))
 
     def import_single(self, account: Account) -> ManagerAnswer:
         started = time.monotonic()
@@ -213,8 +300,10 @@ class ManagerClient:
                         if account is None or account.pk in answers or not _stream_line_matches(account, result):
                             strays.append(_stray(result))
                             continue
-                        text = result.get("message") if result.get("success") else result.get("error")
-                        answers[account.pk] = _timed(ManagerAnswer(200, result.get("success") is True, _clean(text)), started)
+                        success = result.get("success") is True
+                        text = result.get("message") if success else result.get("error")
+                        team_id = _team_id(result.get("team_id")) if success else None
+                        answers[account.pk] = _timed(ManagerAnswer(200, success, _clean(text), team_id=team_id), started)
                     elif kind == "finish":
                         finished = True
                         break
@@ -238,9 +327,14 @@ def _elapsed_ms(started: float) -> int:
 
 
 def _timed(answer: ManagerAnswer, started: float) -> ManagerAnswer:
-    return ManagerAnswer(
-        answer.http_status, answer.success, answer.text, answer.failure, int((time.monotonic() - started) * 1000)
-    )
+    return replace(answer, duration_ms=int((time.monotonic() - started) * 1000))
+
+
+def _team_id(value) -> int | None:
+    """The manager's Team id, when it is one (a positive integer that fits a database column)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+        return value
+    return None
 
 
 def _read_single(response) -> ManagerAnswer:
@@ -255,7 +349,8 @@ def _read_single(response) -> ManagerAnswer:
         return ManagerAnswer(status, None, _clean(body), FAILURE_UNREADABLE)
     success = body.get("success") if isinstance(body.get("success"), bool) else None
     text = body.get("message") if success else (body.get("error") or body.get("detail") or body.get("message"))
-    return ManagerAnswer(status, success, _clean(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False)))
+    text = _clean(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False))
+    return ManagerAnswer(status, success, text, team_id=_team_id(body.get("team_id")) if success else None)
 
 
 def _read_batch_refusal(response) -> ManagerAnswer | None:

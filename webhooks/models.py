@@ -218,6 +218,7 @@ class ImportAttempt(models.Model):
     error = models.TextField(_("error"), blank=True)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
+    team_id = models.PositiveBigIntegerField(_("manager's Team id"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("import attempt")
@@ -243,6 +244,7 @@ class AlertCondition(models.TextChoices):
     SHORT_RUNWAY = "short_runway", _("pool runs out in a few days")
     CONFIG_ERROR = "config_error", _("the manager refused an import (configuration)")
     UNKNOWN_OUTCOMES = "unknown_outcomes", _("imports keep ending without an answer")
+    BANNED_TEAMS = "banned_teams", _("imported Teams are being banned")
 
 
 # The longest run of unknown outcomes an alert may wait for: the check reads that many attempts.
@@ -272,6 +274,11 @@ class AlertSettings(models.Model):
         default=3,
         validators=[MaxValueValidator(MAX_UNKNOWN_IN_A_ROW)],
         help_text=_("Imports that timed out, lost the connection or got a server error. 0 turns this alert off; at most 100."),
+    )
+    banned_in_a_day = models.PositiveIntegerField(
+        _("alert when this many imported Teams were banned in 24 hours"),
+        default=3,
+        help_text=_("As the manager reports them to the follow-up rounds. 0 turns this alert off."),
     )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -390,3 +397,116 @@ class AlertEvent(models.Model):
 
     def __str__(self):
         return f"#{self.pk} {self.get_kind_display()}"
+
+
+# --- After the hand-off: the Teams the manager holds for accounts this pool imported ----------
+
+
+class TeamStatus(models.TextChoices):
+    """The manager's status of a Team (docs/MANAGER.md, Team info), and "gone" for a 404."""
+
+    ACTIVE = "active", _("active (free seats)")
+    FULL = "full", _("full")
+    EXPIRED = "expired", _("expired")
+    ERROR = "error", _("error")
+    BANNED = "banned", _("banned")
+    GONE = "gone", _("gone from the manager")
+
+
+# Seen this many times in a row as expired or gone, a Team is asked about no more.
+FINAL_STATUSES = (TeamStatus.EXPIRED, TeamStatus.GONE)
+FINAL_SIGHTINGS = 2
+
+
+class FollowedTeam(models.Model):
+    """A Team the manager added for an account this pool imported, and what it last said of it.
+
+    Created in the same transaction that records the confirmed import (the answer's team_id);
+    an account settled by "already present" has no id and is not followed.
+    """
+
+    account = models.OneToOneField(Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="followed_team")
+    team_id = models.PositiveBigIntegerField(_("manager's Team id"))
+    imported_at = models.DateTimeField(_("imported at"))
+    status = models.CharField(_("status in the manager"), max_length=8, choices=TeamStatus.choices, blank=True)
+    status_since = models.DateTimeField(_("status since"), null=True, blank=True)
+    current_members = models.PositiveIntegerField(_("members"), null=True, blank=True)
+    max_members = models.PositiveIntegerField(_("seats"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("Team expires"), null=True, blank=True)
+    last_sync = models.DateTimeField(_("manager's last sync"), null=True, blank=True)
+    checked_at = models.DateTimeField(_("last asked"), null=True, blank=True)
+    final_sightings = models.PositiveSmallIntegerField(_("seen expired or gone, in a row"), default=0)
+
+    class Meta:
+        verbose_name = _("followed Team")
+        verbose_name_plural = _("followed Teams")
+        ordering = ["-id"]
+        permissions = [("check_teams", _("Can ask the manager about imported Teams now"))]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=["", *TeamStatus.values]), name="team_status_valid"),
+            models.CheckConstraint(condition=Q(status="") | Q(checked_at__isnull=False), name="team_status_was_asked"),
+        ]
+        indexes = [
+            models.Index(fields=["status"], name="team_status_idx"),
+            # A round asks every Team not yet seen expired or gone twice, in id order.
+            models.Index(fields=["id"], condition=Q(final_sightings__lt=FINAL_SIGHTINGS), name="team_followed_idx"),
+        ]
+
+    def __str__(self):
+        return f"Team {self.team_id}"
+
+
+class TeamStatusChange(models.Model):
+    """One change of a followed Team's status, so "banned 3 days after import" is known."""
+
+    team = models.ForeignKey(FollowedTeam, verbose_name=_("Team"), on_delete=models.CASCADE, related_name="changes")
+    at = models.DateTimeField(_("seen at"), db_index=True)
+    old_status = models.CharField(_("from"), max_length=8, choices=TeamStatus.choices, blank=True)
+    new_status = models.CharField(_("to"), max_length=8, choices=TeamStatus.choices)
+
+    class Meta:
+        verbose_name = _("Team status change")
+        verbose_name_plural = _("Team status changes")
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["new_status", "at"], name="team_change_status_at_idx")]
+
+
+class RoundStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    FINISHED = "finished", _("finished")
+    CONFIG_ERROR = "config_error", _("stopped: configuration error")
+    FAILED = "failed", _("failed")
+
+
+class FollowUpRound(models.Model):
+    """One pass of asking the manager about every followed Team (one at a time, single flight)."""
+
+    status = models.CharField(_("status"), max_length=16, choices=RoundStatus.choices, default=RoundStatus.QUEUED)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    # A worker takes the round in slices; a slice holds it this long, and one whose holder died is taken over.
+    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True)
+    cursor = models.PositiveBigIntegerField(_("last Team asked (id)"), default=0)
+    asked = models.PositiveIntegerField(_("Teams asked"), default=0)
+    changed = models.PositiveIntegerField(_("status changes"), default=0)
+    unanswered = models.PositiveIntegerField(_("no usable answer"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("follow-up round")
+        verbose_name_plural = _("follow-up rounds")
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status__in=[RoundStatus.QUEUED, RoundStatus.RUNNING]), name="round_one_active"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.get_status_display()}"

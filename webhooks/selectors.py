@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Min, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day, account_pool_summary
-from webhooks.models import AttemptOutcome, ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunStatus
+from webhooks.models import (
+    AttemptOutcome,
+    FollowedTeam,
+    ImportAttempt,
+    ReplenishmentPolicy,
+    ReplenishmentRun,
+    RunStatus,
+    TeamStatus,
+)
 
 
 def policy_get() -> ReplenishmentPolicy:
@@ -85,3 +93,22 @@ def dashboard_stats(*, now: datetime) -> dict:
         "consumed_last_7_days": last_week,
         "runway_days": runway,
     }
+
+
+IN_MANAGER_KEYS = (*TeamStatus.values, "not_followed", "never_checked")
+
+
+def team_counts_in_manager() -> dict[str, int]:
+    """Consumed accounts by their Team's status in the manager, as of the last check.
+
+    `never_checked`: followed, not yet asked; `not_followed`: consumed without a Team id (settled
+    by "already present", or imported before the pool kept ids). Two grouped counts.
+    """
+    counts = dict.fromkeys(IN_MANAGER_KEYS, 0)
+    followed = 0
+    for status, n in FollowedTeam.objects.order_by().values_list("status").annotate(n=Count("*")):
+        counts[status or "never_checked"] += n
+        followed += n
+    consumed = Account.objects.filter(status=AccountStatus.CONSUMED).count()
+    counts["not_followed"] = max(0, consumed - followed)
+    return counts

@@ -20,7 +20,7 @@ from accounts import selectors as pool_selectors
 from accounts import services as pool
 from accounts.models import Account
 from accounts.tokens import redact, usability_problem
-from webhooks import alerts
+from webhooks import alerts, follow_up
 from webhooks.client import (
     FAILURE_BATCH_REFUSED,
     FAILURE_REDIRECT,
@@ -31,6 +31,7 @@ from webhooks.client import (
 from webhooks.models import (
     AttemptOutcome,
     EventStatus,
+    FollowedTeam,
     ImportAttempt,
     ImportMode,
     ReplenishmentPolicy,
@@ -541,7 +542,11 @@ class _RunWork:
                 error=(answer.failure if settled else f"{answer.failure} {MSG_LEASE_LOST}").strip(),
                 duration_ms=answer.duration_ms,
                 outcome=outcome,
+                team_id=answer.team_id,
             )
+            if settled and outcome == AttemptOutcome.CONSUMED and answer.team_id is not None:
+                # Followed from now on (docs/FOLLOW_UP.md); "already present" carries no id.
+                FollowedTeam.objects.create(account=account, team_id=answer.team_id, imported_at=now)
         return outcome
 
 
@@ -635,6 +640,7 @@ class ReconcileResult:
     retry_queued: bool
     queued_run_handed: bool = False
     events_woken: bool = False
+    follow_up_queued: bool = False
 
     @property
     def changed(self) -> bool:
@@ -645,6 +651,7 @@ class ReconcileResult:
             or self.retry_queued
             or self.queued_run_handed
             or self.events_woken
+            or self.follow_up_queued
         )
 
 
@@ -675,8 +682,12 @@ def reconcile(*, now: datetime) -> ReconcileResult:
     if next_retry is not None and next_retry <= now:
         retry_queued = run_wake(trigger=RunTrigger.RETRY) is not None
     handed, woken = _run_resume(now=now)
+    # Following imported Teams: the periodic round when due, and a round whose worker died.
+    rounds = follow_up.team_round_resume(now=now)
+    if follow_up.team_round_due(now=now):
+        rounds = follow_up.team_round_queue() is not None or rounds
     alerts.alert_evaluate(now=now)
-    return ReconcileResult(abandoned, recovered, failed, retry_queued, handed, woken)
+    return ReconcileResult(abandoned, recovered, failed, retry_queued, handed, woken, rounds)
 
 
 def _run_resume(*, now: datetime) -> tuple[bool, bool]:

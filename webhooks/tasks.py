@@ -15,3 +15,11 @@ def replenish(run_id: int) -> None:
 def retry_unknown() -> None:
     """Scheduled for when the first retry of an unknown outcome is due."""
     services.run_wake(trigger=RunTrigger.RETRY)
+
+
+@task()
+def follow_up(round_id: int) -> None:
+    """One slice of a follow-up round; it queues the next slice itself."""
+    from webhooks import follow_up as rounds
+
+    rounds.team_round_run(round_id=round_id)

@@ -393,7 +393,7 @@ def test_thresholds_change_only_with_the_change_permission(client, admin_user, d
     client.force_login(viewer)
     listing = client.get(reverse("admin:webhooks_alertsettings_changelist"))
     assert listing.status_code == 302
-    form = {"stock_below": 25, "runway_below_days": 5, "config_error": "on", "unknown_in_a_row": 4}
+    form = {"stock_below": 25, "runway_below_days": 5, "config_error": "on", "unknown_in_a_row": 4, "banned_in_a_day": 3}
     assert 'name="stock_below"' not in client.get(listing.url).content.decode()
     assert client.post(listing.url, form).status_code == 403
     assert AlertSettings.objects.get().stock_below == 10

@@ -25,7 +25,8 @@ class Command(BaseCommand):
                     f"runs abandoned {result.runs_abandoned}, accounts recovered {result.accounts_recovered}, "
                     f"stale tasks failed {result.tasks_failed}, retry run queued {'yes' if result.retry_queued else 'no'}, "
                     f"queued run handed to a worker {'yes' if result.queued_run_handed else 'no'}, "
-                    f"run woken for waiting events {'yes' if result.events_woken else 'no'}"
+                    f"run woken for waiting events {'yes' if result.events_woken else 'no'}, "
+                    f"follow-up round queued {'yes' if result.follow_up_queued else 'no'}"
                 )
             if not every:
                 return

@@ -1,0 +1,231 @@
+"""After the hand-off: asking the manager what became of each Team this pool imported.
+
+A round asks `GET /admin/teams/{id}/info` for every followed Team (those not yet seen expired
+or gone twice in a row), at most FOLLOW_UP_RATE a second, and records the status, the members,
+the Team's expiry and the manager's last sync, with every change of status kept. A round is a
+single flight; the worker carries it out in slices so that replenishment runs are never held up
+behind it. docs/FOLLOW_UP.md describes it for users.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from webhooks import alerts
+from webhooks.client import TEAM_CONFIG_ERROR, TEAM_GONE, TEAM_OK, ManagerClient, TeamInfo
+from webhooks.models import (
+    FINAL_SIGHTINGS,
+    FINAL_STATUSES,
+    FollowedTeam,
+    FollowUpRound,
+    RoundStatus,
+    TeamStatus,
+    TeamStatusChange,
+)
+
+logger = logging.getLogger(__name__)
+
+# A slice of a round asks at most this long before it hands the rest to a new task, so a worker
+# goes back to the queue (a replenishment run may be waiting) every half minute at the most.
+SLICE_SECONDS = 30
+# A slice's lease: its worst case (one more call at the client's timeouts) and headroom.
+SLICE_MARGIN = timedelta(seconds=60)
+MSG_CONFIG_ERROR = "The manager refused the Team-info request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY."
+MSG_NOT_CONFIGURED = "MANAGER_BASE_URL and MANAGER_API_KEY are not set."
+
+
+class RateLimit:
+    """At most `per_second` calls a second, evenly spaced (0: no limit)."""
+
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
+        self.interval = 1 / per_second if per_second > 0 else 0.0
+        self.clock, self.sleep = clock, sleep
+        self.next_at = clock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        now = self.clock()
+        if now < self.next_at:
+            self.sleep(self.next_at - now)
+            now = self.next_at
+        self.next_at = max(now, self.next_at) + self.interval
+
+
+def team_round_queue(*, requested_by=None, enqueue: bool = True) -> FollowUpRound | None:
+    """Queue a round and (with `enqueue`) its task, on commit; None when one is already queued or running."""
+    from webhooks.tasks import follow_up
+
+    try:
+        with transaction.atomic():
+            round_ = FollowUpRound.objects.create(requested_by=requested_by)
+    except IntegrityError:
+        return None
+    if enqueue:
+        transaction.on_commit(partial(follow_up.enqueue, round_id=round_.pk))
+    return round_
+
+
+def team_round_due(*, now: datetime) -> bool:
+    """Whether the periodic round (every FOLLOW_UP_EVERY_HOURS) is due: there is something to ask."""
+    hours = settings.FOLLOW_UP_EVERY_HOURS
+    if hours <= 0 or not _followed().exists():
+        return False
+    last = FollowUpRound.objects.order_by("-id").values_list("created_at", flat=True).first()
+    return last is None or last <= now - timedelta(hours=hours)
+
+
+def _followed():
+    return FollowedTeam.objects.filter(final_sightings__lt=FINAL_SIGHTINGS)
+
+
+@dataclass
+class SliceResult:
+    asked: int = 0
+    changed: int = 0
+    unanswered: int = 0
+    done: bool = False
+    stopped: str = ""  # a configuration error, or ""
+
+
+def team_round_run(
+    *, round_id: int, client: ManagerClient | None = None, seconds: float | None = SLICE_SECONDS, rate: float | None = None
+) -> SliceResult | None:
+    """Carry out a round, one slice of `seconds` (None: all of it). None if it is not ours to run.
+
+    The slice takes the round with a conditional UPDATE (queued, or running with its lease run
+    out) and renews that lease before each call, so two workers never ask at once.
+    """
+    now = timezone.now()
+    taken = FollowUpRound.objects.filter(
+        Q(status=RoundStatus.QUEUED) | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now), pk=round_id
+    ).update(status=RoundStatus.RUNNING, started_at=now, lease_expires_at=now + SLICE_MARGIN)
+    if taken != 1:
+        return None
+    if not (settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY):
+        _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=MSG_NOT_CONFIGURED)
+        return SliceResult(stopped=MSG_NOT_CONFIGURED)
+    own_client = client is None
+    client = client or ManagerClient.from_settings()
+    limit = RateLimit(settings.FOLLOW_UP_RATE if rate is None else rate)
+    per_call = timedelta(seconds=settings.MANAGER_CONNECT_TIMEOUT + settings.MANAGER_READ_TIMEOUT)
+    result = SliceResult()
+    started = time.monotonic()
+    try:
+        cursor = FollowUpRound.objects.values_list("cursor", flat=True).get(pk=round_id)
+        while seconds is None or time.monotonic() - started < seconds:
+            teams = list(_followed().filter(pk__gt=cursor).order_by("pk").values_list("pk", "team_id", "status")[:200])
+            if not teams:
+                result.done = True
+                break
+            for pk, team_id, status in teams:
+                if seconds is not None and time.monotonic() - started >= seconds:
+                    break
+                limit.wait()
+                held = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
+                    lease_expires_at=timezone.now() + per_call + SLICE_MARGIN
+                )
+                if not held:
+                    return result  # taken over after this worker stalled: the new holder goes on
+                info = client.team_info(team_id)
+                if info.state == TEAM_CONFIG_ERROR:
+                    result.stopped = MSG_CONFIG_ERROR % info.http_status
+                    break
+                result.asked += 1
+                if info.state in (TEAM_OK, TEAM_GONE):
+                    result.changed += team_record(team_pk=pk, previous=status, info=info, now=timezone.now())
+                else:
+                    result.unanswered += 1
+                cursor = pk
+                FollowUpRound.objects.filter(pk=round_id).update(
+                    cursor=cursor, asked=F("asked") + 1, unanswered=F("unanswered") + int(info.state not in (TEAM_OK, TEAM_GONE))
+                )
+            if result.stopped:
+                break
+    except Exception as exc:
+        logger.exception("Follow-up round %s failed", round_id)
+        _round_finish(round_id=round_id, status=RoundStatus.FAILED, error=repr(exc)[:500])
+        raise
+    finally:
+        if own_client:
+            client.close()
+    FollowUpRound.objects.filter(pk=round_id).update(changed=F("changed") + result.changed)
+    if result.stopped:
+        _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=result.stopped)
+    elif result.done:
+        _round_finish(round_id=round_id, status=RoundStatus.FINISHED, error="")
+    else:
+        _round_continue(round_id=round_id)
+    return result
+
+
+def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -> int:
+    """Record one answer about a Team; 1 if its status changed (the change is kept), else 0.
+
+    Writes only the Team's own fields and history: never the account's state in the pool.
+    """
+    status = TeamStatus.GONE if info.state == TEAM_GONE else info.status
+    changes = {"status": status, "checked_at": now}
+    if info.state == TEAM_OK:
+        changes.update(
+            current_members=info.current_members,
+            max_members=info.max_members,
+            expires_at=info.expires_at,
+            last_sync=info.last_sync,
+        )
+    final = F("final_sightings") + 1 if status in FINAL_STATUSES else 0
+    changed = status != previous
+    with transaction.atomic():
+        # Conditional on the status this round read: a concurrent writer's change is not overwritten blind.
+        updated = FollowedTeam.objects.filter(pk=team_pk, status=previous).update(
+            **changes, final_sightings=final, **({"status_since": now} if changed else {})
+        )
+        if updated and changed:
+            TeamStatusChange.objects.create(team_id=team_pk, at=now, old_status=previous, new_status=status)
+    return int(bool(updated and changed))
+
+
+def _round_finish(*, round_id: int, status: str, error: str) -> None:
+    FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
+        status=status, finished_at=timezone.now(), lease_expires_at=None, error=error
+    )
+    # A refused key raises the existing configuration alert; ban waves are alerts too.
+    alerts.alert_evaluate(now=timezone.now())
+
+
+def _round_continue(*, round_id: int) -> None:
+    """Hand the rest of the round to a new task, so the worker takes other work in between."""
+    from webhooks.tasks import follow_up
+
+    FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(lease_expires_at=timezone.now())
+    follow_up.enqueue(round_id=round_id)
+
+
+def team_round_resume(*, now: datetime) -> bool:
+    """A round whose worker died (its lease ran out) or whose task was lost: give it a task again."""
+    from django_tasks_db.models import DBTaskResult
+
+    from webhooks.tasks import follow_up
+
+    stuck = FollowUpRound.objects.filter(
+        Q(status=RoundStatus.QUEUED, created_at__lt=now - SLICE_MARGIN) | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now)
+    ).values_list("pk", flat=True).first()
+    if stuck is None:
+        return False
+    waiting = DBTaskResult.objects.filter(
+        status="READY", task_path=follow_up.module_path, args_kwargs__kwargs__round_id=stuck
+    ).exists()
+    if waiting:
+        return False
+    follow_up.enqueue(round_id=stuck)
+    return True
