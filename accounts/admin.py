@@ -372,5 +372,6 @@ class AccountBatchAdmin(ReadOnlyAdmin):
         "duplicate_count", "invalid_count", "flagged_count",
     )  # fmt: skip
     list_filter = ("source", "status")
-    exclude = ("content",)
-    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name != "content"]
+    # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
+    exclude = ("content", "detail", "worker_token")
+    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in exclude]
