@@ -374,4 +374,4 @@ class AccountBatchAdmin(ReadOnlyAdmin):
     list_filter = ("source", "status")
     # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
     exclude = ("content", "detail", "worker_token")
-    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in exclude]
+    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in ("content", "detail", "worker_token")]
