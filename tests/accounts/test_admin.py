@@ -324,3 +324,23 @@ def test_a_label_must_fit_and_be_plain_text(admin_client, material):
         response = admin_client.post(LOAD_URL, {"text": line, "label": label})
         assert response.status_code == 200 and 'class="errorlist' in response.content.decode()
     assert not AccountBatch.objects.exists()
+
+
+def test_the_progress_page_and_the_batch_page_in_simplified_chinese(admin_client, material):
+    admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
+    batch = AccountBatch.objects.get()
+    html = admin_client.get(preview_url(batch), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "正在读取上传内容" in html and "已读取" in html
+    # The batch's admin page works with the new fields, and shows neither the text nor the detail rows.
+    change = admin_client.get(reverse("admin:accounts_accountbatch_change", args=[batch.pk]))
+    assert change.status_code == 200 and "field-detail" not in change.content.decode()
+
+
+def test_notes_have_a_length_and_a_shape(admin_client):
+    account = AccountFactory()
+    url = reverse("admin:accounts_account_change", args=[account.pk])
+    assert admin_client.post(url, {"notes": "x" * 10_001}).status_code == 200  # the form, with its error
+    assert admin_client.post(url, {"notes": "bad\x07bell"}).status_code == 200
+    account.refresh_from_db()
+    assert account.notes == ""
+    assert admin_client.post(url, {"notes": "fine\nnotes"}).status_code == 302
