@@ -620,6 +620,8 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
         )
         recorder.close()
     except _BatchLost:
+        # A cancel deletes the problem list; a piece this worker stored meanwhile goes too.
+        BatchProblemChunk.objects.filter(batch_id=batch.pk, batch__status=BatchStatus.CANCELLED).delete()
         return
     except Exception as exc:
         AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
@@ -728,7 +730,7 @@ class _BatchRecorder:
         self.buffer.truncate()
 
     def chunk(self, report: LoadReport) -> None:
-        self._store()
+        # The batch first: once it is cancelled (or another worker took it), nothing more is stored.
         updated = AccountBatch.objects.filter(pk=self.batch_id, status=self.status, worker_token=self.token).update(
             progress_at=timezone.now(),
             lines_read=report.lines_read,
@@ -740,6 +742,7 @@ class _BatchRecorder:
         )
         if updated != 1:
             raise _BatchLost
+        self._store()
 
     def close(self) -> None:
         self._store(final=True)

@@ -230,3 +230,24 @@ def test_a_real_worker_killed_mid_load_leaves_a_batch_reconcile_fails_and_a_reru
     batch.refresh_from_db()
     assert (batch.created_count, batch.duplicate_count, batch.invalid_count) == (30000, 0, 0)
     assert Account.objects.filter(batch=batch).count() == 30000
+
+
+def test_a_batch_cancelled_while_the_worker_reads_it_stops_the_worker_and_keeps_nothing(material, monkeypatch, worker):
+    monkeypatch.setattr("accounts.services.LOAD_CHUNK", 1)
+    monkeypatch.setattr("accounts.services.PROBLEM_CHUNK_CHARS", 1)  # store a problem piece every chunk
+    batch = stage(["nonsense"] * 8 + lines_of(8, material), confirmed=False)
+    original = services._BatchRecorder.chunk
+    calls = []
+
+    def cancelled_after_one_chunk(self, report):
+        calls.append(1)
+        if len(calls) == 2:
+            services.account_batch_cancel(batch_id=batch.pk)
+        original(self, report)
+
+    monkeypatch.setattr(services._BatchRecorder, "chunk", cancelled_after_one_chunk)
+    worker()
+    batch.refresh_from_db()
+    assert (batch.status, batch.content) == (BatchStatus.CANCELLED, None)
+    assert len(calls) == 2  # it stopped at the first chunk after the cancel
+    assert not BatchProblemChunk.objects.filter(batch=batch).exists()
