@@ -68,7 +68,9 @@ class RecentBatchFilter(admin.SimpleListFilter):
     RECENT = 30
 
     def lookups(self, request, model_admin):
-        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status=BatchStatus.PENDING)[: self.RECENT]]
+        # Only batches that may hold accounts: not those still read, awaiting confirmation, checked or cancelled.
+        empty = (BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.CHECKED, BatchStatus.CANCELLED)
+        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status__in=empty)[: self.RECENT]]
 
     def queryset(self, request, queryset):
         if self.value() and self.value().isdigit():
