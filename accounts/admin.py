@@ -1,4 +1,7 @@
+from datetime import datetime
+
 from django.contrib import admin, messages
+from django.http import JsonResponse, StreamingHttpResponse
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect
@@ -6,20 +9,18 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
 from accounts import services
 from poolsite.admin_base import ReadOnlyAdmin
-from accounts.forms import LoadAccountsForm, RequeueAccountForm
-from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
-from accounts.selectors import account_counts_by_status, email_prefix_q
-from accounts.services import LineOutcome
+from accounts.forms import AccountNotesForm, LoadAccountsForm, RequeueAccountForm
+from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountBatch, AccountStatus, BatchStatus
+from accounts.selectors import account_batches_of, account_counts_by_status, email_prefix_q
 from accounts.tokens import mask
 
-# The preview lists every problem line, but only this many of the lines that would be saved.
-PREVIEW_VALID_ROWS = 500
-
+MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
 MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
 MSG_NOT_RETRIED = ngettext_lazy(
@@ -67,7 +68,9 @@ class RecentBatchFilter(admin.SimpleListFilter):
     RECENT = 30
 
     def lookups(self, request, model_admin):
-        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status=BatchStatus.PENDING)[: self.RECENT]]
+        # Only batches that may hold accounts: not those still read, awaiting confirmation, checked or cancelled.
+        empty = (BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.CHECKED, BatchStatus.CANCELLED)
+        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status__in=empty)[: self.RECENT]]
 
     def queryset(self, request, queryset):
         if self.value() and self.value().isdigit():
@@ -77,6 +80,7 @@ class RecentBatchFilter(admin.SimpleListFilter):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
+    form = AccountNotesForm
     list_display = (
         "id", "email", "status", "usable", "masked_access_token", "masked_session_token",
         "masked_refresh_token", "at_expires_at", "attempts", "batch", "created_at",
@@ -247,11 +251,15 @@ class AccountAdmin(admin.ModelAdmin):
     def get_urls(self):
         load = self.admin_site.admin_view(self.load_view)
         preview = self.admin_site.admin_view(self.load_preview_view)
+        status = self.admin_site.admin_view(self.load_status_view)
+        problems = self.admin_site.admin_view(self.load_problems_view)
         requeue = self.admin_site.admin_view(self.requeue_view)
         return [
             path("load/", load, name="accounts_account_load"),
             path("<int:account_id>/requeue/", requeue, name="accounts_account_requeue"),
             path("load/<int:batch_id>/", preview, name="accounts_account_load_preview"),
+            path("load/<int:batch_id>/status/", status, name="accounts_account_load_status"),
+            path("load/<int:batch_id>/problems.csv", problems, name="accounts_account_load_problems"),
             *super().get_urls(),
         ]
 
@@ -261,6 +269,12 @@ class AccountAdmin(admin.ModelAdmin):
     def _context(self, request, **extra):
         return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": _("Load accounts"), **extra}
 
+    def _own_batch(self, request, batch_id) -> AccountBatch:
+        """The uploader's own batch (any batch for a superuser); anyone else's is a 404."""
+        if not self._can_load(request):
+            raise PermissionDenied
+        return get_object_or_404(account_batches_of(user=request.user), pk=batch_id)
+
     def load_view(self, request):
         if not self._can_load(request):
             raise PermissionDenied
@@ -269,63 +283,88 @@ class AccountAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             label = data["label"] or data["filename"] or f"{timezone.localtime():%Y-%m-%d %H:%M}"
             batch = services.account_batch_stage(
-                content=data["content"], label=label, filename=data["filename"], user=request.user
-            )
+                content=data["content"], label=label, filename=data["filename"], user=request.user,
+                language=translation.get_language() or "",
+            )  # fmt: skip
             return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
         return TemplateResponse(request, "admin/accounts/account/load.html", self._context(request, form=form))
 
     def load_preview_view(self, request, batch_id):
-        if not self._can_load(request):
-            raise PermissionDenied
-        batch = get_object_or_404(AccountBatch, pk=batch_id)
-        if request.method == "POST" and "cancel" in request.POST:
-            try:
-                services.account_batch_cancel(batch_id=batch.pk)
-            except services.BatchNotPending as exc:
-                self.message_user(request, str(exc), messages.ERROR)
-            return redirect("admin:accounts_account_load")
-        try:
-            if request.method == "POST":
-                batch, report = services.account_batch_confirm(batch_id=batch.pk)
-                confirmed = True
-            else:
-                report = services.account_batch_preview(batch=batch)
-                confirmed = False
-        except services.BatchNotPending as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-            return redirect(reverse("admin:accounts_account_changelist") + f"?batch={batch.pk}")
-        shown, hidden = _preview_rows(report.lines)
+        """The batch's page: its progress while the worker reads or saves it, then the preview
+        (confirm or cancel), then the result. Every action is a POST that redirects back here."""
+        batch = self._own_batch(request, batch_id)
+        if request.method == "POST":
+            actions = {
+                "confirm": services.account_batch_confirm,
+                "cancel": services.account_batch_cancel,
+                "retry": services.account_batch_retry,
+            }
+            action = next((name for name in actions if name in request.POST), None)
+            if action is not None:
+                try:
+                    actions[action](batch_id=batch.pk)
+                except services.BatchNotPending as exc:
+                    self.message_user(request, str(exc), messages.ERROR)
+                else:
+                    if action == "cancel":
+                        self.message_user(request, MSG_CANCELLED, messages.SUCCESS)
+                        return redirect("admin:accounts_account_load")
+            return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
+        detail = batch.detail or {}
         context = self._context(
-            request, batch=batch, report=report, rows=shown, hidden_valid=hidden, confirmed=confirmed
+            request,
+            batch=batch,
+            running=batch.status in BATCH_RUNNING_STATUSES,
+            rows=[_shown_row(row) for row in detail.get("rows", [])],
+            hidden_valid=detail.get("hidden_valid", 0),
+            hidden_problems=detail.get("hidden_problems", 0),
+            has_problem_list=batch.problem_chunks.exists(),
+            status_url=reverse("admin:accounts_account_load_status", args=[batch.pk]),
+            confirmed=batch.status in (BatchStatus.LOADED, BatchStatus.LOADING) or bool(batch.confirmed_at and batch.status == BatchStatus.FAILED),
+            progress_percent=_percent(batch),
         )
         return TemplateResponse(request, "admin/accounts/account/load_preview.html", context)
 
-
-def _preview_rows(lines: list[LineOutcome]) -> tuple[list[dict], int]:
-    rows, valid_shown, hidden = [], 0, 0
-    for line in lines:
-        if line.outcome == LineOutcome.CREATED and not line.parsed.warnings:
-            if valid_shown >= PREVIEW_VALID_ROWS:
-                hidden += 1
-                continue
-            valid_shown += 1
-        account = line.account
-        rows.append(
+    def load_status_view(self, request, batch_id):
+        """The batch's progress as JSON, polled by its page while the worker reads or saves it."""
+        batch = self._own_batch(request, batch_id)
+        return JsonResponse(
             {
-                "lineno": line.lineno,
-                "outcome": line.outcome,
-                "messages": line.messages,
-                "email": account.email if account else "",
-                "access_token": mask(account.access_token) if account else "",
-                "session_token": mask(account.session_token) if account else "",
-                "refresh_token": mask(account.refresh_token) if account else "",
-                "client_id": (account.client_id or "") if account else "",
-                "account_id": (account.account_id or "") if account else "",
-                "at_expires_at": account.at_expires_at if account else None,
-                "usable": account.usable if account else None,
+                "id": batch.pk,
+                "status": batch.status,
+                "status_display": str(batch.get_status_display()),
+                "running": batch.status in BATCH_RUNNING_STATUSES,
+                "total_lines": batch.total_lines,
+                "lines_read": batch.lines_read,
+                "percent": _percent(batch),
+                "created": batch.created_count,
+                "duplicates": batch.duplicate_count,
+                "invalid": batch.invalid_count,
+                "flagged_unusable": batch.flagged_count,
+                "failed": batch.failed_count,
+                "error": batch.error,
             }
         )
-    return rows, hidden
+
+    def load_problems_view(self, request, batch_id):
+        """Every line of the batch that was not saved, or saved with a warning, as CSV (no secrets)."""
+        batch = self._own_batch(request, batch_id)
+        response = StreamingHttpResponse(
+            services.account_batch_problem_csv(batch_id=batch.pk), content_type="text/csv; charset=utf-8"
+        )
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-problems.csv"'
+        return response
+
+
+def _percent(batch: AccountBatch) -> int:
+    if batch.status not in BATCH_RUNNING_STATUSES:
+        return 100
+    return min(100, batch.lines_read * 100 // batch.total_lines) if batch.total_lines else 0
+
+
+def _shown_row(row: dict) -> dict:
+    expires = row.get("at_expires_at")
+    return {**row, "at_expires_at": datetime.fromisoformat(expires) if expires else None}
 
 
 @admin.register(AccountBatch)
@@ -335,5 +374,6 @@ class AccountBatchAdmin(ReadOnlyAdmin):
         "duplicate_count", "invalid_count", "flagged_count",
     )  # fmt: skip
     list_filter = ("source", "status")
-    exclude = ("content",)
-    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name != "content"]
+    # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
+    exclude = ("content", "detail", "worker_token")
+    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in ("content", "detail", "worker_token")]

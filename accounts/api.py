@@ -7,6 +7,9 @@ Secrets never leave: token fields are only ever shown masked (last 4 characters)
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -26,9 +29,10 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import services
-from accounts.selectors import email_prefix_q
-from accounts.models import Account, AccountStatus, BatchSource
-from accounts.services import LineOutcome, LoadAborted
+from accounts.parser import label_problem
+from accounts.selectors import account_batches_of, email_prefix_q
+from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountStatus, BatchSource, BatchStatus
+from accounts.services import LineOutcome
 from accounts.tokens import mask
 
 MSG_EMPTY = _("Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”.")
@@ -135,6 +139,12 @@ class BulkLoadSerializer(serializers.Serializer):
         required=False, default=False, help_text=_("Save nothing unless every line is valid.")
     )
 
+    def validate_label(self, label):
+        problem = label_problem(label)
+        if problem is not None:
+            raise serializers.ValidationError(str(problem.message))
+        return label
+
     def validate_text(self, text):
         if not text.strip():
             raise serializers.ValidationError(MSG_EMPTY)
@@ -143,19 +153,46 @@ class BulkLoadSerializer(serializers.Serializer):
 
 class LoadLineSerializer(serializers.Serializer):
     line = serializers.IntegerField(source="lineno")
-    outcome = serializers.ChoiceField(choices=[LineOutcome.CREATED, LineOutcome.DUPLICATE, LineOutcome.INVALID])
+    outcome = serializers.ChoiceField(
+        choices=[LineOutcome.CREATED, LineOutcome.DUPLICATE, LineOutcome.INVALID, LineOutcome.FAILED]
+    )
     messages = serializers.ListField(child=serializers.CharField())
 
 
-class BulkLoadResultSerializer(serializers.Serializer):
+class BulkAcceptedSerializer(serializers.Serializer):
+    batch = serializers.IntegerField(help_text=_("Batch id."))
+    status = serializers.CharField(help_text=_("The batch's state (see the status endpoint)."))
+    status_url = serializers.URLField(help_text=_("GET it for the batch's state and counts."))
+
+
+class BatchStatusSerializer(serializers.Serializer):
+    batch = serializers.IntegerField(source="pk")
+    label = serializers.CharField()
+    status = serializers.CharField(
+        help_text=_(
+            "previewing (the worker reads it), pending (awaiting confirmation), loading, loaded, "
+            "checked (dry run), aborted (strict, invalid lines), failed, cancelled."
+        )
+    )
+    done = serializers.BooleanField(help_text=_("False while the worker reads or saves it."))
     detail = serializers.CharField(required=False, help_text=_("Why nothing was saved (strict)."))
     dry_run = serializers.BooleanField()
-    batch = serializers.IntegerField(allow_null=True, help_text=_("Batch id; null for a dry run."))
-    created = serializers.IntegerField(help_text=_("Saved, or would be saved in a dry run."))
-    duplicates = serializers.IntegerField()
-    invalid = serializers.IntegerField()
-    flagged_unusable = serializers.IntegerField()
-    lines = LoadLineSerializer(many=True, help_text=_("Every line not saved, and saved lines with a warning."))
+    strict = serializers.BooleanField()
+    total_lines = serializers.IntegerField()
+    lines_read = serializers.IntegerField()
+    created = serializers.IntegerField(
+        source="created_count", help_text=_("Saved, or would be saved (dry run, or while reading).")
+    )
+    duplicates = serializers.IntegerField(source="duplicate_count")
+    invalid = serializers.IntegerField(source="invalid_count")
+    flagged_unusable = serializers.IntegerField(source="flagged_count")
+    failed = serializers.IntegerField(source="failed_count", help_text=_("Refused by the database, not saved."))
+    error = serializers.CharField()
+    lines = LoadLineSerializer(
+        many=True,
+        help_text=_("The first 1,000 lines not saved or saved with a warning, once the worker is done."),
+    )
+    more_lines = serializers.IntegerField(help_text=_("How many more such lines there are."))
 
 
 class RetireSerializer(serializers.Serializer):
@@ -208,9 +245,8 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         request={"application/json": BulkLoadSerializer, "text/plain": OpenApiTypes.STR},
         responses={
-            200: OpenApiResponse(BulkLoadResultSerializer, _("Checked (dry run), or nothing new to save.")),
-            201: OpenApiResponse(BulkLoadResultSerializer, _("Accounts were created.")),
-            400: OpenApiResponse(description=_("Empty, oversized or unreadable body; or strict and invalid lines.")),
+            202: OpenApiResponse(BulkAcceptedSerializer, _("Stored; the worker reads and loads it.")),
+            400: OpenApiResponse(description=_("Empty, oversized or unreadable body, or a bad label.")),
         },
         examples=[
             OpenApiExample(
@@ -220,8 +256,10 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
             )
         ],
         description=_(
-            "Load accounts through the same parser and loader as the admin. With text/plain, label, "
-            "dry_run and strict are query parameters. The body may be at most POOL_UPLOAD_MAX_BYTES."
+            "Load accounts through the same parser and loader as the admin. The text is stored "
+            "(encrypted) and the background worker reads and saves it: the answer is 202 with the "
+            "batch's id and a status URL to poll. With text/plain, label, dry_run and strict are "
+            "query parameters. The body may be at most POOL_UPLOAD_MAX_BYTES."
         ),
     )
     @action(
@@ -233,24 +271,35 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     def bulk(self, request):
         given = BulkLoadSerializer(data=_bulk_input(request))
         given.is_valid(raise_exception=True)
-        text, dry_run = given.validated_data["text"], given.validated_data["dry_run"]
-        lines = services.text_lines(text)
-        batch, answer = None, status.HTTP_200_OK
-        if dry_run:
-            report = services.account_load(lines=lines, batch=None, dry_run=True)
-        else:
-            label = given.validated_data["label"] or f"API {timezone.localtime():%Y-%m-%d %H:%M}"
-            try:
-                batch, report = services.account_batch_load(
-                    lines=lines, label=label, source=BatchSource.API, user=request.user,
-                    strict=given.validated_data["strict"],
-                )  # fmt: skip
-            except LoadAborted as exc:
-                body = _load_result(report=exc.report, batch=None, detail=MSG_STRICT_ABORTED)
-                return Response(body, status=status.HTTP_400_BAD_REQUEST)
-            if report.created:
-                answer = status.HTTP_201_CREATED
-        return Response(_load_result(report=report, batch=batch), status=answer)
+        data = given.validated_data
+        batch = services.account_batch_stage(
+            content=data["text"],
+            label=data["label"] or f"API {timezone.localtime():%Y-%m-%d %H:%M}",
+            source=BatchSource.API,
+            user=request.user,
+            confirmed=True,
+            dry_run=data["dry_run"],
+            strict=data["strict"],
+            language=translation.get_language() or "",
+        )
+        url = request.build_absolute_uri(reverse("api-account-batch", kwargs={"batch_id": batch.pk}))
+        body = {"batch": batch.pk, "status": batch.status, "status_url": url}
+        return Response(BulkAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+    @extend_schema(
+        responses={200: BatchStatusSerializer, 404: OpenApiResponse(description=_("No such batch of yours."))},
+        description=_("A load's state and counts, updated by the worker as it goes. Only its uploader sees it."),
+    )
+    @action(
+        detail=False,
+        methods=["get"],
+        url_path=r"batches/(?P<batch_id>[0-9]{1,18})",
+        url_name="batch",
+        permission_classes=[staff_with("accounts.add_accountbatch")],
+    )
+    def batch(self, request, batch_id):
+        batch = get_object_or_404(account_batches_of(user=request.user), pk=int(batch_id))
+        return Response(_batch_status(batch))
 
     @extend_schema(request=RetireSerializer, responses=RetireResultSerializer)
     @action(
@@ -284,16 +333,18 @@ def _bulk_input(request) -> dict:
     return {"text": request.data, **{key: request.query_params[key] for key in options if key in request.query_params}}
 
 
-def _load_result(*, report: services.LoadReport, batch, detail=None) -> dict:
-    return BulkLoadResultSerializer(
-        {
-            **({"detail": detail} if detail else {}),
-            "dry_run": report.dry_run,
-            "batch": batch.pk if batch else None,
-            "created": report.created,
-            "duplicates": report.duplicates,
-            "invalid": report.invalid,
-            "flagged_unusable": report.flagged_unusable,
-            "lines": report.lines,
-        }
-    ).data
+def _batch_status(batch) -> dict:
+    done = batch.status not in BATCH_RUNNING_STATUSES
+    detail = batch.detail or {}
+    lines = [row for row in detail.get("rows", []) if row["outcome"] != LineOutcome.CREATED or row["messages"]]
+    body = {
+        "pk": batch.pk, "label": batch.label, "status": batch.status, "done": done, "dry_run": batch.dry_run,
+        "strict": batch.strict, "total_lines": batch.total_lines, "lines_read": batch.lines_read,
+        "created_count": batch.created_count, "duplicate_count": batch.duplicate_count,
+        "invalid_count": batch.invalid_count, "flagged_count": batch.flagged_count,
+        "failed_count": batch.failed_count, "error": batch.error, "lines": lines,
+        "more_lines": detail.get("hidden_problems", 0),
+    }  # fmt: skip
+    if batch.status == BatchStatus.ABORTED:
+        body["detail"] = MSG_STRICT_ABORTED
+    return BatchStatusSerializer(body).data

@@ -5,6 +5,8 @@ from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import Account
+from accounts.parser import label_problem, notes_problem
 from accounts.tokens import mask
 
 MSG_NOTHING_GIVEN = _("Paste some accounts or choose a file.")
@@ -32,6 +34,13 @@ class LoadAccountsForm(forms.Form):
         required=False,
         help_text=_("Shown in the pool list to tell loads apart. Default: the file name or the date."),
     )
+
+    def clean_label(self):
+        label = self.cleaned_data["label"]
+        problem = label_problem(label)
+        if problem is not None:
+            raise forms.ValidationError(str(problem.message))
+        return label
 
     def clean_text(self):
         text = self.cleaned_data["text"]
@@ -68,6 +77,21 @@ class LoadAccountsForm(forms.Form):
             raise forms.ValidationError(MSG_NOTHING_GIVEN)
         cleaned["filename"], cleaned["content"] = filename, content
         return cleaned
+
+
+class AccountNotesForm(forms.ModelForm):
+    """The one field staff edit on an account's page, checked by the parser like every other value."""
+
+    class Meta:
+        model = Account
+        fields = ("notes",)
+
+    def clean_notes(self):
+        notes = self.cleaned_data["notes"]
+        problem = notes_problem(notes)
+        if problem is not None:
+            raise forms.ValidationError(str(problem.message))
+        return notes
 
 
 class _SecretInput(forms.PasswordInput):

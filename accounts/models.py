@@ -50,18 +50,31 @@ class BatchSource(models.TextChoices):
 
 
 class BatchStatus(models.TextChoices):
+    PREVIEWING = "previewing", _("reading")
     PENDING = "pending", _("awaiting confirmation")
     LOADING = "loading", _("loading")
     LOADED = "loaded", _("loaded")
+    CHECKED = "checked", _("checked, nothing saved")
     ABORTED = "aborted", _("aborted, nothing saved")
+    FAILED = "failed", _("failed")
     CANCELLED = "cancelled", _("cancelled")
+
+
+# A worker is reading or saving these; it stamps the batch's heartbeat as it goes.
+BATCH_RUNNING_STATUSES = (BatchStatus.PREVIEWING, BatchStatus.LOADING)
+# The uploaded text is kept only while a batch may still be read or loaded (a failed one can be
+# run again).
+BATCH_CONTENT_STATUSES = (BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.LOADING, BatchStatus.FAILED)
 
 
 class AccountBatch(models.Model):
     """One load: who loaded what, when, and what became of its lines.
 
-    An admin upload waits here, encrypted, between preview and confirmation, so the secrets are
-    never sent back to the browser; the text is dropped once the batch is loaded or cancelled.
+    An admin or API upload waits here, encrypted, while the worker reads it and between preview
+    and confirmation, so the secrets are never sent back to the browser; the text is dropped once
+    the batch is loaded, checked or cancelled. While a worker reads or saves it, the batch carries
+    its progress (lines read, counts so far) and a heartbeat, so a batch whose worker died is
+    told apart from a slow one (`reconcile` marks it failed; it can be run again).
     """
 
     label = models.CharField(_("label"), max_length=100)
@@ -83,6 +96,24 @@ class AccountBatch(models.Model):
     duplicate_count = models.PositiveIntegerField(_("duplicates"), default=0)
     invalid_count = models.PositiveIntegerField(_("invalid"), default=0)
     flagged_count = models.PositiveIntegerField(_("flagged unusable"), default=0)
+    # Lines whose chunk the database refused (the batch then failed; they can be loaded again).
+    failed_count = models.PositiveIntegerField(_("not saved after a database error"), default=0)
+
+    # What was asked for. A load is confirmed by staff after the preview, or at once (API).
+    dry_run = models.BooleanField(_("check only"), default=False)
+    strict = models.BooleanField(_("all or nothing"), default=False)
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
+    # The uploader's language: the worker writes the lines' reasons in it.
+    language = models.CharField(_("language"), max_length=16, blank=True)
+
+    # Progress of the worker, and its heartbeat.
+    total_lines = models.PositiveIntegerField(_("lines"), default=0)
+    lines_read = models.PositiveIntegerField(_("lines read"), default=0)
+    progress_at = models.DateTimeField(_("last progress"), null=True, blank=True)
+    worker_token = models.UUIDField(null=True, blank=True, editable=False)
+    error = models.TextField(_("error"), blank=True)
+    # What the preview or result page shows: the first problem lines in detail (secrets masked).
+    detail = models.JSONField(_("detail"), default=dict, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("batch")
@@ -93,13 +124,26 @@ class AccountBatch(models.Model):
             models.CheckConstraint(condition=Q(status__in=BatchStatus.values), name="batch_status_valid"),
             # Uploaded secrets live only as long as the batch is waiting to be loaded.
             models.CheckConstraint(
-                condition=Q(content__isnull=True) | Q(status__in=[BatchStatus.PENDING, BatchStatus.LOADING]),
+                condition=Q(content__isnull=True) | Q(status__in=BATCH_CONTENT_STATUSES),
                 name="batch_content_only_while_pending",
             ),
         ]
 
     def __str__(self):
         return f"{self.label} ({self.created_at:%Y-%m-%d %H:%M})" if self.created_at else self.label
+
+
+class BatchProblemChunk(models.Model):
+    """A piece of a batch's problem list (every line not saved, or saved with a warning) as
+    zlib-compressed CSV: the worker writes it as it goes, the admin streams it back as a download.
+    Secret-free: line number, outcome, email if one was read, reasons (tokens masked)."""
+
+    batch = models.ForeignKey(AccountBatch, on_delete=models.CASCADE, related_name="problem_chunks")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["batch", "seq"], name="batch_problem_chunk_unique")]
 
 
 class Account(models.Model):

@@ -85,7 +85,10 @@ __all__ = [
     "FORMAT_DELIMITED",
     "FORMAT_POSITIONAL",
     "INVALID_ACCOUNT_ID",
+    "INVALID_AT_EMAIL",
+    "INVALID_CLIENT_ID",
     "INVALID_EMAIL",
+    "LABEL_MAX_LENGTH",
     "LINE_TOO_LONG",
     "MALFORMED_JWT",
     "NO_TOKEN",
@@ -98,6 +101,8 @@ __all__ = [
     "UNKNOWN_COLUMNS",
     "UNREADABLE_ROW",
     "UNRECOGNISED_PART",
+    "label_problem",
+    "notes_problem",
     "parse_lines",
 ]
 
@@ -114,6 +119,11 @@ UNRECOGNISED_PART = "unrecognised_part"
 DUPLICATE_FIELD = "duplicate_field"
 INVALID_EMAIL = "invalid_email"
 INVALID_ACCOUNT_ID = "invalid_account_id"
+INVALID_AT_EMAIL = "invalid_at_email"
+INVALID_CLIENT_ID = "invalid_client_id"
+# Of a batch label or an account's notes.
+TEXT_TOO_LONG = "text_too_long"
+BAD_CHARACTERS = "bad_characters"
 BAD_COLUMN = "bad_column"
 TOO_MANY_COLUMNS = "too_many_columns"
 UNREADABLE_ROW = "unreadable_row"
@@ -165,6 +175,14 @@ MSG_RT_IGNORED = _(
     "The refresh token has no client ID (app_…), so it cannot renew the access "
     "token; it is kept but ignored."
 )
+MSG_INVALID_AT_EMAIL = _(
+    "The access token's email claim (%(length)s characters) is not a valid email address of at "
+    "most %(limit)s characters."
+)
+MSG_CLIENT_ID_TOO_LONG = _("The client ID has %(length)s characters; at most %(limit)s are allowed.")
+MSG_LABEL_TOO_LONG = _("The label has %(length)s characters; at most %(limit)s are allowed.")
+MSG_NOTES_TOO_LONG = _("The notes have %(length)s characters; at most %(limit)s are allowed.")
+MSG_CONTROL_CHARACTERS = _("The text contains control characters or invalid Unicode.")
 MSG_UNKNOWN_COLUMNS = _("CSV columns not recognised, ignored: %(columns)s.")
 # Translators: starts a sentence; field is e.g. "access token".
 MSG_POSITIONAL_COLUMN = _("Column %(number)s (%(field)s)")
@@ -236,6 +254,9 @@ class ParsedLine:
     account: ParsedAccount | None
     errors: list
     warnings: list
+    # The email read from the line or its access token, also when the line is invalid (for the
+    # problem list); None if there was none.
+    email: str | None = None
 
     @property
     def valid(self) -> bool:
@@ -303,6 +324,13 @@ def _column(field: int, label: Any) -> _Column:
         )
     return _Column(field, _NORMALISERS[field], problem)
 
+
+# Column widths of the pool's table (accounts.models.Account): the parser refuses any longer value,
+# so nothing over-long ever reaches the database. An email's length is checked by is_email.
+EMAIL_MAX_LENGTH = 254
+CLIENT_ID_MAX_LENGTH = 200
+LABEL_MAX_LENGTH = 100
+NOTES_MAX_LENGTH = 10_000
 
 _POSITIONAL_COLUMNS = tuple(
     _column(
@@ -573,7 +601,16 @@ def _finish(
             errors.append(
                 Problem(MALFORMED_JWT, interpolate(MSG_MALFORMED_JWT, {"tail": mask(at)}))
             )
-        if email is None:
+        if at_email is not None and not is_email(at_email):
+            # Never echoed: it is outside text of any length, and it would be sent as the email.
+            errors.append(
+                Problem(
+                    INVALID_AT_EMAIL,
+                    interpolate(MSG_INVALID_AT_EMAIL, {"length": len(at_email), "limit": EMAIL_MAX_LENGTH}),
+                )
+            )
+            at_email = None
+        elif email is None:
             email = at_email
         elif at_email is not None and at_email != email:
             errors.append(
@@ -582,6 +619,13 @@ def _finish(
                     interpolate(MSG_EMAIL_MISMATCH, {"email": email, "at_email": at_email}),
                 )
             )
+    if cid is not None and len(cid) > CLIENT_ID_MAX_LENGTH:
+        errors.append(
+            Problem(
+                INVALID_CLIENT_ID,
+                interpolate(MSG_CLIENT_ID_TOO_LONG, {"length": len(cid), "limit": CLIENT_ID_MAX_LENGTH}),
+            )
+        )
     # When a value was rejected it may well have been the token, so "no
     # token" would only add noise to the error already given.
     if rt is not None and cid is None:
@@ -592,7 +636,7 @@ def _finish(
     elif at is None and st is None and rt is None and not token_rejected:
         errors.append(_NO_TOKEN)
     if errors:
-        return ParsedLine(lineno, fmt, None, errors, warnings)
+        return ParsedLine(lineno, fmt, None, errors, warnings, email)
 
     problem = usability_problem(
         at_expires_at=at_expires_at,
@@ -616,7 +660,7 @@ def _finish(
         problem is None,
         "" if problem is None else problem.message,
     )
-    return ParsedLine(lineno, fmt, account, errors, warnings)
+    return ParsedLine(lineno, fmt, account, errors, warnings, email)
 
 
 def _numbered_lines(lines: Iterable[str], limit: int) -> Iterator[tuple[int, str, bool]]:
@@ -711,3 +755,27 @@ def parse_lines(
             slots, errors, token_rejected = _read_delimited(s)
             fmt = FORMAT_DELIMITED
         yield _finish(lineno, fmt, slots, errors, token_rejected, now, min_at_lifetime)
+
+
+# Control characters (tab and line ends allowed in notes only) and lone surrogates, which
+# PostgreSQL refuses and no operator types.
+_LABEL_BAD_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_NOTES_BAD_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _text_problem(value: str, *, limit: int, too_long: Any, bad: re.Pattern) -> Problem | None:
+    if len(value) > limit:
+        return Problem(TEXT_TOO_LONG, interpolate(too_long, {"length": len(value), "limit": limit}))
+    if bad.search(value):
+        return Problem(BAD_CHARACTERS, MSG_CONTROL_CHARACTERS)
+    return None
+
+
+def label_problem(value: str) -> Problem | None:
+    """Why a batch label cannot be stored, or None: the same check for the admin, API and command."""
+    return _text_problem(value, limit=LABEL_MAX_LENGTH, too_long=MSG_LABEL_TOO_LONG, bad=_LABEL_BAD_RE)
+
+
+def notes_problem(value: str) -> Problem | None:
+    """Why an account's notes cannot be stored, or None."""
+    return _text_problem(value, limit=NOTES_MAX_LENGTH, too_long=MSG_NOTES_TOO_LONG, bad=_NOTES_BAD_RE)

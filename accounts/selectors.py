@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.db.models import Count, Q
 
-from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountStatus
+from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountBatch, AccountStatus
 
 
 def account_existing_digests(*, digests: dict[str, list[str]]) -> dict[str, int]:
@@ -89,3 +89,9 @@ def account_ids_leased(*, account_ids, lease_id, now) -> set[int]:
             pk__in=list(account_ids), status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at__gt=now
         ).values_list("pk", flat=True)
     )
+
+
+def account_batches_of(*, user):
+    """The batches a user may see and act on: their own uploads; every batch for a superuser."""
+    batches = AccountBatch.objects.all()
+    return batches if user.is_superuser else batches.filter(loaded_by_id=user.pk)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import multiprocessing
-from collections.abc import Iterable
+import uuid
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.apps import apps
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Least
 from django.utils import timezone
+from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
@@ -22,8 +27,10 @@ from accounts.models import (
     LOOKUP_HASH_FIELDS,
     MATERIAL_FIELDS,
     Account,
+    BATCH_RUNNING_STATUSES,
     AccountBatch,
     AccountStatus,
+    BatchProblemChunk,
     BatchSource,
     BatchStatus,
     UnusableReason,
@@ -32,7 +39,7 @@ from accounts.models import (
 )
 from accounts.parser import ParsedAccount, ParsedLine, parse_lines
 from accounts.selectors import account_existing_digests
-from accounts.tokens import interpolate
+from accounts.tokens import interpolate, mask, redact
 
 # Rows per transaction. Every SQLite commit pays for a WAL write and checkpoint, so fewer, bigger
 # commits load faster (measured: 1,000 rows a commit spent 6 s of 100,000 lines in commits,
@@ -42,6 +49,11 @@ LOAD_CHUNK = 4000
 MSG_DUPLICATE_IN_POOL = _("already in the pool (account #%(id)s)")
 MSG_DUPLICATE_IN_UPLOAD = _("duplicate of line %(line)s")
 MSG_STRICT_ABORTED = _("Nothing was saved: --strict refuses a file with invalid lines.")
+MSG_CHUNK_REFUSED = _(
+    "The database refused %(n)s lines (lines %(first)s to %(last)s): %(reason)s. The other lines were "
+    "saved; run the batch again to retry these."
+)
+MSG_LINE_REFUSED = _("Not saved, the database refused its chunk: %(reason)s")
 
 
 class LoadAborted(Exception):
@@ -55,6 +67,8 @@ class LineOutcome:
     CREATED = "created"
     DUPLICATE = "duplicate"
     INVALID = "invalid"
+    # Valid, but in a chunk the database refused: not saved, can be loaded again.
+    FAILED = "failed"
 
     lineno: int
     outcome: str
@@ -81,8 +95,13 @@ class LoadReport:
     duplicates: int = 0
     invalid: int = 0
     flagged_unusable: int = 0
-    # Every duplicate and invalid line is kept so nothing is silently dropped; saved lines only
-    # when the caller wants to show them (the admin preview), since a CLI load can be huge.
+    failed: int = 0
+    # Why lines failed (the first chunk the database refused), or "".
+    error: str = ""
+    # The physical line number read so far.
+    lines_read: int = 0
+    # Every line not saved or with a warning (saved lines too with keep_lines), unless the
+    # caller takes them one by one as they come (on_line): a load can be huge.
     lines: list[LineOutcome] = field(default_factory=list)
 
 
@@ -163,13 +182,24 @@ def account_load(
     strict: bool = False,
     keep_lines: bool = False,
     now: datetime | None = None,
+    on_line: Callable[[LineOutcome], None] | None = None,
+    on_chunk: Callable[[LoadReport], None] | None = None,
+    helper_process: bool = False,
 ) -> LoadReport:
     """Parse, validate, de-duplicate, encrypt and insert accounts, streaming.
 
     Lines are checked for duplicates within the upload and against the pool (by lookup hash).
-    With `dry_run` nothing is written (the admin preview) and `batch` may be None. With `strict`
-    a single invalid line rolls back the whole load and raises `LoadAborted`; without it, each
-    chunk commits on its own so a long load never holds the database's write lock for long.
+    With `dry_run` nothing is written (the preview) and `batch` may be None. With `strict` a
+    single invalid line rolls back the whole load and raises `LoadAborted`; without it, each
+    chunk commits on its own so a long load never holds the database's write lock for long, and
+    a chunk the database refuses is reported (outcome "failed", `report.error`) while the other
+    chunks are saved.
+
+    Every line with something to report (not saved, or saved with a warning; with `keep_lines`
+    every line) goes to `on_line`, in line order, chunk by chunk; without `on_line` they are
+    collected in `report.lines`. `on_chunk` is called after each chunk (progress; it may raise
+    to stop the load). `helper_process` prepares chunks in a forked process (command line only:
+    never in a web or worker process).
     """
     report = LoadReport(dry_run=dry_run)
     inserter = None if dry_run else _Inserter(batch_id=batch.pk)
@@ -178,6 +208,7 @@ def account_load(
         now=now or timezone.now(),
         min_at_lifetime=timedelta(hours=settings.POOL_MIN_AT_LIFETIME_HOURS),
     )
+    outcomes: list[LineOutcome] = []
 
     def record(parsed: ParsedLine, outcome: str, reason: str = "") -> None:
         if outcome == LineOutcome.CREATED:
@@ -185,21 +216,47 @@ def account_load(
             report.flagged_unusable += bool(_unusable_code(parsed))
         elif outcome == LineOutcome.DUPLICATE:
             report.duplicates += 1
+        elif outcome == LineOutcome.FAILED:
+            report.failed += 1
         else:
             report.invalid += 1
         if keep_lines or outcome != LineOutcome.CREATED or parsed.warnings:
-            report.lines.append(LineOutcome(parsed.lineno, outcome, parsed, reason))
+            outcomes.append(LineOutcome(parsed.lineno, outcome, parsed, reason))
 
     def write(chunk: list[_Pending]) -> None:
         if inserter is None:
             for pending in _drop_pool_duplicates(chunk, record):
                 record(pending.parsed, LineOutcome.CREATED)
-        else:
+            return
+        try:
             _insert_chunk(inserter, chunk, record)
+        except DatabaseError as exc:
+            if strict:
+                raise
+            # The chunk's transaction was rolled back; the chunks before it stay saved and the
+            # ones after it are still tried. Its lines are reported, and can be loaded again.
+            reason = _database_reason(exc)
+            report.error = report.error or interpolate(
+                MSG_CHUNK_REFUSED,
+                {"n": len(chunk), "first": chunk[0].parsed.lineno, "last": chunk[-1].parsed.lineno, "reason": reason},
+            )
+            for pending in chunk:
+                record(pending.parsed, LineOutcome.FAILED, str(interpolate(MSG_LINE_REFUSED, {"reason": reason})))
+
+    def flush() -> None:
+        outcomes.sort(key=lambda line: line.lineno)
+        if on_line is None:
+            report.lines.extend(outcomes)
+        else:
+            for line in outcomes:
+                on_line(line)
+        outcomes.clear()
+        if on_chunk is not None:
+            on_chunk(report)
 
     def run() -> None:
-        # A preview must show each line as read; a load only needs the sealed rows back.
-        with _Preparer(parsed_lines, inserter, in_process=inserter is not None and not keep_lines) as preparer:
+        preparer = _Preparer(parsed_lines, inserter, in_process=helper_process and inserter is not None and not keep_lines)
+        with preparer:
             for items in preparer.chunks():
                 chunk = []
                 for parsed, outcome, detail in items:
@@ -207,8 +264,11 @@ def account_load(
                         chunk.append(detail)
                     else:
                         record(parsed, outcome, detail)
+                if items:
+                    report.lines_read = max(report.lines_read, items[-1][0].lineno)
                 if chunk:
                     write(chunk)
+                flush()
 
     if strict and not dry_run:
         try:
@@ -223,6 +283,12 @@ def account_load(
         run()
     report.lines.sort(key=lambda line: line.lineno)
     return report
+
+
+def _database_reason(exc: DatabaseError) -> str:
+    """What the database said, one line, short, with anything token-shaped removed."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return redact(text)[:300]
 
 
 class _Preparer:
@@ -259,7 +325,9 @@ class _Preparer:
             return
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
-        self.child = context.Process(target=self._child, args=(send,), name="account-load-prepare", daemon=True)
+        self.child = context.Process(
+            target=self._child, args=(send, receive), name="account-load-prepare", daemon=True
+        )
         self.child.start()
         send.close()
         with receive:
@@ -274,7 +342,10 @@ class _Preparer:
                     raise payload
                 yield payload
 
-    def _child(self, send) -> None:
+    def _child(self, send, receive) -> None:
+        # Without its copy of the reading end, the child's send fails (and it exits) as soon as
+        # the parent dies, instead of blocking on a pipe nobody reads.
+        receive.close()
         # The pipe's buffer is the back-pressure: the child waits while the writer is behind.
         try:
             for items in self._prepare():
@@ -357,64 +428,360 @@ def _insert_chunk(inserter: _Inserter, chunk: list[_Pending], record) -> None:
         return
 
 
+# --- Batches: staging an upload, and the worker reading, previewing and loading it ------------
+# A web request only stores the upload (encrypted) and enqueues the work; `manage.py db_worker`
+# does it (accounts.tasks.batch_process), stamping the batch with its progress and a heartbeat.
+# Only the command line loads in its own process, streaming (account_batch_load).
+
 MSG_BATCH_NOT_PENDING = _("This upload was already loaded or cancelled.")
+MSG_BATCH_ABANDONED = _(
+    "The worker stopped while it was working on this batch. Run it again: lines already saved are "
+    "skipped as duplicates."
+)
+MSG_BATCH_NOT_TAKEN = _("No worker took this batch. Check that the worker is running, then run it again.")
+MSG_BATCH_CRASHED = _("The worker failed: %(reason)s")
+
+# A worker stamps its batch after every chunk (a few seconds at most); one silent this long died.
+BATCH_HEARTBEAT_TIMEOUT = timedelta(minutes=2)
+# A batch no worker has started yet waits behind other work; this long, and no worker is coming.
+BATCH_UNCLAIMED_TIMEOUT = timedelta(hours=1)
+# What the preview shows in detail; the full list is the problem CSV.
+PREVIEW_PROBLEM_ROWS = 1000
+PREVIEW_VALID_ROWS = 500
+# Raw CSV text compressed into one stored piece.
+PROBLEM_CHUNK_CHARS = 256 * 1024
+PROBLEM_CSV_HEADER = ("line", "outcome", "email", "reasons")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class BatchNotPending(Exception):
     pass
 
 
-def account_batch_load(
-    *, lines: Iterable[str], label: str, source: str, user=None, filename: str = "", strict: bool = False
-) -> tuple[AccountBatch, LoadReport]:
-    """Load lines as a new batch, recording the batch and its counts (command and API path)."""
-    batch = AccountBatch.objects.create(
-        label=label[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user
-    )
-    try:
-        report = account_load(lines=lines, batch=batch, strict=strict)
-    except LoadAborted as exc:
-        _batch_finish(batch=batch, report=exc.report, status=BatchStatus.ABORTED)
-        raise
-    _batch_finish(batch=batch, report=report, status=BatchStatus.LOADED)
-    return batch, report
+class _BatchLost(Exception):
+    """The batch was cancelled, or taken over by another worker: stop working on it."""
 
 
-def account_batch_stage(*, content: str, label: str, filename: str = "", user=None) -> AccountBatch:
-    """Keep an admin upload, encrypted, until staff confirm its preview."""
-    return AccountBatch.objects.create(
-        label=label[:100],
-        source=BatchSource.ADMIN,
-        status=BatchStatus.PENDING,
-        filename=filename[:255],
-        content=content,
-        loaded_by=user,
-    )
+def _count_lines(content: str) -> int:
+    # Counted without splitting: a 20 MB paste is a single scan in C, not a million strings.
+    breaks = content.count("\n") + content.count("\r") - content.count("\r\n")
+    return breaks + (1 if content and content[-1] not in "\r\n" else 0)
 
 
-def account_batch_preview(*, batch: AccountBatch) -> LoadReport:
-    if batch.status != BatchStatus.PENDING:
-        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
-    return account_load(lines=text_lines(batch.content), batch=None, dry_run=True, keep_lines=True)
+def _enqueue(batch_id: int) -> None:
+    from accounts.tasks import batch_process
+
+    transaction.on_commit(partial(batch_process.enqueue, batch_id=batch_id))
 
 
-def account_batch_confirm(*, batch_id: int) -> tuple[AccountBatch, LoadReport]:
-    """Load a staged upload. Claiming it is one conditional UPDATE, so a double submit loads once."""
-    claimed = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(status=BatchStatus.LOADING)
-    if claimed != 1:
-        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
-    batch = AccountBatch.objects.get(pk=batch_id)
-    report = account_load(lines=text_lines(batch.content), batch=batch, keep_lines=True)
-    _batch_finish(batch=batch, report=report, status=BatchStatus.LOADED)
-    return batch, report
+def account_batch_stage(
+    *,
+    content: str,
+    label: str,
+    source: str = BatchSource.ADMIN,
+    filename: str = "",
+    user=None,
+    confirmed: bool = False,
+    dry_run: bool = False,
+    strict: bool = False,
+    language: str = "",
+) -> AccountBatch:
+    """Keep an upload, encrypted, and hand it to the worker.
+
+    The worker reads it first (the preview; with `strict` or `dry_run` always), then, once the
+    load is confirmed (staff after the preview, or `confirmed` at once, as the API does), saves it.
+    """
+    now = timezone.now()
+    straight_to_load = confirmed and not (dry_run or strict)
+    with transaction.atomic():
+        batch = AccountBatch.objects.create(
+            label=label[:100],
+            source=source,
+            status=BatchStatus.LOADING if straight_to_load else BatchStatus.PREVIEWING,
+            filename=filename[:255],
+            content=content,
+            loaded_by=user,
+            dry_run=dry_run,
+            strict=strict,
+            confirmed_at=now if confirmed else None,
+            language=language[:16],
+            total_lines=_count_lines(content),
+            progress_at=now,
+        )
+        _enqueue(batch.pk)
+    return batch
+
+
+def account_batch_confirm(*, batch_id: int, now: datetime | None = None) -> None:
+    """Staff confirmed the preview: the worker saves it. One conditional UPDATE, so a double
+    submit loads once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        claimed = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
+            status=BatchStatus.LOADING, confirmed_at=now, progress_at=now, worker_token=None
+        )
+        if claimed != 1:
+            raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+        _enqueue(batch_id)
 
 
 def account_batch_cancel(*, batch_id: int) -> None:
-    cancelled = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
-        status=BatchStatus.CANCELLED, content=None, finished_at=timezone.now()
+    """Drop an upload that is being read, awaits confirmation, or failed: its text (the secrets)
+    and its problem list are deleted. A batch being saved cannot be cancelled."""
+    with transaction.atomic():
+        cancelled = AccountBatch.objects.filter(
+            pk=batch_id, status__in=[BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.FAILED]
+        ).update(status=BatchStatus.CANCELLED, content=None, worker_token=None, finished_at=timezone.now())
+        if cancelled != 1:
+            raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+        BatchProblemChunk.objects.filter(batch_id=batch_id).delete()
+
+
+def account_batch_retry(*, batch_id: int, now: datetime | None = None) -> None:
+    """Run a failed batch again, from where it failed (the preview, or the load). Harmless: lines
+    a first run saved are skipped as duplicates."""
+    now = now or timezone.now()
+    load_again = Q(confirmed_at__isnull=False, dry_run=False, strict=False)
+    with transaction.atomic():
+        updated = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.FAILED, content__isnull=False).update(
+            status=Case(When(load_again, then=Value(BatchStatus.LOADING)), default=Value(BatchStatus.PREVIEWING)),
+            worker_token=None,
+            progress_at=now,
+            finished_at=None,
+            error="",
+        )
+        if updated != 1:
+            raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+        _enqueue(batch_id)
+
+
+def account_batch_fail_abandoned(*, now: datetime) -> int:
+    """Mark failed every batch whose worker died (heartbeat too old), or that no worker took.
+
+    Its text is kept, so staff can run it again or cancel it. Returns how many were failed.
+    """
+    running = AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES)
+    stale = running.filter(
+        Q(worker_token__isnull=False, progress_at__lt=now - BATCH_HEARTBEAT_TIMEOUT)
+        | Q(worker_token__isnull=True, progress_at__lt=now - BATCH_UNCLAIMED_TIMEOUT)
     )
-    if cancelled != 1:
-        raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+    failed = 0
+    for pk, token, language in stale.values_list("pk", "worker_token", "language"):
+        message = MSG_BATCH_ABANDONED if token else MSG_BATCH_NOT_TAKEN
+        with translation.override(language or settings.LANGUAGE_CODE):
+            error = str(message)
+        failed += running.filter(pk=pk, worker_token=token, progress_at__lt=now - BATCH_HEARTBEAT_TIMEOUT).update(
+            status=BatchStatus.FAILED, worker_token=None, error=error, finished_at=now
+        )
+    return failed
+
+
+def account_batch_process(*, batch_id: int) -> None:
+    """The worker's part: read the batch (the preview) and/or save it, whichever it waits for."""
+    batch = AccountBatch.objects.filter(pk=batch_id).first()
+    if batch is None:
+        return
+    with translation.override(batch.language or settings.LANGUAGE_CODE):
+        if batch.status == BatchStatus.PREVIEWING:
+            _batch_work(batch, BatchStatus.PREVIEWING)
+            batch.refresh_from_db()
+        if batch.status == BatchStatus.LOADING:
+            _batch_work(batch, BatchStatus.LOADING)
+
+
+def _batch_work(batch: AccountBatch, status: str) -> None:
+    now = timezone.now()
+    token = uuid.uuid4()
+    fresh = {
+        "lines_read": 0, "created_count": 0, "duplicate_count": 0, "invalid_count": 0, "flagged_count": 0,
+        "failed_count": 0, "error": "", "detail": {},
+    }  # fmt: skip
+    with transaction.atomic():
+        claimed = (
+            AccountBatch.objects.filter(pk=batch.pk, status=status)
+            .filter(Q(worker_token__isnull=True) | Q(progress_at__lt=now - BATCH_HEARTBEAT_TIMEOUT))
+            .update(worker_token=token, progress_at=now, **fresh)
+        )
+        if claimed != 1:
+            return  # done, cancelled, or another worker's
+        BatchProblemChunk.objects.filter(batch_id=batch.pk).delete()
+    batch.refresh_from_db()
+    recorder = _BatchRecorder(batch=batch, token=token, status=status)
+    loading = status == BatchStatus.LOADING
+    try:
+        report = account_load(
+            lines=text_lines(batch.content),
+            batch=batch if loading else None,
+            dry_run=not loading,
+            keep_lines=True,
+            on_line=recorder.line,
+            on_chunk=recorder.chunk,
+        )
+        recorder.close()
+    except _BatchLost:
+        # A cancel deletes the problem list; a piece this worker stored meanwhile goes too.
+        BatchProblemChunk.objects.filter(batch_id=batch.pk, batch__status=BatchStatus.CANCELLED).delete()
+        return
+    except Exception as exc:
+        AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
+            status=BatchStatus.FAILED,
+            worker_token=None,
+            error=str(interpolate(MSG_BATCH_CRASHED, {"reason": redact(str(exc))[:300] or type(exc).__name__})),
+            finished_at=timezone.now(),
+        )
+        raise
+    if loading:
+        # Lines a first run saved come back as duplicates of this same batch when it is run again.
+        created = Account.objects.filter(batch_id=batch.pk).count()
+        duplicates = max(report.duplicates - (created - report.created), 0)
+        final = BatchStatus.FAILED if report.failed else BatchStatus.LOADED
+        keep_content = final == BatchStatus.FAILED
+    else:
+        created, duplicates = report.created, report.duplicates
+        if batch.dry_run:
+            final, keep_content = BatchStatus.CHECKED, False
+        elif batch.strict and report.invalid:
+            final, keep_content = BatchStatus.ABORTED, False
+        else:
+            final = BatchStatus.LOADING if batch.confirmed_at else BatchStatus.PENDING
+            keep_content = True
+    finished = final not in (BatchStatus.PENDING, BatchStatus.LOADING)
+    AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
+        status=final,
+        worker_token=None,
+        progress_at=timezone.now(),
+        finished_at=timezone.now() if finished else None,
+        lines_read=report.lines_read,
+        created_count=created,
+        duplicate_count=duplicates,
+        invalid_count=report.invalid,
+        flagged_count=report.flagged_unusable,
+        failed_count=report.failed,
+        error=str(report.error),
+        detail=recorder.detail(),
+        **({} if keep_content else {"content": None}),
+    )
+
+
+def _neutralise(text: str) -> str:
+    """The text as a spreadsheet shows it, never as a formula it runs."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+class _BatchRecorder:
+    """What a worker keeps of a batch's lines, in bounded memory: the first problem lines (and
+    some valid ones) in detail for the page, every problem line in the stored CSV, and the
+    progress counts on the batch row after each chunk."""
+
+    def __init__(self, *, batch: AccountBatch, token, status: str):
+        self.batch_id = batch.pk
+        self.token = token
+        self.status = status
+        self.rows: list[dict] = []
+        self.problems_shown = self.valid_shown = 0
+        self.hidden_problems = self.hidden_valid = 0
+        self.seq = 0
+        self.buffer = io.StringIO()
+        self.writer = csv.writer(self.buffer)
+        self.writer.writerow(PROBLEM_CSV_HEADER)
+
+    def line(self, line: LineOutcome) -> None:
+        noteworthy = line.outcome != LineOutcome.CREATED or bool(line.parsed.warnings)
+        if noteworthy:
+            messages = line.messages
+            self.writer.writerow(
+                (line.lineno, line.outcome, _neutralise(line.parsed.email or ""), _neutralise("; ".join(messages)))
+            )
+            if self.problems_shown >= PREVIEW_PROBLEM_ROWS:
+                self.hidden_problems += 1
+                return
+            self.problems_shown += 1
+        else:
+            if self.valid_shown >= PREVIEW_VALID_ROWS:
+                self.hidden_valid += 1
+                return
+            self.valid_shown += 1
+            messages = []
+        account = line.account
+        self.rows.append(
+            {
+                "lineno": line.lineno,
+                "outcome": line.outcome,
+                "messages": messages,
+                "email": (account.email if account else line.parsed.email) or "",
+                "access_token": mask(account.access_token) if account else "",
+                "session_token": mask(account.session_token) if account else "",
+                "refresh_token": mask(account.refresh_token) if account else "",
+                "client_id": (account.client_id or "") if account else "",
+                "account_id": (account.account_id or "") if account else "",
+                "at_expires_at": account.at_expires_at.isoformat() if account and account.at_expires_at else None,
+                "usable": account.usable if account else None,
+            }
+        )
+
+    def _store(self, *, final: bool = False) -> None:
+        if self.buffer.tell() < (1 if final else PROBLEM_CHUNK_CHARS):
+            return
+        data = zlib.compress(self.buffer.getvalue().encode(), 6)
+        BatchProblemChunk.objects.create(batch_id=self.batch_id, seq=self.seq, data=data)
+        self.seq += 1
+        self.buffer.seek(0)
+        self.buffer.truncate()
+
+    def chunk(self, report: LoadReport) -> None:
+        # The batch first: once it is cancelled (or another worker took it), nothing more is stored.
+        updated = AccountBatch.objects.filter(pk=self.batch_id, status=self.status, worker_token=self.token).update(
+            progress_at=timezone.now(),
+            lines_read=report.lines_read,
+            created_count=report.created,
+            duplicate_count=report.duplicates,
+            invalid_count=report.invalid,
+            flagged_count=report.flagged_unusable,
+            failed_count=report.failed,
+        )
+        if updated != 1:
+            raise _BatchLost
+        self._store()
+
+    def close(self) -> None:
+        self._store(final=True)
+
+    def detail(self) -> dict:
+        return {"rows": self.rows, "hidden_problems": self.hidden_problems, "hidden_valid": self.hidden_valid}
+
+
+def account_batch_problem_csv(*, batch_id: int) -> Iterator[str]:
+    """A batch's full problem list as CSV text, piece by piece, as the worker stored it."""
+    pieces = BatchProblemChunk.objects.filter(batch_id=batch_id).order_by("seq").values_list("data", flat=True)
+    for data in pieces.iterator(chunk_size=20):
+        yield zlib.decompress(bytes(data)).decode()
+
+
+def account_batch_load(
+    *,
+    lines: Iterable[str],
+    label: str,
+    source: str,
+    user=None,
+    filename: str = "",
+    strict: bool = False,
+    on_line: Callable[[LineOutcome], None] | None = None,
+    helper_process: bool = False,
+) -> tuple[AccountBatch, LoadReport]:
+    """Load lines as a new batch in this process, streaming, recording the batch and its counts
+    (the command line). A chunk the database refused leaves the batch failed with the reason."""
+    batch = AccountBatch.objects.create(
+        label=label[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user,
+        confirmed_at=timezone.now(), progress_at=timezone.now(),
+    )  # fmt: skip
+    try:
+        report = account_load(lines=lines, batch=batch, strict=strict, on_line=on_line, helper_process=helper_process)
+    except LoadAborted as exc:
+        _batch_finish(batch=batch, report=exc.report, status=BatchStatus.ABORTED)
+        raise
+    _batch_finish(batch=batch, report=report, status=BatchStatus.FAILED if report.failed else BatchStatus.LOADED)
+    return batch, report
 
 
 def text_lines(content: str):
@@ -429,10 +796,13 @@ def _batch_finish(*, batch: AccountBatch, report: LoadReport, status: str) -> No
         status=status,
         content=None,
         finished_at=timezone.now(),
+        lines_read=report.lines_read,
         created_count=created,
         duplicate_count=report.duplicates,
         invalid_count=report.invalid,
         flagged_count=report.flagged_unusable if created else 0,
+        failed_count=report.failed,
+        error=str(report.error),
     )
     batch.refresh_from_db()
 

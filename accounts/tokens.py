@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jwt
 from django.utils.functional import lazy
+from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
 
 __all__ = [
@@ -118,8 +119,17 @@ def mask(secret: str | None) -> str:
     return "…" + secret[-4:]
 
 
+# A template translated once per language, not once per line: a million invalid lines spent more
+# time in gettext than in reading them. The template is kept in the value, so its id is not reused.
+_TRANSLATED: dict[tuple[int, str | None], tuple[Any, str]] = {}
+
+
 def _interpolate(template: Any, params: dict[str, Any]) -> str:
-    return str(template) % params
+    key = (id(template), get_language())
+    cached = _TRANSLATED.get(key)
+    if cached is None or cached[0] is not template:
+        cached = _TRANSLATED[key] = (template, str(template))
+    return cached[1] % params
 
 
 # %-formatting a lazy string renders it on the spot (in whatever language is

@@ -64,3 +64,17 @@ def manager(settings):
         settings.MANAGER_CONNECT_TIMEOUT = 1
         settings.MANAGER_READ_TIMEOUT = 1
         yield fake
+
+
+@pytest.fixture
+def worker():
+    """Do, here and now, what `manage.py db_worker` does with the loads waiting for it: the same
+    service function its task runs (tests/accounts/test_load_worker.py runs a real worker)."""
+    from accounts.models import BATCH_RUNNING_STATUSES, AccountBatch
+    from accounts.services import account_batch_process
+
+    def run():
+        for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list("pk", flat=True):
+            account_batch_process(batch_id=pk)
+
+    return run

@@ -57,6 +57,15 @@ def shot(page, name):
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def work_on_loads():
+    """What the background worker does with the loads waiting for it (here, this process)."""
+    from accounts.models import BATCH_RUNNING_STATUSES, AccountBatch
+    from accounts.services import account_batch_process
+
+    for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list("pk", flat=True):
+        account_batch_process(batch_id=pk)
+
+
 def log_in(page, live_server, django_user_model):
     django_user_model.objects.create_superuser("boss", "boss@example.com", "a-long-test-password")
     page.goto(f"{live_server.url}/admin/login/")
@@ -82,7 +91,12 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     page.fill("#id_label", "from the browser")
     shot(page, "03-load")
     page.click("input[name=_preview]")
-    page.wait_for_selector("#load-preview")
+    # The worker reads the upload; the page shows its progress until the preview is ready.
+    page.wait_for_selector("#load-progress")
+    assert page.locator("#confirm-form input[name=confirm]").is_disabled()
+    shot(page, "04a-reading")
+    work_on_loads()
+    page.wait_for_selector("#load-preview")  # the page polled, saw the preview ready, and showed it
     shot(page, "04-preview")
     assert page.locator("tr.outcome-created").count() == 3
     assert page.locator("tr.outcome-invalid").count() == 1
@@ -91,7 +105,9 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     assert accounts[0]["session_token"][-30:-4] not in html  # only masked
 
     page.click("#confirm-form input[name=confirm]")
-    page.wait_for_selector("#count-created")
+    page.wait_for_selector("#load-progress")
+    work_on_loads()
+    page.wait_for_selector("#load-preview")
     shot(page, "05-loaded")
     assert page.inner_text("#count-created strong") == "3"
     assert Account.objects.filter(status=AccountStatus.AVAILABLE).count() == 3

@@ -190,11 +190,13 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     )
     assert report.created == len(loaded)
     staged = account_services.account_batch_stage(
-        content="\n".join(fakes.render_line(a, "delimited-dash") for a in pending),
+        # A duplicate of a loaded account too, so the problem list has a line with secrets in it.
+        content="\n".join(fakes.render_line(a, "delimited-dash") for a in [*pending, loaded[0]]),
         label="proof pending",
         filename="spare.txt",
         user=admin,
     )
+    account_services.account_batch_process(batch_id=staged.pk)  # the worker's preview
 
     manager.plan(["ok", "http500", "reject"])
     event = services.event_receive(
@@ -287,6 +289,17 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
         text = _body(response)
         assert text.count("\n") >= 2, f"the {what} export is empty"
         search(f"CSV export {export_url}?what={what}", text)
+    problems_url = reverse("admin:accounts_account_load_problems", args=[staged.pk])
+    response = client.get(problems_url)
+    assert response.status_code == 200 and _body(response).count("\n") == 2, "the problem list is not there"
+    search(f"CSV export {problems_url}", _body(response))
+    for url in (
+        reverse("admin:accounts_account_load_status", args=[staged.pk]),
+        reverse("api-account-batch", kwargs={"batch_id": staged.pk}),
+    ):
+        response = client.get(url, HTTP_ACCEPT="application/json")
+        assert response.status_code == 200, f"{url} answered {response.status_code}"
+        search(f"batch status {url}", _body(response))
     filtered_url = reverse("admin:webhooks_importattempt_export_filtered")
     response = client.get(filtered_url)
     assert response.status_code == 200 and response.streaming

@@ -1,5 +1,7 @@
 """The pool's admin, through the test client: load page, preview, confirm, list, masking."""
 
+import csv
+import io
 import re
 
 import pytest
@@ -33,7 +35,7 @@ def preview_url(batch):
     return reverse("admin:accounts_account_load_preview", args=[batch.pk])
 
 
-def test_upload_preview_confirm(admin_client, material):
+def test_upload_preview_confirm(admin_client, material, worker):
     good, bad_email = material(), material()
     existing = AccountFactory()
     text = "\n".join(
@@ -48,7 +50,11 @@ def test_upload_preview_confirm(admin_client, material):
     response = admin_client.post(LOAD_URL, {"file": upload, "label": "november"})
     batch = AccountBatch.objects.get(label="november")
     assert response.status_code == 302 and response.url == preview_url(batch)
+    assert batch.status == BatchStatus.PREVIEWING and batch.total_lines == 3  # read by the worker, not here
+    reading = admin_client.get(response.url).content.decode()
+    assert 'id="load-progress"' in reading and 'name="confirm" value="Save" disabled' in reading
 
+    worker()
     preview = admin_client.get(response.url)
     html = preview.content.decode()
     assert preview.status_code == 200
@@ -59,8 +65,10 @@ def test_upload_preview_confirm(admin_client, material):
     assert_no_secret(html, good["access_token"], good["session_token"], good["refresh_token"])
     assert_no_secret(html, bad_email["access_token"], existing.access_token)
 
-    done = admin_client.post(preview_url(batch), {"confirm": "1"})
-    assert done.status_code == 200
+    confirmed = admin_client.post(preview_url(batch), {"confirm": "1"})
+    assert confirmed.status_code == 302 and Account.objects.count() == 1  # the worker saves it
+    worker()
+    done = admin_client.get(preview_url(batch))
     assert Account.objects.count() == 2
     stored = Account.objects.get(email=good["email"])
     assert stored.batch == batch and stored.session_token == good["session_token"]
@@ -81,19 +89,22 @@ def fakes_mask(secret):
     return mask(secret)
 
 
-def test_pasted_text_and_a_second_confirm_loads_once(admin_client, material):
+def test_pasted_text_and_a_second_confirm_loads_once(admin_client, material, worker):
     response = admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "delimited-dash")})
     batch = AccountBatch.objects.get()
-    assert admin_client.post(preview_url(batch), {"confirm": "1"}).status_code == 200
+    worker()
+    assert admin_client.post(preview_url(batch), {"confirm": "1"}).status_code == 302
     again = admin_client.post(preview_url(batch), {"confirm": "1"}, follow=True)
+    worker()
     assert str(MSG_BATCH_NOT_PENDING) in again.content.decode()
     assert Account.objects.count() == 1
     assert response.status_code == 302
 
 
-def test_cancel_drops_the_upload(admin_client, material):
+def test_cancel_drops_the_upload(admin_client, material, worker):
     admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
     batch = AccountBatch.objects.get()
+    worker()
     admin_client.post(preview_url(batch), {"cancel": "1"})
     batch.refresh_from_db()
     assert (batch.status, batch.content) == (BatchStatus.CANCELLED, None)
@@ -187,3 +198,149 @@ def test_pages_in_simplified_chinese(admin_client):
     assert "加载账号" in html
     listing = admin_client.get(LIST_URL, HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
     assert "可用" in listing
+
+
+# --- The worker's progress, the problem list, and whose upload it is ----------------------------
+
+
+def status_url(batch):
+    return reverse("admin:accounts_account_load_status", args=[batch.pk])
+
+
+def problems_url(batch):
+    return reverse("admin:accounts_account_load_problems", args=[batch.pk])
+
+
+def test_the_status_endpoint_tells_the_progress_while_the_worker_reads(admin_client, material, worker):
+    lines = [fakes.render_line(material(), "positional"), "nonsense", "more nonsense"]
+    admin_client.post(LOAD_URL, {"text": "\n".join(lines)})
+    batch = AccountBatch.objects.get()
+    before = admin_client.get(status_url(batch)).json()
+    assert (before["status"], before["running"], before["total_lines"], before["lines_read"]) == (
+        "previewing", True, 3, 0,
+    )  # fmt: skip
+    worker()
+    after = admin_client.get(status_url(batch)).json()
+    assert {k: after[k] for k in ("status", "running", "lines_read", "created", "duplicates", "invalid")} == {
+        "status": "pending", "running": False, "lines_read": 3, "created": 1, "duplicates": 0, "invalid": 2,
+    }  # fmt: skip
+
+
+def test_the_preview_shows_the_first_1000_problem_lines_and_the_csv_has_them_all(admin_client, material, worker):
+    good = material()
+    text = "\n".join([fakes.render_line(good, "positional")] + ["=cmd|' /C calc'!A0"] * 1200)
+    admin_client.post(LOAD_URL, {"file": SimpleUploadedFile("many.txt", text.encode())})
+    batch = AccountBatch.objects.get()
+    worker()
+    html = admin_client.get(preview_url(batch)).content.decode()
+    rows = re.findall(r'<tr class="outcome-(\w+)" data-line="(\d+)"', html)
+    assert len([r for r in rows if r[0] == "invalid"]) == 1000
+    assert 'id="hidden-problems"' in html and "200 more lines" in html
+
+    response = admin_client.get(problems_url(batch))
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    body = b"".join(response.streaming_content).decode()
+    records = list(csv.reader(io.StringIO(body)))
+    assert records[0] == ["line", "outcome", "email", "reasons"]
+    assert [int(r[0]) for r in records[1:]] == list(range(2, 1202))
+    assert all(r[1] == "invalid" and r[3] for r in records[1:])
+    assert not any(cell.startswith("=") for r in records for cell in r)  # neutralised
+    assert_no_secret(body, good["access_token"], good["session_token"], good["refresh_token"])
+
+
+@pytest.fixture
+def other_staff(client, django_user_model):
+    """A second staff member who may load accounts too."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("other", password="pw", is_staff=True)
+    user.user_permissions.add(
+        Permission.objects.get(codename="add_accountbatch"), Permission.objects.get(codename="view_account")
+    )
+    client.force_login(user)
+    return client
+
+
+def test_another_staff_members_upload_is_a_404(admin_client, other_staff, material, worker):
+    other_staff.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
+    theirs = AccountBatch.objects.get()
+    admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
+    mine = AccountBatch.objects.exclude(pk=theirs.pk).get()  # the superuser's
+    worker()
+
+    for url in (preview_url(mine), status_url(mine), problems_url(mine)):
+        assert other_staff.get(url).status_code == 404
+    for action in ("confirm", "cancel", "retry"):
+        assert other_staff.post(preview_url(mine), {action: "1"}).status_code == 404
+    mine.refresh_from_db()
+    assert mine.status == BatchStatus.PENDING and mine.content is not None
+    # Their own is theirs to see; a superuser sees every upload.
+    assert other_staff.get(status_url(theirs)).status_code == 200
+    assert admin_client.get(preview_url(theirs)).status_code == 200
+
+
+def test_a_failed_batch_can_be_run_again_or_cancelled(admin_client, material, worker):
+    lines = [fakes.render_line(material(), "positional") for _ in range(2)]
+    admin_client.post(LOAD_URL, {"text": "\n".join(lines)})
+    batch = AccountBatch.objects.get()
+    AccountBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED, error="The worker stopped.")
+    page = admin_client.get(preview_url(batch)).content.decode()
+    assert "The worker stopped." in page and 'name="retry"' in page
+
+    assert admin_client.post(preview_url(batch), {"retry": "1"}).status_code == 302
+    batch.refresh_from_db()
+    assert batch.status == BatchStatus.PREVIEWING and batch.error == ""
+    worker()
+    batch.refresh_from_db()
+    assert (batch.status, batch.created_count) == (BatchStatus.PENDING, 2)
+
+    AccountBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED)
+    admin_client.post(preview_url(batch), {"cancel": "1"})
+    batch.refresh_from_db()
+    assert (batch.status, batch.content, batch.problem_chunks.count()) == (BatchStatus.CANCELLED, None, 0)
+
+
+def test_an_access_token_with_a_313_character_email_claim_is_an_invalid_line(admin_client, material, worker):
+    """On PostgreSQL the confirm used to answer 500 (value too long) and lose the valid lines."""
+    good = material()
+    at = fakes.make_access_token(email="a" * 301 + "@example.com")
+    assert len("a" * 301 + "@example.com") == 313
+    text = "\n".join([fakes.render_line(good, "positional"), f"{at}----{fakes.make_session_token()}"])
+    admin_client.post(LOAD_URL, {"text": text})
+    batch = AccountBatch.objects.get()
+    worker()
+    assert admin_client.post(preview_url(batch), {"confirm": "1"}).status_code == 302
+    worker()
+    batch.refresh_from_db()
+    assert (batch.status, batch.created_count, batch.invalid_count) == (BatchStatus.LOADED, 1, 1)
+    assert Account.objects.get().email == good["email"]
+    row = batch.detail["rows"][1]
+    assert row["outcome"] == "invalid" and "254" in row["messages"][0]
+
+
+def test_a_label_must_fit_and_be_plain_text(admin_client, material):
+    line = fakes.render_line(material(), "positional")
+    for label in ("x" * 101, "bad\x00label"):
+        response = admin_client.post(LOAD_URL, {"text": line, "label": label})
+        assert response.status_code == 200 and 'class="errorlist' in response.content.decode()
+    assert not AccountBatch.objects.exists()
+
+
+def test_the_progress_page_and_the_batch_page_in_simplified_chinese(admin_client, material):
+    admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
+    batch = AccountBatch.objects.get()
+    html = admin_client.get(preview_url(batch), HTTP_ACCEPT_LANGUAGE="zh-hans").content.decode()
+    assert "正在读取上传内容" in html and "已读取" in html
+    # The batch's admin page works with the new fields, and shows neither the text nor the detail rows.
+    change = admin_client.get(reverse("admin:accounts_accountbatch_change", args=[batch.pk]))
+    assert change.status_code == 200 and "field-detail" not in change.content.decode()
+
+
+def test_notes_have_a_length_and_a_shape(admin_client):
+    account = AccountFactory()
+    url = reverse("admin:accounts_account_change", args=[account.pk])
+    assert admin_client.post(url, {"notes": "x" * 10_001}).status_code == 200  # the form, with its error
+    assert admin_client.post(url, {"notes": "bad\x07bell"}).status_code == 200
+    account.refresh_from_db()
+    assert account.notes == ""
+    assert admin_client.post(url, {"notes": "fine\nnotes"}).status_code == 302

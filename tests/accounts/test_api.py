@@ -160,21 +160,31 @@ def test_writes_need_their_model_permission(client, client_with, material):
     assert post_json(viewer, BULK_URL, {"text": line}).status_code == 403
     assert post_json(viewer, RETIRE_URL, {"ids": [account.pk]}).status_code == 403
     assert Account.objects.count() == 1 and Account.objects.get().status == AccountStatus.AVAILABLE
-    assert post_json(client_with("accounts.add_accountbatch"), BULK_URL, {"text": line}).status_code == 201
+    assert post_json(client_with("accounts.add_accountbatch"), BULK_URL, {"text": line}).status_code == 202
     assert post_json(client_with("accounts.change_account"), RETIRE_URL, {"ids": [account.pk]}).status_code == 200
 
 
-def test_token_authentication_can_write(client, user_with, material):
+def test_token_authentication_can_write(client, user_with, material, worker):
     token = Token.objects.create(user=user_with("accounts.add_accountbatch"))
     line = fakes.render_line(material(), "positional")
     response = post_json(client, BULK_URL, {"text": line}, HTTP_AUTHORIZATION=f"Token {token.key}")
-    assert response.status_code == 201 and Account.objects.count() == 1
+    assert response.status_code == 202
+    worker()
+    assert Account.objects.count() == 1
 
 
 # --- Bulk load ---------------------------------------------------------------------------------
 
 
-def test_bulk_loads_like_the_admin_and_reports_every_problem_line(admin_client, admin_user, material):
+def status_of(client, response):
+    """The batch's status, from the URL the 202 answer gave."""
+    assert response.status_code == 202, response.content
+    answer = client.get(response.json()["status_url"])
+    assert answer.status_code == 200
+    return answer.json()
+
+
+def test_bulk_answers_202_with_a_status_url_and_the_worker_loads(admin_client, admin_user, material, worker):
     good, other, flagged = material(), material(), material(session_token=None, refresh_token=None)
     existing = AccountFactory()
     flagged_line = fakes.render_line(
@@ -192,14 +202,24 @@ def test_bulk_loads_like_the_admin_and_reports_every_problem_line(admin_client, 
         ]
     )
     response = post_json(admin_client, BULK_URL, {"text": text, "label": "november"})
-    assert response.status_code == 201, response.content
-    body = response.json()
     batch = AccountBatch.objects.get(label="november")
+    assert response.json() == {
+        "batch": batch.pk, "status": "loading", "status_url": f"http://testserver/api/accounts/batches/{batch.pk}/",
+    }  # fmt: skip
+    assert response["Location"] == response.json()["status_url"]
+    assert not Account.objects.filter(batch=batch).exists()  # nothing done in the request
+    waiting = status_of(admin_client, response)
+    assert (waiting["status"], waiting["done"], waiting["total_lines"], waiting["lines_read"]) == ("loading", False, 6, 0)
+
+    worker()
+    body = status_of(admin_client, response)
+    batch.refresh_from_db()
     assert (batch.source, batch.status, batch.loaded_by, batch.content) == (
         BatchSource.API, BatchStatus.LOADED, admin_user, None,
     )  # fmt: skip
-    assert {k: body[k] for k in ("dry_run", "batch", "created", "duplicates", "invalid", "flagged_unusable")} == {
-        "dry_run": False, "batch": batch.pk, "created": 3, "duplicates": 2, "invalid": 1, "flagged_unusable": 1,
+    assert {k: body[k] for k in ("status", "done", "batch", "created", "duplicates", "invalid", "flagged_unusable")} == {
+        "status": "loaded", "done": True, "batch": batch.pk, "created": 3, "duplicates": 2, "invalid": 1,
+        "flagged_unusable": 1,
     }  # fmt: skip
     lines = {line["line"]: line for line in body["lines"]}
     assert {n: line["outcome"] for n, line in lines.items()} == {
@@ -212,47 +232,74 @@ def test_bulk_loads_like_the_admin_and_reports_every_problem_line(admin_client, 
         good["email"], other["email"], flagged["email"],
     }  # fmt: skip
     assert not Account.objects.get(email=flagged["email"]).usable
-    assert_no_secret(response.content.decode(), *secrets_of(existing), *(v for v in good.values() if v))
+    assert_no_secret(json.dumps(body), *secrets_of(existing), *(v for v in good.values() if v))
 
 
-def test_bulk_takes_a_text_plain_body_with_options_in_the_query(admin_client, material):
+def test_bulk_takes_a_text_plain_body_with_options_in_the_query(admin_client, material, worker):
     good = material()
     text = "\ufeff" + fakes.render_line(good, "delimited-dash") + "\n"
     url = BULK_URL + "?label=plain&strict=1"
     response = admin_client.post(url, text.encode(), content_type="text/plain; charset=utf-8")
-    assert response.status_code == 201, response.content
-    assert response.json()["created"] == 1
+    worker()
+    assert status_of(admin_client, response)["created"] == 1
     assert Account.objects.get().batch.label == "plain"
 
 
-def test_bulk_dry_run_saves_nothing(admin_client, material):
+def test_bulk_dry_run_saves_nothing(admin_client, material, worker):
     text = fakes.render_line(material(), "positional") + "\nnonsense"
     response = admin_client.post(BULK_URL + "?dry_run=true", text, content_type="text/plain")
-    assert response.status_code == 200
-    body = response.json()
-    assert (body["dry_run"], body["batch"], body["created"], body["invalid"]) == (True, None, 1, 1)
+    worker()
+    body = status_of(admin_client, response)
+    assert (body["status"], body["dry_run"], body["created"], body["invalid"]) == ("checked", True, 1, 1)
     assert [(line["line"], line["outcome"]) for line in body["lines"]] == [(2, "invalid")]
-    assert not Account.objects.exists() and not AccountBatch.objects.exists()
+    assert not Account.objects.exists() and AccountBatch.objects.get().content is None
 
 
-def test_bulk_strict_saves_nothing_when_a_line_is_invalid(admin_client, material):
+def test_bulk_strict_saves_nothing_when_a_line_is_invalid(admin_client, material, worker):
     text = fakes.render_line(material(), "positional") + "\nnonsense\n"
     response = post_json(admin_client, BULK_URL, {"text": text, "strict": True, "label": "strict"})
-    assert response.status_code == 400
-    body = response.json()
+    worker()
+    body = status_of(admin_client, response)
     assert body["detail"] == str(api.MSG_STRICT_ABORTED)
-    assert (body["created"], body["invalid"], body["batch"]) == (0, 1, None)
+    assert (body["status"], body["invalid"]) == ("aborted", 1)
     assert [(line["line"], line["outcome"]) for line in body["lines"]] == [(2, "invalid")]
     assert not Account.objects.exists()
     assert AccountBatch.objects.get().status == BatchStatus.ABORTED
 
 
-def test_bulk_with_nothing_new_is_200(admin_client):
+def test_bulk_strict_loads_when_every_line_is_valid(admin_client, material, worker):
+    text = "\n".join(fakes.render_line(material(), "positional") for _ in range(3))
+    response = post_json(admin_client, BULK_URL, {"text": text, "strict": True})
+    worker()
+    assert (status_of(admin_client, response)["status"], Account.objects.count()) == ("loaded", 3)
+
+
+def test_bulk_with_nothing_new_creates_nothing(admin_client, worker):
     existing = AccountFactory()
     response = post_json(admin_client, BULK_URL, {"text": f"{existing.email}----{existing.access_token}"})
-    assert response.status_code == 200
-    assert (response.json()["created"], response.json()["duplicates"]) == (0, 1)
+    worker()
+    body = status_of(admin_client, response)
+    assert (body["created"], body["duplicates"]) == (0, 1)
     assert Account.objects.count() == 1
+
+
+def test_bulk_refuses_a_label_too_long_or_with_control_characters(admin_client, material):
+    line = fakes.render_line(material(), "positional")
+    for label in ("x" * 101, "tab\there"):
+        response = post_json(admin_client, BULK_URL, {"text": line, "label": label})
+        assert response.status_code == 400 and "label" in response.json()
+    assert not AccountBatch.objects.exists()
+
+
+def test_a_batchs_status_is_its_uploaders_alone(admin_client, client_with, material):
+    uploader = client_with("accounts.add_accountbatch")
+    response = post_json(uploader, BULK_URL, {"text": fakes.render_line(material(), "positional")})
+    url = response.json()["status_url"]
+    assert uploader.get(url).status_code == 200
+    assert admin_client.get(url).status_code == 200  # a superuser sees every batch
+    stranger = client_with("accounts.add_accountbatch")
+    assert stranger.get(url).status_code == 404
+    assert stranger.get(reverse("api-account-batch", kwargs={"batch_id": 10**17})).status_code == 404
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,8 @@ from accounts.parser import (
     FORMAT_DELIMITED,
     FORMAT_POSITIONAL,
     INVALID_ACCOUNT_ID,
+    INVALID_AT_EMAIL,
+    INVALID_CLIENT_ID,
     INVALID_EMAIL,
     LINE_TOO_LONG,
     MALFORMED_JWT,
@@ -57,6 +59,8 @@ ALL_CODES = {
     DUPLICATE_FIELD,
     EMAIL_MISMATCH,
     INVALID_ACCOUNT_ID,
+    INVALID_AT_EMAIL,
+    INVALID_CLIENT_ID,
     INVALID_EMAIL,
     LINE_TOO_LONG,
     MALFORMED_JWT,
@@ -478,6 +482,48 @@ def test_email_mismatch(full):
     assert "someone.else@example.com" in message and full["email"] in message
     # Case and spaces are not a mismatch.
     assert one(f" {full['email'].upper()} ,{full['access_token']},,,").valid
+
+
+@pytest.mark.parametrize("fmt", ["positional", "dashes"])
+@pytest.mark.parametrize("claim", ["a" * 300 + "@example.com", "not an address", "x@y.com\x00"])
+def test_an_access_token_whose_email_claim_is_no_address_is_an_invalid_line(full, fmt, claim):
+    at = make_access_token(email=claim, now=NOW)
+    line = f",{at},,{full['session_token']}," if fmt == "positional" else f"{at}----{full['session_token']}"
+    result = one(line)
+    assert codes(result.errors) == [INVALID_AT_EMAIL]
+    with english():
+        message = str(result.errors[0])
+    assert claim not in message and "254" in message
+
+
+def test_a_client_id_longer_than_its_column_is_an_invalid_line(full):
+    long_id = "app_" + "a" * 197
+    for line in (
+        f"{full['email']},{full['access_token']},{full['refresh_token']},,{long_id}",
+        f"{full['access_token']}----{full['refresh_token']}----{long_id}",
+    ):
+        result = one(line)
+        assert codes(result.errors) == [INVALID_CLIENT_ID]
+    assert one(f"{full['access_token']}----{full['refresh_token']}----{long_id[:200]}").valid
+
+
+@pytest.mark.parametrize(
+    "check, value, code",
+    [
+        (parser.label_problem, "x" * 100, None),
+        (parser.label_problem, "十一月 batch", None),
+        (parser.label_problem, "x" * 101, parser.TEXT_TOO_LONG),
+        (parser.label_problem, "a\x00b", parser.BAD_CHARACTERS),
+        (parser.label_problem, "a\nb", parser.BAD_CHARACTERS),
+        (parser.label_problem, "\ud800", parser.BAD_CHARACTERS),
+        (parser.notes_problem, "line one\nline two\tand a tab", None),
+        (parser.notes_problem, "x" * 10_001, parser.TEXT_TOO_LONG),
+        (parser.notes_problem, "\udfff", parser.BAD_CHARACTERS),
+    ],
+)
+def test_labels_and_notes_have_a_length_and_a_shape(check, value, code):
+    problem = check(value)
+    assert (problem.code if problem else None) == code
 
 
 @pytest.mark.parametrize(

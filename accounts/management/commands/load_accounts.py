@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from accounts.models import BatchSource
+from accounts.parser import label_problem
 from accounts.services import LoadAborted, account_batch_load, account_load
 
 
@@ -28,6 +29,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, file, batch, user, dry_run, strict, **options):
+        problem = label_problem(batch)
+        if problem is not None:
+            raise CommandError(f"--batch: {problem}")
         loaded_by = None
         if user:
             loaded_by = get_user_model().objects.filter(username=user).first()
@@ -44,12 +48,18 @@ class Command(BaseCommand):
             stream = path.open(encoding="utf-8-sig", errors="replace")
             label = batch or f"{path.name} {timezone.localdate():%Y-%m-%d}"
 
+        def print_line(line):
+            # As they come, chunk by chunk in line order: a huge file never piles up in memory.
+            self.stdout.write(f"line {line.lineno}: {line.outcome}: " + "; ".join(line.messages))
+
         aborted = False
         with stream:
             try:
                 if dry_run:
-                    report = account_load(lines=stream, batch=None, dry_run=True)
+                    report = account_load(lines=stream, batch=None, dry_run=True, on_line=print_line)
                 else:
+                    # Here (never in a web request or the worker) a second process prepares the
+                    # chunks while this one writes: the command line's fast path.
                     _, report = account_batch_load(
                         lines=stream,
                         label=label,
@@ -57,18 +67,20 @@ class Command(BaseCommand):
                         user=loaded_by,
                         filename="" if file == "-" else Path(file).name,
                         strict=strict,
+                        on_line=print_line,
+                        helper_process=True,
                     )
             except LoadAborted as exc:
                 report, aborted = exc.report, True
 
-        for line in report.lines:
-            self.stdout.write(f"line {line.lineno}: {line.outcome}: " + "; ".join(line.messages))
         verb = "would be created" if dry_run else "created"
         self.stdout.write(
             f"{report.created} {verb}, {report.duplicates} duplicate, {report.invalid} invalid"
             f" ({report.flagged_unusable} flagged unusable) — batch {label!r}"
         )
+        if report.failed:
+            self.stderr.write(f"{report.failed} not saved: {report.error}")
         if aborted:
             self.stderr.write(str(LoadAborted(report)))
-        if report.invalid:
+        if report.invalid or report.failed:
             sys.exit(1)
