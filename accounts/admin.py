@@ -283,8 +283,8 @@ class AccountAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             label = data["label"] or data["filename"] or f"{timezone.localtime():%Y-%m-%d %H:%M}"
             batch = services.account_batch_stage(
-                content=data["content"], label=label, filename=data["filename"], user=request.user,
-                language=translation.get_language() or "",
+                content=data["content"], label=label, supplier=data["supplier"], filename=data["filename"],
+                user=request.user, language=translation.get_language() or "",
             )  # fmt: skip
             return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
         return TemplateResponse(request, "admin/accounts/account/load.html", self._context(request, form=form))
@@ -370,10 +370,11 @@ def _shown_row(row: dict) -> dict:
 @admin.register(AccountBatch)
 class AccountBatchAdmin(ReadOnlyAdmin):
     list_display = (
-        "id", "label", "source", "status", "loaded_by", "created_at", "created_count",
+        "id", "label", "supplier", "source", "status", "loaded_by", "created_at", "created_count",
         "duplicate_count", "invalid_count", "flagged_count",
     )  # fmt: skip
-    list_filter = ("source", "status")
+    list_filter = ("supplier", "source", "status")
+    search_fields = ("label", "supplier")
     # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
     exclude = ("content", "detail", "worker_token")
     readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in ("content", "detail", "worker_token")]

@@ -132,6 +132,9 @@ class BulkLoadSerializer(serializers.Serializer):
         help_text=_("One account per line, in any format the admin's load page takes."),
     )
     label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    supplier = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default="", help_text=_("Who sold these accounts.")
+    )
     dry_run = serializers.BooleanField(
         required=False, default=False, help_text=_("Check every line, save nothing.")
     )
@@ -144,6 +147,9 @@ class BulkLoadSerializer(serializers.Serializer):
         if problem is not None:
             raise serializers.ValidationError(str(problem.message))
         return label
+
+    def validate_supplier(self, supplier):
+        return self.validate_label(supplier.strip())
 
     def validate_text(self, text):
         if not text.strip():
@@ -275,6 +281,7 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
         batch = services.account_batch_stage(
             content=data["text"],
             label=data["label"] or f"API {timezone.localtime():%Y-%m-%d %H:%M}",
+            supplier=data["supplier"],
             source=BatchSource.API,
             user=request.user,
             confirmed=True,
@@ -329,7 +336,7 @@ def _bulk_input(request) -> dict:
         raise ParseError(MSG_TOO_BIG % {"limit": filesizeformat(limit)})
     if not isinstance(request.data, str):
         return request.data
-    options = ("label", "dry_run", "strict")
+    options = ("label", "supplier", "dry_run", "strict")
     return {"text": request.data, **{key: request.query_params[key] for key in options if key in request.query_params}}
 
 

@@ -35,12 +35,26 @@ class LoadAccountsForm(forms.Form):
         help_text=_("Shown in the pool list to tell loads apart. Default: the file name or the date."),
     )
 
+    supplier = forms.CharField(
+        label=_("Supplier"),
+        max_length=100,
+        required=False,
+        help_text=_("Who sold these accounts: the batches page compares suppliers by how long their accounts last."),
+    )
+
     def clean_label(self):
         label = self.cleaned_data["label"]
         problem = label_problem(label)
         if problem is not None:
             raise forms.ValidationError(str(problem.message))
         return label
+
+    def clean_supplier(self):
+        supplier = self.cleaned_data["supplier"].strip()
+        problem = label_problem(supplier)
+        if problem is not None:
+            raise forms.ValidationError(str(problem.message))
+        return supplier
 
     def clean_text(self):
         text = self.cleaned_data["text"]

@@ -78,6 +78,8 @@ class AccountBatch(models.Model):
     """
 
     label = models.CharField(_("label"), max_length=100)
+    # Who sold these accounts: staff compare suppliers by how long their accounts last.
+    supplier = models.CharField(_("supplier"), max_length=100, blank=True, db_index=True)
     source = models.CharField(_("source"), max_length=16, choices=BatchSource.choices)
     status = models.CharField(_("status"), max_length=16, choices=BatchStatus.choices)
     filename = models.CharField(_("file name"), max_length=255, blank=True)

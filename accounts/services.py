@@ -479,6 +479,7 @@ def account_batch_stage(
     *,
     content: str,
     label: str,
+    supplier: str = "",
     source: str = BatchSource.ADMIN,
     filename: str = "",
     user=None,
@@ -497,6 +498,7 @@ def account_batch_stage(
     with transaction.atomic():
         batch = AccountBatch.objects.create(
             label=label[:100],
+            supplier=supplier[:100],
             source=source,
             status=BatchStatus.LOADING if straight_to_load else BatchStatus.PREVIEWING,
             filename=filename[:255],
@@ -763,6 +765,7 @@ def account_batch_load(
     lines: Iterable[str],
     label: str,
     source: str,
+    supplier: str = "",
     user=None,
     filename: str = "",
     strict: bool = False,
@@ -772,7 +775,7 @@ def account_batch_load(
     """Load lines as a new batch in this process, streaming, recording the batch and its counts
     (the command line). A chunk the database refused leaves the batch failed with the reason."""
     batch = AccountBatch.objects.create(
-        label=label[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user,
+        label=label[:100], supplier=supplier[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user,
         confirmed_at=timezone.now(), progress_at=timezone.now(),
     )  # fmt: skip
     try:

@@ -18,7 +18,7 @@ from accounts.admin import CappedCountPaginator
 from accounts.selectors import email_prefix_q
 from poolsite.admin_base import ReadOnlyAdmin
 from webhooks import alerts_admin  # noqa: F401  (registers the notification settings and states)
-from webhooks import exports, services
+from webhooks import exports, follow_up, selectors, services
 from webhooks.client import (
     PROBE_KEY_REFUSED,
     PROBE_OK,
@@ -26,7 +26,15 @@ from webhooks.client import (
     PROBE_UNREACHABLE,
     ManagerClient,
 )
-from webhooks.models import ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunTrigger, WebhookEvent
+from webhooks.models import (
+    FollowedTeam,
+    FollowUpRound,
+    ImportAttempt,
+    ReplenishmentPolicy,
+    ReplenishmentRun,
+    RunTrigger,
+    WebhookEvent,
+)
 
 PROBE_NOT_CONFIGURED = "not_configured"
 MSG_PROBE = {
@@ -320,3 +328,83 @@ class ReplenishmentPolicyAdmin(admin.ModelAdmin):
             raise PermissionDenied
         policy = policy_get()
         return redirect("admin:webhooks_replenishmentpolicy_change", policy.pk)
+
+
+@admin.register(FollowedTeam)
+class FollowedTeamAdmin(HistoryAdmin):
+    """The Teams the manager holds for accounts this pool imported, as the last round saw them."""
+
+    list_display = ("team_id", "account_email", "batch", "status", "status_since", "current_members", "max_members", "imported_at", "checked_at")
+    list_filter = ("status",)
+    list_select_related = ("account__batch",)
+    date_hierarchy = "imported_at"
+    search_fields = ("account__email",)
+    search_help_text = _("The email address of the imported account, or the beginning of it.")
+
+    def get_queryset(self, request):
+        # Only plain columns of the account: no token is read, let alone decrypted.
+        return super().get_queryset(request).defer(
+            "account__access_token", "account__session_token", "account__refresh_token"
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, False
+        return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+
+    @admin.display(description=_("account"), ordering="account__email")
+    def account_email(self, obj):
+        return obj.account.email
+
+    @admin.display(description=_("batch"))
+    def batch(self, obj):
+        batch = obj.account.batch
+        return f"{batch.label} ({batch.supplier})" if batch and batch.supplier else (batch.label if batch else "")
+
+    def get_urls(self):
+        return [
+            path("batches/", self.admin_site.admin_view(self.batches_view), name="webhooks_batch_report"),
+            path("check/", self.admin_site.admin_view(self.check_view), name="webhooks_followedteam_check"),
+            *super().get_urls(),
+        ]
+
+    def batches_view(self, request):
+        """Per batch and per supplier: what became of the accounts and of their Teams."""
+        if not (self.has_view_permission(request) and request.user.has_perm("accounts.view_accountbatch")):
+            raise PermissionDenied
+        report = selectors.batch_report(now=timezone.now())
+        if request.GET.get("format") == "csv":
+            return exports.batch_report_csv(report=report, filename=f"batches_{timezone.localdate()}.csv")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Batches and suppliers"),
+            "report": report,
+            "statuses": IN_MANAGER_COLUMNS,
+        }
+        return TemplateResponse(request, "admin/webhooks/batch_report.html", context)
+
+    def check_view(self, request):
+        """Queue a follow-up round now (POST), for staff with the permission."""
+        if request.method != "POST" or not request.user.has_perm("webhooks.check_teams"):
+            raise PermissionDenied
+        if follow_up.team_round_queue(requested_by=request.user) is None:
+            messages.warning(request, MSG_ROUND_BUSY)
+        else:
+            messages.success(request, MSG_ROUND_QUEUED)
+        return redirect("admin:index")
+
+
+MSG_ROUND_QUEUED = _("The manager will be asked about every imported Team; the worker is on it.")
+MSG_ROUND_BUSY = _("A follow-up round is already queued or running.")
+IN_MANAGER_COLUMNS = [
+    ("active", _("active")), ("full", _("full")), ("expired", _("expired")), ("error", _("error")),
+    ("banned", _("banned")), ("gone", _("gone")), ("not_followed", _("not followed")), ("never_checked", _("never checked")),
+]  # fmt: skip
+
+
+@admin.register(FollowUpRound)
+class FollowUpRoundAdmin(HistoryAdmin):
+    list_display = ("id", "status", "requested_by", "created_at", "finished_at", "asked", "changed", "unanswered", "error")
+    list_filter = ("status",)

@@ -110,3 +110,29 @@ def account_consumed_export_csv(*, first: date, last: date) -> StreamingHttpResp
         .iterator(chunk_size=CHUNK)
     )
     return _response(header=CONSUMED_HEADER, rows=rows, filename=f"consumed-accounts_{first}_{last}.csv")
+
+
+BATCH_REPORT_HEADER = (
+    "kind", "batch", "label", "supplier", "batches", "loaded", "consumed", "rejected", "held",
+    "active", "full", "expired", "error", "banned", "gone", "not_followed", "never_checked",
+    "median_days_to_ban", "survival_7d_percent", "survival_7d_of", "survival_30d_percent", "survival_30d_of",
+    "top_rejection_reasons",
+)  # fmt: skip
+
+
+def batch_report_csv(*, report: dict, filename: str) -> StreamingHttpResponse:
+    """The batches page as CSV: counts, statuses and reasons (redacted), never a token."""
+
+    def rows():
+        for kind, entries in (("batch", report["batches"]), ("supplier", report["suppliers"])):
+            for e in entries:
+                m = e["in_manager"]
+                reasons = "; ".join(f"{redact(reason)} ({n})" for reason, n in e["reasons"])
+                yield (
+                    kind, e["batch"], e["label"], e["supplier"], e["batches"] or "", e["loaded"], e["consumed"],
+                    e["rejected"], e["held"], m["active"], m["full"], m["expired"], m["error"], m["banned"],
+                    m["gone"], m["not_followed"], m["never_checked"], e["median_days_to_ban"],
+                    e["survival_7d"], e["survival_7d_of"], e["survival_30d"], e["survival_30d_of"], reasons,
+                )  # fmt: skip
+
+    return _response(header=BATCH_REPORT_HEADER, rows=rows(), filename=filename)

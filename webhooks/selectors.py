@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, F, Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
@@ -17,6 +18,7 @@ from webhooks.models import (
     ReplenishmentRun,
     RunStatus,
     TeamStatus,
+    TeamStatusChange,
 )
 
 
@@ -112,3 +114,157 @@ def team_counts_in_manager() -> dict[str, int]:
     consumed = Account.objects.filter(status=AccountStatus.CONSUMED).count()
     counts["not_followed"] = max(0, consumed - followed)
     return counts
+
+
+# --- After the hand-off: imported Teams, by batch and by supplier -----------------------------
+
+# A Team in one of these has stopped giving seats: it "died" the first time it was seen so.
+DEAD_STATUSES = (TeamStatus.BANNED, TeamStatus.EXPIRED, TeamStatus.ERROR, TeamStatus.GONE)
+SURVIVAL_DAYS = (7, 30)
+# A batch needs this many followed Teams before it can be named the worst one.
+WORST_BATCH_MIN_TEAMS = 5
+
+
+def team_dashboard(*, now: datetime) -> dict:
+    """The dashboard's view of imported Teams: seats the manager really has on them, bans of the
+    last 7 days, and the batch whose Teams died most (three bounded queries)."""
+    active = FollowedTeam.objects.filter(status=TeamStatus.ACTIVE).aggregate(
+        seats=Sum(F("max_members") - F("current_members")), teams=Count("*")
+    )
+    followed = FollowedTeam.objects.count()
+    banned_week = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)).count()
+    worst = None
+    rows = (
+        FollowedTeam.objects.order_by()
+        .values("account__batch_id", "account__batch__label", "account__batch__supplier")
+        .annotate(teams=Count("*"), dead=Count("pk", filter=Q(status__in=DEAD_STATUSES)))
+        .filter(teams__gte=WORST_BATCH_MIN_TEAMS, dead__gt=0)
+    )
+    for row in rows:
+        share = row["dead"] / row["teams"]
+        if worst is None or share > worst["share"]:
+            worst = {
+                "batch": row["account__batch_id"], "label": row["account__batch__label"],
+                "supplier": row["account__batch__supplier"], "teams": row["teams"], "dead": row["dead"],
+                "share": share, "percent": round(100 * share),
+            }  # fmt: skip
+    return {
+        "followed": followed,
+        "active_teams": active["teams"],
+        "active_seats": max(0, active["seats"] or 0),
+        "banned_last_7_days": banned_week,
+        "ban_rate_7_days": round(100 * banned_week / followed, 1) if followed else None,
+        "worst_batch": worst,
+    }
+
+
+def batch_report(*, now: datetime) -> dict:
+    """One row per batch, and one per supplier, of what became of its accounts and their Teams.
+
+    Per row: accounts loaded, consumed, rejected (with the three commonest reasons), held for
+    staff; the consumed by their Team's status in the manager; the median days from import to
+    banned; and survival at 7 and 30 days: of the Teams imported at least that long ago, the share
+    not dead (banned, expired, error or gone) that many days after import.
+    """
+    from accounts.models import AccountBatch
+
+    batches = {
+        pk: {"batch": pk, "label": label, "supplier": supplier, "created_at": created_at}
+        for pk, label, supplier, created_at in AccountBatch.objects.values_list("pk", "label", "supplier", "created_at")
+    }
+    rows: dict = {}
+
+    def row(batch_id):
+        if batch_id not in rows:
+            base = batches.get(batch_id) or {"batch": batch_id, "label": "", "supplier": "", "created_at": None}
+            rows[batch_id] = _report_row(base)
+        return rows[batch_id]
+
+    accounts = Account.objects.order_by().values_list("batch_id", "status", "usable").annotate(n=Count("*"))
+    for batch_id, status, usable, n in accounts:
+        entry = row(batch_id)
+        entry["loaded"] += n
+        if status == AccountStatus.CONSUMED:
+            entry["consumed"] += n
+        elif status == AccountStatus.REJECTED:
+            entry["rejected"] += n
+        elif status == AccountStatus.AVAILABLE and not usable:
+            entry["held"] += n
+    reasons = (
+        Account.objects.filter(status=AccountStatus.REJECTED).order_by()
+        .values_list("batch_id", "last_error").annotate(n=Count("*"))
+    )  # fmt: skip
+    for batch_id, reason, n in reasons:
+        row(batch_id)["reasons"].append((n, reason[:120]))
+    teams = FollowedTeam.objects.order_by().values_list("account__batch_id", "status").annotate(n=Count("*"))
+    for batch_id, status, n in teams:
+        row(batch_id)["in_manager"][status or "never_checked"] += n
+    _report_lifetimes(rows, row, now=now)
+    for entry in rows.values():
+        entry["in_manager"]["not_followed"] = max(0, entry["consumed"] - sum(entry["in_manager"].values()))
+    suppliers: dict = {}
+    for entry in rows.values():
+        name = entry["supplier"]
+        total = suppliers.setdefault(name, _report_row({"supplier": name, "label": "", "batch": None, "created_at": None}))
+        total["batches"] += 1
+        for key in ("loaded", "consumed", "rejected", "held"):
+            total[key] += entry[key]
+        for key, n in entry["in_manager"].items():
+            total["in_manager"][key] += n
+        total["reasons"].extend(entry["reasons"])
+        total["_ban_days"].extend(entry["_ban_days"])
+        for days in SURVIVAL_DAYS:
+            for part in ("eligible", "alive"):
+                total["_survival"][days][part] += entry["_survival"][days][part]
+    for entry in [*rows.values(), *suppliers.values()]:
+        _report_finish(entry)
+    ordered = sorted(rows.values(), key=lambda e: -(e["batch"] or 0))
+    return {"batches": ordered, "suppliers": sorted(suppliers.values(), key=lambda e: e["supplier"])}
+
+
+def _report_row(base: dict) -> dict:
+    return {
+        **base,
+        "batches": 0, "loaded": 0, "consumed": 0, "rejected": 0, "held": 0, "reasons": [],
+        "in_manager": dict.fromkeys(IN_MANAGER_KEYS, 0),
+        "_ban_days": [], "_survival": {days: {"eligible": 0, "alive": 0} for days in SURVIVAL_DAYS},
+    }  # fmt: skip
+
+
+def _report_lifetimes(rows: dict, row, *, now: datetime) -> None:
+    """Days to a ban, and survival: each Team's import time and first death, read once."""
+    deaths: dict[int, tuple] = {}
+    changes = (
+        TeamStatusChange.objects.filter(new_status__in=DEAD_STATUSES)
+        .order_by("at")
+        .values_list("team_id", "at", "new_status")
+    )
+    for team_id, at, status in changes:
+        deaths.setdefault(team_id, (at, status))
+    banned_at: dict[int, datetime] = dict(
+        TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED).order_by("-at").values_list("team_id", "at")
+    )
+    for pk, batch_id, imported_at in FollowedTeam.objects.values_list("pk", "account__batch_id", "imported_at"):
+        entry = row(batch_id)
+        if pk in banned_at:
+            entry["_ban_days"].append((banned_at[pk] - imported_at).total_seconds() / 86400)
+        died = deaths.get(pk, (None, None))[0]
+        for days in SURVIVAL_DAYS:
+            if imported_at <= now - timedelta(days=days):
+                entry["_survival"][days]["eligible"] += 1
+                if died is None or died > imported_at + timedelta(days=days):
+                    entry["_survival"][days]["alive"] += 1
+
+
+def _report_finish(entry: dict) -> None:
+    ban_days = sorted(entry.pop("_ban_days"))
+    entry["median_days_to_ban"] = round(statistics.median(ban_days), 1) if ban_days else None
+    survival = entry.pop("_survival")
+    for days in SURVIVAL_DAYS:
+        eligible = survival[days]["eligible"]
+        entry[f"survival_{days}d"] = round(100 * survival[days]["alive"] / eligible) if eligible else None
+        entry[f"survival_{days}d_of"] = eligible
+    counted: dict[str, int] = {}
+    for n, reason in entry["reasons"]:
+        counted[reason] = counted.get(reason, 0) + n
+    entry["reasons"] = sorted(counted.items(), key=lambda item: -item[1])[:3]

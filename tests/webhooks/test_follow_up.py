@@ -219,3 +219,55 @@ def test_a_round_never_changes_an_accounts_state_in_the_pool(manager_session, st
 @pytest.fixture
 def manager_session(manager):
     return manager, imported(manager, 3)
+
+
+def test_the_batches_page_judges_each_batch_and_supplier(admin_client, manager):
+    from accounts.models import AccountBatch
+
+    good = AccountBatch.objects.create(label="november", supplier="Alice", source="admin", status="loaded")
+    bad = AccountBatch.objects.create(label="december", supplier="Bob", source="admin", status="loaded")
+    AccountFactory.create_batch(2, batch=good)
+    AccountFactory.create_batch(2, batch=bad)
+    AccountFactory(batch=bad, status="rejected", last_error="该 Token 没有关联任何 Team 账户")
+    run_now(trigger="manual", requested_accounts=4)
+    check()
+    long_ago = timezone.now() - timedelta(days=40)
+    FollowedTeam.objects.update(imported_at=long_ago)
+    for team in FollowedTeam.objects.filter(account__batch=bad):
+        manager.team_set(team.team_id, status="banned")
+    check()
+    TeamStatusChange.objects.filter(new_status="banned").update(at=long_ago + timedelta(days=10))
+
+    page = admin_client.get("/admin/webhooks/followedteam/batches/")
+    assert page.status_code == 200
+    rows = {(r["batch"] or r["supplier"]): r for r in page.context["report"]["batches"] + page.context["report"]["suppliers"]}
+    assert (rows[bad.pk]["loaded"], rows[bad.pk]["consumed"], rows[bad.pk]["rejected"]) == (3, 2, 1)
+    assert rows[bad.pk]["in_manager"]["banned"] == 2 and rows[bad.pk]["median_days_to_ban"] == 10.0
+    assert (rows[bad.pk]["survival_7d"], rows[bad.pk]["survival_30d"]) == (100, 0)
+    assert (rows[good.pk]["survival_7d"], rows[good.pk]["survival_30d"]) == (100, 100)
+    assert rows["Bob"]["reasons"] == [("该 Token 没有关联任何 Team 账户", 1)]
+    csv = b"".join(admin_client.get("/admin/webhooks/followedteam/batches/", {"format": "csv"}).streaming_content).decode()
+    assert "supplier,,,Bob,1,3,2,1,0,0,0,0,0,2,0,0,0,10.0,100,2,0,2" in csv
+    for account in Account.objects.all():
+        assert account.access_token[-16:] not in csv + page.content.decode()
+
+
+def test_check_now_queues_a_round_for_staff_with_the_permission(client, admin_client, django_user_model, manager):
+    imported(manager, 1)
+    staff = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.post("/admin/webhooks/followedteam/check/").status_code == 403
+    assert admin_client.post("/admin/webhooks/followedteam/check/").status_code == 302
+    assert FollowUpRound.objects.get().status == RoundStatus.QUEUED
+
+
+def test_the_dashboard_shows_the_seats_on_active_imported_teams_and_the_bans(admin_client, manager):
+    accounts = imported(manager, 3)
+    check()
+    manager.team_set(FollowedTeam.objects.get(account=accounts[0]).team_id, status="banned")
+    manager.team_set(FollowedTeam.objects.get(account=accounts[1]).team_id, current_members=4)
+    check()
+    page = admin_client.get("/admin/")
+    teams = page.context["teams"]
+    assert (teams["active_teams"], teams["active_seats"], teams["banned_last_7_days"]) == (2, 2 + 5, 1)
+    assert 'data-figure="active_seats">7<' in page.content.decode()

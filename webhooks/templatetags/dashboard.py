@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus
 from webhooks.models import ReplenishmentRun, WebhookEvent
-from webhooks.selectors import dashboard_stats
+from webhooks.selectors import dashboard_stats, team_dashboard
 
 register = template.Library()
 
@@ -38,7 +38,12 @@ def pool_dashboard(context):
         "can_view_runs": can_view_runs,
         "can_push": user.has_perm("webhooks.push_accounts"),
         "can_change_policy": user.has_perm("webhooks.change_replenishmentpolicy"),
+        "can_view_teams": user.has_perm("webhooks.view_followedteam"),
+        "can_check_teams": user.has_perm("webhooks.check_teams"),
+        "can_view_batches": user.has_perm("webhooks.view_followedteam") and user.has_perm("accounts.view_accountbatch"),
     }
+    if result["can_view_teams"]:
+        result["teams"] = team_dashboard(now=timezone.now())
     if can_view_pool:
         stats = dashboard_stats(now=timezone.now())
         counts = stats["counts"]

@@ -22,16 +22,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", help="path of a .txt/.csv file, or - for standard input")
         parser.add_argument("--batch", default="", help="label for this batch (default: file name and date)")
+        parser.add_argument("--supplier", default="", help="who sold these accounts (compared on the batches page)")
         parser.add_argument("--user", default="", help="username recorded as the one who loaded them")
         parser.add_argument("--dry-run", action="store_true", help="check every line, save nothing")
         parser.add_argument(
             "--strict", action="store_true", help="save nothing unless every line is valid (all or nothing)"
         )
 
-    def handle(self, *args, file, batch, user, dry_run, strict, **options):
-        problem = label_problem(batch)
-        if problem is not None:
-            raise CommandError(f"--batch: {problem}")
+    def handle(self, *args, file, batch, supplier, user, dry_run, strict, **options):
+        for option, value in (("--batch", batch), ("--supplier", supplier)):
+            problem = label_problem(value)
+            if problem is not None:
+                raise CommandError(f"{option}: {problem}")
         loaded_by = None
         if user:
             loaded_by = get_user_model().objects.filter(username=user).first()
@@ -63,6 +65,7 @@ class Command(BaseCommand):
                     _, report = account_batch_load(
                         lines=stream,
                         label=label,
+                        supplier=supplier.strip(),
                         source=BatchSource.COMMAND,
                         user=loaded_by,
                         filename="" if file == "-" else Path(file).name,
