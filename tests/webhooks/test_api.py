@@ -67,10 +67,14 @@ def test_stats_are_the_dashboard_figures(admin_client):
     assert set(body) == set(api.StatsSerializer().fields)
 
 
-def test_stats_are_for_any_staff_member(client, client_with):
+def test_stats_need_what_the_dashboard_figures_need(client, client_with):
     assert client.get(STATS_URL).status_code in (401, 403)
     assert client_with(staff=False).get(STATS_URL).status_code == 403
-    assert client_with().get(STATS_URL).status_code == 200
+    assert client_with("accounts.view_account", staff=False).get(STATS_URL).status_code == 403
+    # A staff member whom the dashboard shows no pool figures gets none here either.
+    assert client_with().get(STATS_URL).status_code == 403
+    assert client_with("webhooks.view_webhookevent").get(STATS_URL).status_code == 403
+    assert client_with("accounts.view_account").get(STATS_URL).status_code == 200
 
 
 # --- History -----------------------------------------------------------------------------------
