@@ -151,6 +151,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # DRF's parsers, but JSON nested too deep or holding a lone surrogate is a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "poolsite.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Cursor pages by id: no COUNT over a million rows, stable under inserts.
     "DEFAULT_PAGINATION_CLASS": "poolsite.pagination.IdCursorPagination",

@@ -15,13 +15,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import StaffCanView, staff_with
 from accounts.selectors import email_prefix_q
 from poolsite.pagination import MAX_ID, IdCursorPagination
+from poolsite.parsers import JSONParser
 from accounts.models import AccountStatus
 from accounts.tokens import redact
 from webhooks import services

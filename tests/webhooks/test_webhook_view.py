@@ -132,6 +132,11 @@ def test_wrong_content_type_is_415(client):
         (json.dumps({k: v for k, v in BODY.items() if k != "threshold"}), "threshold", views.ERR_COUNT % "threshold"),
         (json.dumps({**BODY, "message": 42}), "message", views.ERR_MESSAGE),
         ("[" * 100_00 + "]" * 100_00, None, views.ERR_NOT_JSON),
+        # Lone surrogates are valid JSON escapes but not Unicode: no database stores them.
+        (json.dumps({**BODY, "message": "库存\ud800"}), "message", views.ERR_SURROGATE % "message"),
+        (json.dumps({**BODY, "extra": {"deep": ["\udfff"]}}), "extra.deep.0", views.ERR_SURROGATE % "extra.deep.0"),
+        (json.dumps({**BODY, "\ud800": 1}), "\\ud800", views.ERR_SURROGATE % "\\ud800"),
+        ('{"\\ud800": 1, "\\ud800": 2}', "\\ud800", views.ERR_DUPLICATE_KEY % "\\ud800"),
     ],
 )
 def test_bad_bodies_get_a_clear_400_and_change_nothing(client, raw, field, error):
