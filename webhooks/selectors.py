@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import Min, Q
+from django.db.models import Min, Q, Sum
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day, account_pool_summary
-from webhooks.models import AttemptOutcome, ImportAttempt, ReplenishmentPolicy, ReplenishmentRun, RunStatus
+from webhooks.models import (
+    AttemptOutcome,
+    EventStatus,
+    ImportAttempt,
+    ReplenishmentPolicy,
+    ReplenishmentRun,
+    RunStatus,
+    WebhookEvent,
+)
 
 
 def policy_get() -> ReplenishmentPolicy:
@@ -80,3 +88,9 @@ def dashboard_stats(*, now: datetime) -> dict:
         "consumed_last_7_days": last_week,
         "runway_days": runway,
     }
+
+
+def event_refused_calls_since(*, since: datetime) -> int:
+    """Webhook calls refused since `since`, counting the calls folded into each refused row."""
+    refused = WebhookEvent.objects.filter(status=EventStatus.REFUSED, received_at__gte=since)
+    return refused.aggregate(calls=Sum("calls"))["calls"] or 0

@@ -159,8 +159,9 @@ def test_attempts_list_filter_and_page_newest_first(admin_client, manager):
 
 def test_cursor_pages_keep_rows_that_share_a_time(admin_client):
     events = [
-        services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=None)
-        for _ in range(5)
+        # One address each: refusals from one address within a minute are folded into one row.
+        services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=f"127.0.0.{n}")
+        for n in range(1, 6)
     ]
     WebhookEvent.objects.update(received_at=T0)
     seen, url, params = [], EVENTS_URL, {"page_size": 2}

@@ -1,6 +1,7 @@
 """POST /webhooks/low-stock/ through the test client: auth, validation, recording, the one read."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -20,10 +21,10 @@ def manager_key(settings):
     settings.MANAGER_API_KEY = KEY
 
 
-def post(client, body=BODY, *, key=KEY, url=URL, content_type="application/json", raw=None):
+def post(client, body=BODY, *, key=KEY, url=URL, content_type="application/json", raw=None, **extra):
     headers = {"HTTP_X_API_KEY": key} if key is not None else {}
     data = raw if raw is not None else json.dumps(body, ensure_ascii=False)
-    return client.post(url, data=data, content_type=content_type, **headers)
+    return client.post(url, data=data, content_type=content_type, **headers, **extra)
 
 
 def test_accepted_event_is_recorded_and_wakes_one_run(client, django_capture_on_commit_callbacks):
@@ -81,6 +82,36 @@ def test_missing_or_wrong_key_is_refused_and_recorded(client, key):
     event = WebhookEvent.objects.get()
     assert (event.status, event.key_ok, event.refusal) == (EventStatus.REFUSED, False, views.ERR_KEY)
     assert not ReplenishmentRun.objects.exists()
+
+
+def test_a_flood_of_wrong_keys_leaves_a_row_a_minute_with_the_calls_counted(client, django_capture_on_commit_callbacks):
+    for n in range(2000):
+        assert post(client, key=f"guess-{n}").status_code == 401
+    refused = WebhookEvent.objects.get()  # one address, one reason, within a minute: one row
+    assert (refused.status, refused.refusal, refused.calls) == (EventStatus.REFUSED, views.ERR_KEY, 2000)
+
+    # Another address and another reason get rows of their own.
+    post(client, key="guess", REMOTE_ADDR="127.0.0.9")
+    post(client, raw="not json")
+    assert sorted(WebhookEvent.objects.values_list("remote_addr", "refusal", "calls")) == [
+        ("127.0.0.1", views.ERR_KEY, 2000),
+        ("127.0.0.1", views.ERR_NOT_JSON, 1),
+        ("127.0.0.9", views.ERR_KEY, 1),
+    ]
+
+    # The right key right after the flood is accepted as usual.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        accepted = post(client)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
+    assert len(callbacks) == 1 and ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).count() == 1
+
+
+def test_a_refusal_a_minute_after_the_recorded_one_starts_a_new_row(client):
+    post(client, key="wrong")
+    post(client, key="wrong")
+    WebhookEvent.objects.update(received_at=timezone.now() - timedelta(seconds=61))
+    post(client, key="wrong")
+    assert sorted(WebhookEvent.objects.values_list("calls", flat=True)) == [1, 2]
 
 
 def test_no_key_configured_refuses_everything_and_says_why(client, settings):
