@@ -177,13 +177,18 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Behind the TLS proxy the client's address comes from X-Forwarded-For (see poolsite/client_ip.py).
+AXES_CLIENT_IP_CALLABLE = "poolsite.client_ip.client_ip"
 AXES_VERBOSE = False  # no banner on every manage.py command
 
 # --- Notifications (apprise URLs, comma-separated; more can be added in the admin) -----------
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
 
 # --- Deployment behind a proxy / TLS --------------------------------------------------------
-if env.bool("BEHIND_TLS_PROXY", default=False):
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+# Proxies in front of this service that each append to X-Forwarded-For (only read behind the proxy).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=True)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

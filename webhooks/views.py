@@ -8,6 +8,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from poolsite.client_ip import client_ip
 from poolsite.parsers import json_problem, printable
 from webhooks import services
 from webhooks.models import EventStatus, WebhookEvent
@@ -87,7 +88,7 @@ def low_stock(request):
         response = _error(ERR_METHOD, 405)
         response["Allow"] = "POST"
         return response
-    remote = request.META.get("REMOTE_ADDR")
+    remote = client_ip(request)  # behind the TLS proxy, from X-Forwarded-For
     configured = settings.MANAGER_API_KEY
     given = request.headers.get("X-API-Key", "")
     # compare_digest: the time taken must not tell how much of a guessed key was right.

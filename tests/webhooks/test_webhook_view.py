@@ -114,6 +114,13 @@ def test_a_refusal_a_minute_after_the_recorded_one_starts_a_new_row(client):
     assert sorted(WebhookEvent.objects.values_list("calls", flat=True)) == [1, 2]
 
 
+def test_behind_the_proxy_a_refusal_records_the_forwarded_client(client, settings):
+    settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 1
+    post(client, key="wrong", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.5")
+    post(client, key="wrong", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert sorted(WebhookEvent.objects.values_list("remote_addr", flat=True)) == ["203.0.113.5", "203.0.113.9"]
+
+
 def test_no_key_configured_refuses_everything_and_says_why(client, settings):
     settings.MANAGER_API_KEY = ""
     response = post(client, key=None)
