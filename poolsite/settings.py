@@ -183,6 +183,9 @@ AXES_VERBOSE = False  # no banner on every manage.py command
 
 # --- Notifications (apprise URLs, comma-separated; more can be added in the admin) -----------
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
+# Notifications to loopback, private, link-local (cloud metadata), multicast or reserved addresses
+# are refused unless this is set: e.g. a Bark server or a mail relay on the local network.
+NOTIFY_ALLOW_PRIVATE_HOSTS = env.bool("NOTIFY_ALLOW_PRIVATE_HOSTS", default=False)
 
 # --- Deployment behind a proxy / TLS --------------------------------------------------------
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
