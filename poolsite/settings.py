@@ -26,12 +26,13 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
     "accounts",
     "webhooks",
+    "apitokens",
 ]
 
 # Background work runs in `manage.py db_worker` processes, queued in this same database.
@@ -147,7 +148,7 @@ BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with WWW-Authenticate, not a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apitokens.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
@@ -162,6 +163,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "poolsite.pagination.IdCursorPagination",
     "PAGE_SIZE": 100,
 }
+# API tokens (django-rest-knox): only a SHA-512 hash of each key is stored; the key is shown once.
+# `Authorization: Token <key>` as before. No expiry unless one is given when the token is made.
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Spare-account pool API",
     "VERSION": "1.0.0",

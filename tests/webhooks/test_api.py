@@ -7,9 +7,9 @@ from datetime import timezone as dt_timezone
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from accounts.models import AccountStatus, UnusableReason
+from apitokens.services import api_token_create
 from tests.accounts.test_admin import assert_no_secret
 from tests.accounts.test_api import client_with, post_json, secrets_of, user_with  # noqa: F401 (fixtures)
 from tests.factories import AccountFactory
@@ -244,8 +244,8 @@ def test_push_needs_the_permission(client, client_with, user_with):
     assert post_json(client_with("webhooks.view_replenishmentrun"), PUSH_URL, {"accounts": 1}).status_code == 403
     assert not ReplenishmentRun.objects.exists()
     client.logout()
-    token = Token.objects.create(user=user_with("webhooks.push_accounts"))
-    response = post_json(client, PUSH_URL, {"accounts": 1}, HTTP_AUTHORIZATION=f"Token {token.key}")
+    token, key = api_token_create(user=user_with("webhooks.push_accounts"))
+    response = post_json(client, PUSH_URL, {"accounts": 1}, HTTP_AUTHORIZATION=f"Token {key}")
     assert response.status_code == 202 and ReplenishmentRun.objects.get().requested_by == token.user
 
 
