@@ -140,6 +140,10 @@ MANAGER_BASE_URL = env.str("MANAGER_BASE_URL", default="")
 MANAGER_API_KEY = env.str("MANAGER_API_KEY", default="")
 MANAGER_CONNECT_TIMEOUT = env.float("MANAGER_CONNECT_TIMEOUT", default=5)
 MANAGER_READ_TIMEOUT = env.float("MANAGER_READ_TIMEOUT", default=30)
+# A run reserves accounts by the chunk, each under a lease of (connect + read timeout) per account
+# plus a margin: what a killed worker holds, and for how long (webhooks/services.py, lease_chunk).
+REPLENISH_LEASE_CHUNK = env.int("REPLENISH_LEASE_CHUNK", default=10)
+REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", default=60)
 
 # Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)

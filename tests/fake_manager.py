@@ -630,6 +630,8 @@ class FakeManager:
             {
                 "time": at,
                 "emails": [email for account in _submitted_accounts(body) if (email := account.known_email())],
+                # What the fake de-duplicates on (the account ID if given, else the email).
+                "identities": [key for account in _submitted_accounts(body) if (key := account.identity())],
                 "behaviour": behaviour,
                 "status": status,
             }

@@ -32,6 +32,7 @@ FAILURE_REDIRECT = "redirect"
 FAILURE_STREAM_CUT = "stream_cut"
 FAILURE_BATCH_REFUSED = "batch_refused"
 FAILURE_NOT_IN_STREAM = "not_in_stream"
+FAILURE_UNRECORDED = "unrecorded"  # sent, but the run failed before it recorded the answer
 
 MAX_TEXT = 1000
 
@@ -83,6 +84,33 @@ def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
     # comma fallback drops the session token (MANAGER_CONTRACT.md §2b).
     return "----".join(_account_fields(account).values())
+
+
+@dataclass(frozen=True)
+class BatchAnswers:
+    by_account: dict[int, ManagerAnswer]  # an answer for every account sent
+    strays: list[str]  # stream lines that matched no account sent, redacted: kept, never credited
+
+
+# What the manager's batch stream says for a line that named no account_id.
+_NO_ACCOUNT_ID = "未指定"
+
+
+def _stream_line_matches(account: Account, result: dict) -> bool:
+    """Whether a stream line is this account's: its email matched; its account_id must match too.
+
+    The pool holds one email more than once for different workspaces (account_id), and the
+    manager keeps only the first line of an email, so the email alone can credit the wrong one.
+    """
+    answered = str(result.get("account_id") or "").strip().lower()
+    if account.account_id:
+        return answered == account.account_id.strip().lower()
+    return answered in ("", _NO_ACCOUNT_ID)
+
+
+def _stray(result: dict) -> str:
+    text = result.get("message") if result.get("success") else result.get("error")
+    return _clean(f"{result.get('email')} {result.get('account_id')} success={result.get('success')}: {text}")
 
 
 @dataclass(frozen=True)
@@ -150,18 +178,25 @@ class ManagerClient:
             answer = ManagerAnswer(None, None, _clean(exc), FAILURE_CONNECTION)
         return _timed(answer, started)
 
-    def import_batch(self, accounts: Iterable[Account]) -> dict[int, ManagerAnswer]:
-        """One batch request; an answer per account, matched by email (the manager's key)."""
+    def import_batch(self, accounts: Iterable[Account]) -> BatchAnswers:
+        """One batch request; an answer per account, matched by email and account_id.
+
+        The caller never puts two accounts with one email in a batch (the manager would keep
+        only the first line); a line that matches no account sent is kept as a stray.
+        """
         accounts = list(accounts)
         by_email = {account.email.lower(): account for account in accounts}
+        if len(by_email) != len(accounts):
+            raise ValueError("Two accounts with one email cannot share a batch.")
         answers: dict[int, ManagerAnswer] = {}
+        strays: list[str] = []
         started = time.monotonic()
         content = "\n".join(batch_line(account) for account in accounts)
         try:
             with self._post({"import_type": "batch", "content": content}, stream=True) as response:
                 whole = _read_batch_refusal(response)
                 if whole is not None:
-                    return {a.pk: _timed(whole, started) for a in accounts}
+                    return BatchAnswers({a.pk: _timed(whole, started) for a in accounts}, [])
                 finished = False
                 for raw in response.iter_lines():
                     if not raw.strip():
@@ -172,17 +207,20 @@ class ManagerClient:
                         break
                     kind = item.get("type") if isinstance(item, dict) else None
                     if kind == "progress":
-                        result = item.get("last_result") or {}
+                        result = item.get("last_result")
+                        result = result if isinstance(result, dict) else {}
                         account = by_email.get(str(result.get("email") or "").lower())
-                        if account is not None and account.pk not in answers:
-                            text = result.get("message") if result.get("success") else result.get("error")
-                            answers[account.pk] = _timed(ManagerAnswer(200, result.get("success") is True, _clean(text)), started)
+                        if account is None or account.pk in answers or not _stream_line_matches(account, result):
+                            strays.append(_stray(result))
+                            continue
+                        text = result.get("message") if result.get("success") else result.get("error")
+                        answers[account.pk] = _timed(ManagerAnswer(200, result.get("success") is True, _clean(text)), started)
                     elif kind == "finish":
                         finished = True
                         break
                     elif kind == "error":
                         refusal = ManagerAnswer(200, False, _clean(item.get("error")), FAILURE_BATCH_REFUSED)
-                        return {a.pk: _timed(refusal, started) for a in accounts}
+                        return BatchAnswers({a.pk: _timed(refusal, started) for a in accounts}, strays)
                 missing = FAILURE_NOT_IN_STREAM if finished else FAILURE_STREAM_CUT
         except requests.Timeout as exc:
             missing, text = FAILURE_TIMEOUT, _clean(exc)
@@ -192,7 +230,7 @@ class ManagerClient:
             text = ""
         for account in accounts:
             answers.setdefault(account.pk, _timed(ManagerAnswer(None, None, text, missing), started))
-        return answers
+        return BatchAnswers(answers, strays)
 
 
 def _elapsed_ms(started: float) -> int:

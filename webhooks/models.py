@@ -70,6 +70,9 @@ class WebhookEvent(models.Model):
     # A refused call from the same address for the same reason within a minute of this row's
     # first is counted here instead of written as a row of its own (a flood cannot fill the table).
     calls = models.PositiveIntegerField(_("calls"), default=1)
+    # Received while a run was in flight: its count does not yet show what that run imports, so
+    # the follow-up run credits the accounts confirmed since (and asks for no minimum of one).
+    during_run = models.BooleanField(_("received during a run"), default=False)
     run = models.ForeignKey(
         "ReplenishmentRun",
         verbose_name=_("run"),
@@ -109,6 +112,19 @@ class RunTrigger(models.TextChoices):
     WEBHOOK = "webhook", _("webhook")
     MANUAL = "manual", _("manual push")
     RETRY = "retry", _("retry of unknown outcomes")
+    FOLLOW_UP = "follow_up", _("follow-up of events received during a run")
+
+
+class Shortfall(models.TextChoices):
+    """Why a run delivered fewer accounts than its event asked for (kept as a code, shown translated)."""
+
+    EVENT_CAP = "event_cap", _("capped per event")
+    HOURLY_CAP = "hourly_cap", _("hourly cap reached")
+    POOL_EMPTY = "pool_empty", _("no usable account left in the pool")
+    REJECTIONS = "rejections", _("too many accounts rejected in one run")
+    CONFIG_ERROR = "config_error", _("stopped on a configuration error")
+    LEASE_LOST = "lease_lost", _("the run lost its lease (its worker was paused or killed)")
+    FAILED = "failed", _("the run failed")
 
 
 class RunStatus(models.TextChoices):
@@ -150,6 +166,12 @@ class ReplenishmentRun(models.Model):
     rejected = models.PositiveIntegerField(_("rejected"), default=0)
     unknown = models.PositiveIntegerField(_("unknown outcome"), default=0)
     returned = models.PositiveIntegerField(_("returned unsent"), default=0)
+    # Demand the run did not meet, and why: accounts the event asked for (before the caps) minus
+    # those that landed or may have landed (consumed or unknown). 0 when met.
+    shortfall = models.PositiveIntegerField(_("accounts short"), default=0)
+    shortfall_reason = models.CharField(_("why short"), max_length=16, choices=Shortfall.choices, blank=True)
+    # Answers in a batch stream that matched no account this run sent: kept, never credited.
+    stray_answers = models.JSONField(_("answers that matched no account sent"), default=list, blank=True)
     error = models.TextField(_("error"), blank=True)
 
     class Meta:
@@ -160,6 +182,12 @@ class ReplenishmentRun(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(trigger__in=RunTrigger.values), name="run_trigger_valid"),
             models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid"),
+            models.CheckConstraint(
+                condition=Q(shortfall_reason__in=["", *Shortfall.values]), name="run_shortfall_reason_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(shortfall=0) | ~Q(shortfall_reason=""), name="run_shortfall_has_reason"
+            ),
             models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.QUEUED), name="run_one_queued"),
             models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.RUNNING), name="run_one_running"),
             models.CheckConstraint(

@@ -49,6 +49,11 @@ def attempts_landed_since(*, since: datetime) -> int:
     ).count()
 
 
+def attempts_confirmed_since(*, since: datetime) -> int:
+    """Imports the manager confirmed after `since`: seats an event received then does not count yet."""
+    return ImportAttempt.objects.filter(created_at__gt=since, outcome=AttemptOutcome.CONSUMED).count()
+
+
 def account_next_retry() -> datetime | None:
     return Account.objects.filter(
         status=AccountStatus.AVAILABLE, usable=True, unknown_attempts__gt=0

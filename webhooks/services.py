@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
@@ -23,6 +24,7 @@ from webhooks import alerts
 from webhooks.client import (
     FAILURE_BATCH_REFUSED,
     FAILURE_REDIRECT,
+    FAILURE_UNRECORDED,
     ManagerAnswer,
     ManagerClient,
 )
@@ -35,18 +37,25 @@ from webhooks.models import (
     ReplenishmentRun,
     RunStatus,
     RunTrigger,
+    Shortfall,
     WebhookEvent,
 )
-from webhooks.selectors import HOUR, account_next_retry, attempts_landed_since, policy_get, run_activity
+from webhooks.selectors import (
+    HOUR,
+    account_next_retry,
+    attempts_confirmed_since,
+    attempts_landed_since,
+    policy_get,
+    run_activity,
+)
 
 logger = logging.getLogger(__name__)
 
-# Headroom on top of the worst case of the calls a lease covers.
-LEASE_MARGIN = timedelta(seconds=60)
 MSG_UNUSABLE_AT_PICK = "Not sent: %s"
 MSG_ALREADY_IN_MANAGER = "Already in the manager before this pool sent it: %s"
 MSG_CONFIG_ERROR = "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
 MSG_LEASE_LOST = "This run's lease on the account had expired when the answer came; recorded, not applied."
+MSG_ANSWER_UNRECORDED = "Sent, but the run failed before it recorded the answer (%s): outcome unknown."
 # A staff push (admin or API): at most this many accounts at once, and what staff read when a run
 # was being queued at that very moment.
 MAX_PUSH_ACCOUNTS = 1000
@@ -61,15 +70,15 @@ def event_receive(
 ) -> WebhookEvent:
     """Record an accepted low-stock event and wake a run unless one is already under way.
 
-    One read decides: an event that arrives while a run is in flight is superseded by it (the
-    manager sends a fresh event after the next redemption, so nothing is lost); otherwise the
-    event waits for the queued run, which is created here if there is none. The common case,
-    during a burst, is one INSERT.
+    One read decides. Every accepted event waits (queued) for a run; one that arrives while a run
+    is in flight wakes nothing: that run queues one follow-up run when it finishes, which acts on
+    the newest such event and credits the accounts confirmed since it was received. The common
+    case, during a burst, is one INSERT.
     """
     running, queued = run_activity(now=timezone.now())
     event = WebhookEvent.objects.create(
-        status=EventStatus.SUPERSEDED if running else EventStatus.QUEUED,
-        run_id=running,
+        status=EventStatus.QUEUED,
+        during_run=running is not None,
         key_ok=True,
         current_seats=current_seats,
         threshold=threshold,
@@ -145,21 +154,47 @@ def run_wake(*, trigger: str, requested_accounts: int | None = None, requested_b
 # --- Deciding -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Need:
+    accounts: int  # what the run sends: wanted, within the caps
+    wanted: int  # what the event asks for before the caps
+    capped_by: str  # a Shortfall code when the caps cut `wanted`, else ""
+    explained: str  # the arithmetic, for the run's record
+
+
 def replenishment_need(
-    *, threshold: int, current_seats: int, policy: ReplenishmentPolicy, landed_last_hour: int
-) -> tuple[int, str]:
-    """How many accounts an event asks for, and the arithmetic, for the run's record."""
-    shortfall = threshold + policy.margin_seats - current_seats
-    wanted = max(1, math.ceil(shortfall / policy.seats_per_account))
+    *,
+    threshold: int,
+    current_seats: int,
+    policy: ReplenishmentPolicy,
+    landed_last_hour: int,
+    confirmed_since: int = 0,
+    at_least_one: bool = True,
+) -> Need:
+    """How many accounts an event asks for, within the caps, and the arithmetic.
+
+    `confirmed_since` counts accounts the manager confirmed after the event was received: their
+    seats are not in its `current_seats` yet. An event received during a run is acted on by a
+    follow-up run with `at_least_one=False`, so an event those imports already satisfied sends
+    nothing.
+    """
+    seats = current_seats + policy.seats_per_account * confirmed_since
+    raw = math.ceil((threshold + policy.margin_seats - seats) / policy.seats_per_account)
+    wanted = max(1, raw) if at_least_one else max(0, raw)
     room = max(0, policy.max_accounts_per_hour - landed_last_hour)
-    need = min(wanted, policy.max_accounts_per_event, room)
+    accounts = min(wanted, policy.max_accounts_per_event, room)
+    capped_by = ""
+    if accounts < wanted:
+        capped_by = Shortfall.HOURLY_CAP if room < policy.max_accounts_per_event else Shortfall.EVENT_CAP
+    counted = f"({current_seats} + {policy.seats_per_account} × {confirmed_since} confirmed since)" if confirmed_since else current_seats
     explained = (
-        f"ceil(({threshold} + {policy.margin_seats} - {current_seats}) / {policy.seats_per_account}) = "
-        f"{math.ceil(shortfall / policy.seats_per_account)}, at least 1 → {wanted}; "
-        f"cap per event {policy.max_accounts_per_event}; "
-        f"hourly cap {policy.max_accounts_per_hour} with {landed_last_hour} in the last hour → {need}"
+        f"ceil(({threshold} + {policy.margin_seats} - {counted}) / {policy.seats_per_account}) = {raw}"
+        + (", at least 1" if at_least_one else "")
+        + f" → {wanted}; cap per event {policy.max_accounts_per_event}; "
+        f"hourly cap {policy.max_accounts_per_hour} with {landed_last_hour} in the last hour → {accounts}"
+        + ("; already satisfied" if wanted == 0 else "")
     )
-    return need, explained
+    return Need(accounts=accounts, wanted=wanted, capped_by=capped_by, explained=explained)
 
 
 def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutcome:
@@ -191,11 +226,28 @@ def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutco
 
 # --- Running --------------------------------------------------------------------------------
 
+# Accounts reserved under one lease (settings.REPLENISH_LEASE_CHUNK, 10 by default). A lease
+# covers the worst case of the calls it holds (connect + read timeout each) plus a margin, so a
+# worker killed mid-run holds its accounts, and every event behind them, for one chunk's worst
+# case: 10 × (5 + 30) s + 60 s ≈ 7 min with the defaults, where one lease over a push of 1,000
+# was 9 h 44 min.
+def lease_chunk() -> int:
+    return max(1, settings.REPLENISH_LEASE_CHUNK)
+
+
+def lease_margin() -> timedelta:
+    """Headroom on top of the worst case of the calls a lease covers."""
+    return timedelta(seconds=settings.REPLENISH_LEASE_MARGIN_SECONDS)
+
 
 @dataclass
 class _Lease:
     id: uuid.UUID
     until: datetime
+
+
+class _LeaseLost(Exception):
+    """The run's lease ran out (its worker was frozen) and reconcile abandoned it: stop."""
 
 
 def run_execute(*, run_id: int, client: ManagerClient | None = None) -> ReplenishmentRun | None:
@@ -209,7 +261,7 @@ def run_execute(*, run_id: int, client: ManagerClient | None = None) -> Replenis
     try:
         with transaction.atomic():
             claimed = ReplenishmentRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-                status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + LEASE_MARGIN
+                status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + lease_margin()
             )
     except IntegrityError:
         claimed = 0  # another run is in flight; it hands this one to a worker when it finishes
@@ -222,54 +274,107 @@ def run_execute(*, run_id: int, client: ManagerClient | None = None) -> Replenis
         status, error = work.run()
     except Exception as exc:
         logger.exception("Replenishment run %s failed", run.pk)
-        work.release_unsent()
-        _run_finish(run=run, status=RunStatus.FAILED, error=redact(repr(exc)))
+        work.abort(error=redact(repr(exc)))
+        work.short(Shortfall.FAILED)
+        _run_finish(run=run, status=RunStatus.FAILED, error=redact(repr(exc)), work=work)
         raise
     finally:
         client.close()
-    _run_finish(run=run, status=status, error=error)
+    _run_finish(run=run, status=status, error=error, work=work)
     if status == RunStatus.CONFIG_ERROR:
         logger.error("Replenishment stopped on a configuration error: %s", error)
     run.refresh_from_db()
     return run
 
 
+# Outcomes after which the account's seats are (or may be) in the manager: they meet demand.
+_DELIVERED = (AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN)
+
+
 class _RunWork:
+    """One run's work: reserve in chunks, send, settle each answer, and account for the demand."""
+
     def __init__(self, *, run: ReplenishmentRun, client: ManagerClient, policy: ReplenishmentPolicy):
         self.run_obj = run
         self.client = client
         self.policy = policy
+        # Reserved and not yet sent: released unsent if the run stops.
         self.unsent: list[tuple[Account, _Lease]] = []
+        # Sent, answer not yet recorded: if the run stops now they go back as unknown, never as
+        # "not sent" (their re-send may answer "already present", which must settle as consumed).
+        self.in_flight: list[tuple[Account, _Lease]] = []
+        self.in_flight_mode = ""
         self.per_call = timedelta(seconds=settings.MANAGER_CONNECT_TIMEOUT + settings.MANAGER_READ_TIMEOUT)
+        self.wanted = 0
+        self.delivered = 0
+        self.shortfall_reason = ""
+        self.strays: list[str] = []
+
+    def short(self, reason: str) -> None:
+        """Record why the run delivered less than wanted (the first reason stands)."""
+        self.shortfall_reason = self.shortfall_reason or reason
 
     def run(self) -> tuple[str, str]:
         run = self.run_obj
+        # The events it takes and the need it records commit together, and only while the run
+        # still holds its lease: a worker frozen past it must not take events from the run that
+        # follows, and a run that dies after this has a need, so reconcile records what it left
+        # unmet (_run_close_abandoned).
         now = timezone.now()
-        need, explained = self._need(now)
-        ReplenishmentRun.objects.filter(pk=run.pk).update(need=need, need_explained=explained[:255])
-        # Accounts whose earlier outcome is unknown go first: they may already be in the manager.
-        for unresolved in (True, False):
-            wanted = self.policy.max_accounts_per_event if unresolved else need
-            while wanted > 0:
-                batch = self._reserve(wanted, unresolved=unresolved)
-                if not batch:
+        with transaction.atomic():
+            held = ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now).update(
+                lease_expires_at=now + lease_margin()
+            )
+            if not held:
+                return RunStatus.ABANDONED, ""
+            need = self._need(now)
+            self.wanted = need.wanted + (run.requested_accounts or 0)
+            target = need.accounts + (run.requested_accounts or 0)
+            ReplenishmentRun.objects.filter(pk=run.pk).update(need=target, need_explained=need.explained[:255])
+        try:
+            # Accounts whose earlier outcome is unknown go first: they may already be in the
+            # manager. Their seats were counted when they were first sent, so they meet no demand.
+            budget = self.policy.max_accounts_per_event
+            while budget > 0:
+                chunk = self._reserve(min(budget, lease_chunk()), unresolved=True)
+                if not chunk:
                     break
-                sendable = [(a, lease) for a, lease in batch if self._sendable(a, lease)]
-                if not unresolved:
-                    wanted -= len(sendable)
-                else:
-                    wanted = 0
-                self.unsent.extend(sendable)
-                stop = self._import_unsent()
+                budget -= len(chunk)
+                outcomes, stop = self._send(chunk)
                 if stop:
+                    self.short(Shortfall.CONFIG_ERROR)
                     return RunStatus.CONFIG_ERROR, stop
+            # Fresh accounts until the demand is met: one the manager rejects is replaced (it
+            # added no seats), up to one event's cap of rejections per run.
+            rejections_left = self.policy.max_accounts_per_event
+            while self.delivered < target:
+                if rejections_left <= 0:
+                    self.short(Shortfall.REJECTIONS)
+                    break
+                count = min(target - self.delivered, lease_chunk(), rejections_left)
+                chunk = self._reserve(count, unresolved=False)
+                if not chunk:
+                    self.short(Shortfall.POOL_EMPTY)
+                    break
+                outcomes, stop = self._send(chunk)
+                self.delivered += sum(outcome in _DELIVERED for outcome in outcomes)
+                rejections_left -= sum(outcome == AttemptOutcome.REJECTED for outcome in outcomes)
+                if stop:
+                    self.short(Shortfall.CONFIG_ERROR)
+                    return RunStatus.CONFIG_ERROR, stop
+        except _LeaseLost:
+            self.short(Shortfall.LEASE_LOST)
+        if need.capped_by:
+            self.short(need.capped_by)
         return RunStatus.FINISHED, ""
 
-    def _need(self, now: datetime) -> tuple[int, str]:
+    def _need(self, now: datetime) -> Need:
         run = self.run_obj
         pending = list(WebhookEvent.objects.filter(status=EventStatus.QUEUED).order_by("-id").values_list("pk", flat=True))
-        need, parts = 0, []
-        if pending:
+        if not pending:
+            explained = "no event pending: re-sending unknown outcomes only"
+            need = Need(accounts=0, wanted=0, capped_by="", explained=explained)
+        else:
             # The newest event is the manager's latest count; the older ones are stale.
             with transaction.atomic():
                 WebhookEvent.objects.filter(pk=pending[0], status=EventStatus.QUEUED).update(
@@ -279,33 +384,46 @@ class _RunWork:
                     status=EventStatus.SUPERSEDED, run=run
                 )
             event = WebhookEvent.objects.get(pk=pending[0])
-            need, explained = replenishment_need(
+            need = replenishment_need(
                 threshold=event.threshold,
                 current_seats=event.current_seats,
                 policy=self.policy,
                 landed_last_hour=attempts_landed_since(since=now - HOUR),
+                confirmed_since=attempts_confirmed_since(since=event.received_at),
+                at_least_one=not event.during_run,
             )
-            parts.append(f"event #{event.pk}: {explained}")
+            need = Need(need.accounts, need.wanted, need.capped_by, f"event #{event.pk}: {need.explained}")
         if run.requested_accounts:
-            need += run.requested_accounts
-            parts.append(f"manual push of {run.requested_accounts} (not capped)")
-        return need, "; ".join(parts) or "no event pending: re-sending unknown outcomes only"
+            explained = f"{need.explained}; manual push of {run.requested_accounts} (not capped)"
+            need = Need(need.accounts, need.wanted, need.capped_by, explained)
+        return need
 
     def _reserve(self, count: int, *, unresolved: bool) -> list[tuple[Account, _Lease]]:
-        """Reserve accounts for the worst case of sending them all, and extend the run's lease to match."""
+        """Reserve one chunk for the worst case of sending it, and extend the run's lease to match."""
         now = timezone.now()
-        lease = _Lease(self.run_obj.lease_id, now + self.per_call * count + LEASE_MARGIN)
+        lease = _Lease(self.run_obj.lease_id, now + self.per_call * count + lease_margin())
         extended = ReplenishmentRun.objects.filter(
             pk=self.run_obj.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now
         ).update(lease_expires_at=lease.until)
         if not extended:
-            return []  # the run's lease ran out (its worker was frozen) and it was abandoned: stop
+            raise _LeaseLost
         accounts = pool.account_reserve_batch(
             count=count, lease_id=lease.id, lease_until=lease.until, now=now, unresolved=unresolved
         )
         if accounts:
             ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(reserved=F("reserved") + len(accounts))
         return [(account, lease) for account in accounts]
+
+    def _send(self, chunk: list[tuple[Account, _Lease]]) -> tuple[list[AttemptOutcome], str]:
+        """Send one reserved chunk: each account's outcome, and the configuration error that stopped it."""
+        outcomes = []
+        for account, lease in chunk:
+            if self._sendable(account, lease):
+                self.unsent.append((account, lease))
+            else:
+                outcomes.append(AttemptOutcome.REJECTED)
+        sent, stop = self._import_unsent()
+        return outcomes + sent, stop
 
     def _sendable(self, account: Account, lease: _Lease) -> bool:
         """Re-check usability at the moment of sending: time has passed since the load."""
@@ -324,35 +442,54 @@ class _RunWork:
         with transaction.atomic():
             settled = pool.account_settle_rejected(account_id=account.pk, lease_id=lease.id, now=now, error=error, sent=False)
             ImportAttempt.objects.create(
-                account=account, run=self.run_obj, sent=False, outcome=AttemptOutcome.REJECTED,
+                account=account,
+                run=self.run_obj,
+                sent=False,
+                outcome=AttemptOutcome.REJECTED,
                 error=error if settled else f"{error} {MSG_LEASE_LOST}",
-            )  # fmt: skip
+            )
         return False
 
-    def _import_unsent(self) -> str:
-        """Send every reserved account; the configuration error that stopped it, or ""."""
+    def _import_unsent(self) -> tuple[list[AttemptOutcome], str]:
+        """Send every reserved account: their outcomes, and the configuration error that stopped it, or ""."""
+        outcomes: list[AttemptOutcome] = []
         batchable = []
         if self.policy.import_mode == ImportMode.BATCH and self._drop_lost_leases():
-            batchable = [(a, lease) for a, lease in self.unsent if a.email]
+            # The manager keeps only the first line of an email (MANAGER.md, batch mode), so two
+            # accounts with one email never share a batch: the second goes single below.
+            emails = set()
+            for account, lease in self.unsent:
+                if account.email and account.email.lower() not in emails:
+                    emails.add(account.email.lower())
+                    batchable.append((account, lease))
         if len(batchable) > 1:
+            self.unsent = [item for item in self.unsent if item not in batchable]
+            self.in_flight, self.in_flight_mode = batchable, ImportMode.BATCH
             answers = self.client.import_batch([a for a, _ in batchable])
-            stop = ""
-            for account, lease in batchable:
-                self.unsent.remove((account, lease))
-                outcome = self._record(account, lease, answers[account.pk], ImportMode.BATCH)
+            self.strays.extend(answers.strays)
+            stop_answer = None
+            while self.in_flight:
+                account, lease = self.in_flight[0]
+                answer = answers.by_account[account.pk]
+                outcome = self._record(account, lease, answer, ImportMode.BATCH)
+                self.in_flight.pop(0)
+                outcomes.append(outcome)
                 if outcome == AttemptOutcome.CONFIG_ERROR:
-                    stop = stop or answers[account.pk].text
-            if stop:
-                return self._stop(stop, answers[batchable[0][0].pk])
+                    stop_answer = stop_answer or answer
+            if stop_answer is not None:
+                return outcomes, self._stop(stop_answer)
         while self.unsent:
             if not self._drop_lost_leases():
                 break
-            account, lease = self.unsent[0]
+            account, lease = self.unsent.pop(0)
+            self.in_flight, self.in_flight_mode = [(account, lease)], ImportMode.SINGLE
             answer = self.client.import_single(account)
-            self.unsent.pop(0)
-            if self._record(account, lease, answer, ImportMode.SINGLE) == AttemptOutcome.CONFIG_ERROR:
-                return self._stop(answer.text, answer)
-        return ""
+            outcome = self._record(account, lease, answer, ImportMode.SINGLE)
+            self.in_flight.clear()
+            outcomes.append(outcome)
+            if outcome == AttemptOutcome.CONFIG_ERROR:
+                return outcomes, self._stop(answer)
+        return outcomes, ""
 
     def _drop_lost_leases(self) -> bool:
         """Forget reserved accounts whose lease is gone; whether any are left to send.
@@ -368,9 +505,9 @@ class _RunWork:
         self.unsent = [(a, lease) for a, lease in self.unsent if a.pk in held]
         return bool(self.unsent)
 
-    def _stop(self, text: str, answer: ManagerAnswer) -> str:
+    def _stop(self, answer: ManagerAnswer) -> str:
         self.release_unsent()
-        return MSG_CONFIG_ERROR % (answer.http_status or answer.failure, text)
+        return MSG_CONFIG_ERROR % (answer.http_status or answer.failure, answer.text)
 
     def release_unsent(self) -> None:
         now = timezone.now()
@@ -378,6 +515,24 @@ class _RunWork:
             if pool.account_release(account_id=account.pk, lease_id=lease.id, now=now):
                 ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(returned=F("returned") + 1)
         self.unsent.clear()
+
+    def abort(self, *, error: str) -> None:
+        """The run failed: accounts sent but unrecorded go back as unknown, the unsent go back unsent.
+
+        If the database still refuses (the failure may be the database itself), they stay
+        reserved and lease recovery returns them as unknown: still never as "not sent".
+        """
+        for account, lease in self.in_flight:
+            answer = ManagerAnswer(None, None, MSG_ANSWER_UNRECORDED % error, FAILURE_UNRECORDED)
+            try:
+                self._record(account, lease, answer, self.in_flight_mode)
+            except Exception:
+                logger.exception("Could not record account %s as unknown; lease recovery will", account.pk)
+        self.in_flight.clear()
+        try:
+            self.release_unsent()
+        except Exception:
+            logger.exception("Could not release the unsent accounts of run %s; lease recovery will", self.run_obj.pk)
 
     def _record(self, account: Account, lease: _Lease, answer: ManagerAnswer, mode: str) -> AttemptOutcome:
         """Settle the account and write its attempt row, in one transaction."""
@@ -411,12 +566,13 @@ class _RunWork:
         return outcome
 
 
-def _run_finish(*, run: ReplenishmentRun, status: str, error: str) -> None:
-    """Close the run with its counts; hand over to what comes next, on commit."""
+def _run_finish(*, run: ReplenishmentRun, status: str, error: str, work: _RunWork) -> None:
+    """Close the run with its counts and its unmet demand; hand over to what comes next, on commit."""
     from webhooks.tasks import replenish, retry_unknown
 
     now = timezone.now()
     counts = dict(ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id")))
+    shortfall = max(0, work.wanted - work.delivered)
     with transaction.atomic():
         ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
             status=status,
@@ -424,15 +580,20 @@ def _run_finish(*, run: ReplenishmentRun, status: str, error: str) -> None:
             consumed=counts.get(AttemptOutcome.CONSUMED, 0),
             rejected=counts.get(AttemptOutcome.REJECTED, 0),
             unknown=counts.get(AttemptOutcome.UNKNOWN, 0),
+            shortfall=shortfall,
+            shortfall_reason=(work.shortfall_reason or Shortfall.POOL_EMPTY) if shortfall else "",
+            stray_answers=work.strays,
             error=error,
         )
-        # Events that came in while this run was in flight are superseded by it.
-        WebhookEvent.objects.filter(status=EventStatus.QUEUED, received_at__lte=now).update(
-            status=EventStatus.SUPERSEDED, run=run
-        )
-        queued = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True).first()
-        if queued:
-            transaction.on_commit(partial(replenish.enqueue, run_id=queued))
+        # Events that came in while this run was in flight wait for one follow-up run, which
+        # acts on the newest of them (docs/RELIABILITY.md, "Demand is never dropped").
+        follow_up = None
+        if WebhookEvent.objects.filter(status=EventStatus.QUEUED).exists():
+            follow_up = run_wake(trigger=RunTrigger.FOLLOW_UP)
+        if follow_up is None:
+            queued = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True).first()
+            if queued:
+                transaction.on_commit(partial(replenish.enqueue, run_id=queued))
         next_retry = account_next_retry()
         if next_retry is not None:
             transaction.on_commit(partial(retry_unknown.using(run_after=max(next_retry, now)).enqueue))
@@ -449,7 +610,9 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
     Called before every run and by `manage.py reconcile`. Returns (runs abandoned, accounts
     recovered). Each recovered account gets an "unknown" attempt row in the same transaction.
     """
-    abandoned = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now).update(
+    stale = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
+    stale_ids = list(stale.values_list("pk", flat=True))
+    abandoned = stale.filter(pk__in=stale_ids).update(
         status=RunStatus.ABANDONED, finished_at=now, error="The worker stopped before the run finished."
     )
     with transaction.atomic():
@@ -461,7 +624,24 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
             ImportAttempt(account_id=pk, run_id=runs.get(lease), outcome=AttemptOutcome.UNKNOWN, error=pool.MSG_LEASE_EXPIRED)
             for pk, lease in recovered
         )
+    if abandoned:
+        _run_close_abandoned(run_ids=stale_ids)
     return abandoned, len(recovered)
+
+
+def _run_close_abandoned(*, run_ids: list[int]) -> None:
+    """An abandoned run's counts, and the demand it left unmet: a dead worker's event is not lost silently."""
+    for run in ReplenishmentRun.objects.filter(pk__in=run_ids, status=RunStatus.ABANDONED):
+        counts = dict(ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id")))
+        delivered = sum(counts.get(outcome, 0) for outcome in _DELIVERED)
+        short = max(0, (run.need or 0) - delivered)
+        ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.ABANDONED).update(
+            consumed=counts.get(AttemptOutcome.CONSUMED, 0),
+            rejected=counts.get(AttemptOutcome.REJECTED, 0),
+            unknown=counts.get(AttemptOutcome.UNKNOWN, 0),
+            shortfall=short,
+            shortfall_reason=Shortfall.LEASE_LOST if short else "",
+        )
 
 
 # A task row still "running" this long after it started has lost its worker, whatever it was.

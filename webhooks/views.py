@@ -113,8 +113,7 @@ def low_stock(request):
         services.event_refuse(reason=str(invalid), key_ok=True, payload=payload, remote_addr=remote)
         return _error(str(invalid), 415 if str(invalid) == ERR_CONTENT_TYPE else 400, invalid.field)
     event = services.event_receive(**data, payload=payload, remote_addr=remote)
-    status = "superseded" if event.status == EventStatus.SUPERSEDED else "queued"
-    return JsonResponse({"event_id": event.pk, "status": status}, status=202)
+    return JsonResponse({"event_id": event.pk, "status": event.status}, status=202)
 
 
 @csrf_exempt

@@ -28,7 +28,15 @@ from accounts.services import account_retry
 from tests.processes import ROOT, free_port, stop, wait_for
 from webhooks import services
 from webhooks.services import MSG_LEASE_LOST
-from webhooks.models import ACTIVE_RUN_STATUSES, EventStatus, ImportAttempt, ReplenishmentRun, RunStatus, WebhookEvent
+from webhooks.models import (
+    ACTIVE_RUN_STATUSES,
+    AttemptOutcome,
+    EventStatus,
+    ImportAttempt,
+    ReplenishmentRun,
+    RunStatus,
+    WebhookEvent,
+)
 from webhooks.selectors import run_activity
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "proof"
@@ -58,6 +66,9 @@ class Cluster:
         self.dead: set[str] = set()
         self.others: list[subprocess.Popen] = []
         self.workers_started = 0
+        # When true, a killed worker's leases run out in real time (as in production) instead of
+        # being moved past at once; the proof shortens leases (REPLENISH_LEASE_*) to afford it.
+        self.real_time_leases = False
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")
@@ -170,6 +181,8 @@ class Cluster:
 
         from webhooks.tasks import replenish
 
+        if self.real_time_leases:
+            return 0
         dead_runs, live_runs = set(), set()
         for ids, args in DBTaskResult.objects.filter(status="RUNNING", task_path=replenish.module_path).values_list(
             "worker_ids", "args_kwargs"
@@ -279,9 +292,16 @@ def settle(cluster: Cluster, fake, *, timeout: float) -> float:
 # --- The invariants --------------------------------------------------------------------------
 
 
+def identity(email: str | None, account_id: str | None) -> str:
+    """How the manager tells accounts apart: the account ID if given, else the email (lower case)."""
+    return (account_id or email or "").strip().lower()
+
+
 def violations(fake, *, hour_cap: int | None = None) -> list[str]:
     """Every way the pool and the manager's own record disagree; empty when they agree exactly.
 
+    Accounts are told apart as the manager does (the account ID, else the email), so two pool
+    accounts with one email are two accounts here too.
     - each account the manager holds is `consumed` in the pool, and each `consumed` account is
       held by the manager (which accepts an account once by construction);
     - every re-send of an account follows an outcome the pool could not know or a configuration
@@ -289,47 +309,56 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
     - no import call named an account after the pool had recorded it consumed, but for the one
       send of a worker frozen between its lease check and the send (its answer then finds the
       lease lost: docs/RELIABILITY.md, known limits);
-    - every call the manager received has an attempt row (the record is complete);
+    - every call the manager received has an attempt row (the record is complete), and no
+      attempt is recorded as answered unless a call reached the manager;
+    - every run's demand is met or recorded as unmet with a reason;
     - nothing is reserved, nothing waits, no account is in a state outside the five;
     - with `hour_cap`: accounts sent for the first time ≤ the cap plus what staff pushed.
     """
     found = []
-    held = {record["email"].lower() for record in fake.imported.values()}
-    pool = {email.lower(): (status, consumed_at) for email, status, consumed_at in Account.objects.values_list("email", "status", "consumed_at")}
-    consumed = {email for email, (status, _) in pool.items() if status == AccountStatus.CONSUMED}
-    for email in sorted(held - consumed):
-        found.append(f"the manager holds {email}, the pool has it {pool.get(email, ('missing',))[0]}")
-    for email in sorted(consumed - held):
-        found.append(f"the pool has {email} consumed, the manager never accepted it")
+    held = set(fake.imported)
+    pool = {
+        identity(email, account_id): (status, consumed_at)
+        for email, account_id, status, consumed_at in Account.objects.values_list("email", "account_id", "status", "consumed_at")
+    }
+    consumed = {key for key, (status, _) in pool.items() if status == AccountStatus.CONSUMED}
+    for key in sorted(held - consumed):
+        found.append(f"the manager holds {key}, the pool has it {pool.get(key, ('missing',))[0]}")
+    for key in sorted(consumed - held):
+        found.append(f"the pool has {key} consumed, the manager never accepted it")
     found += [f"{w} after the quiet period" for w in unsettled()]
     states = set(Account.objects.values_list("status", flat=True).distinct())
     found += [f"unknown state {s!r}" for s in states - set(AccountStatus.values)]
 
     calls = fake.import_calls()
-    recorded = _attempts_by_email()
+    recorded = _attempts_by_identity()
     named: Counter = Counter()
     late: Counter = Counter()
     for call in calls:
-        for email in call["emails"]:
-            named[email] += 1
-            status, consumed_at = pool.get(email, (None, None))
+        for key in call["identities"]:
+            named[key] += 1
+            status, consumed_at = pool.get(key, (None, None))
             if consumed_at is not None and call["time"] > consumed_at.timestamp():
-                late[email] += 1
-    for email, n in sorted(late.items()):
+                late[key] += 1
+    for key, n in sorted(late.items()):
         # The one send the pool cannot prevent (docs/RELIABILITY.md, known limits): a worker frozen
         # between its lease check and the send itself. Its answer then comes back to a lost lease.
-        if n > recorded[email]["lease lost"]:
-            found.append(f"{email} was sent {n} time(s) after the pool recorded it consumed")
-    for email, n in sorted(named.items()):
-        if n > recorded[email]["all"]:
-            found.append(f"{email}: the manager saw {n} calls, the pool recorded {recorded[email]['all']} attempts")
+        if n > recorded[key]["lease lost"]:
+            found.append(f"{key} was sent {n} time(s) after the pool recorded it consumed")
+    for key, n in sorted(named.items()):
+        if n > recorded[key]["all"]:
+            found.append(f"{key}: the manager saw {n} calls, the pool recorded {recorded[key]['all']} attempts")
         # The fake accepts an account once by construction, so "imported twice" shows as calls:
         # each call after the first must be explained by an earlier answer the pool could not use.
-        if n - 1 > recorded[email]["unknown"] + recorded[email]["config_error"]:
+        if n - 1 > recorded[key]["unknown"] + recorded[key]["config_error"]:
             found.append(
-                f"{email} was sent {n} times with only {recorded[email]['unknown']} unknown and "
-                f"{recorded[email]['config_error']} configuration-error outcomes to explain it"
+                f"{key} was sent {n} times with only {recorded[key]['unknown']} unknown and "
+                f"{recorded[key]['config_error']} configuration-error outcomes to explain it"
             )
+    for key, counts in sorted(recorded.items()):
+        if counts["answered"] > named[key]:
+            found.append(f"{key}: {counts['answered']} attempts recorded as sent, the manager saw {named[key]} calls")
+    found += unmet_demand()
 
     if hour_cap is not None:
         pushed = sum(ReplenishmentRun.objects.exclude(requested_accounts=None).values_list("requested_accounts", flat=True))
@@ -339,14 +368,91 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
     return found
 
 
-def _attempts_by_email() -> dict[str, Counter]:
-    """email → Counter of its sent attempts: "all", one per outcome, and "lease lost" (answers
-    that came back after the run's lease on the account was gone: recorded, not applied)."""
+def _attempts_by_identity() -> dict[str, Counter]:
+    """identity → Counter of its sent attempts: "all", one per outcome, "answered" (rows a run
+    wrote for a call it made: they carry the mode), and "lease lost" (answers that came back
+    after the run's lease on the account was gone: recorded, not applied)."""
     counts: dict[str, Counter] = defaultdict(Counter)
-    rows = ImportAttempt.objects.filter(sent=True).values_list("account__email", "outcome", "error")
-    for email, outcome, error in rows:
-        counts[email.lower()].update(("all", outcome, *(["lease lost"] if MSG_LEASE_LOST in error else [])))
+    rows = ImportAttempt.objects.filter(sent=True).values_list("account__email", "account__account_id", "outcome", "mode", "error")
+    for email, account_id, outcome, mode, error in rows:
+        counts[identity(email, account_id)].update(
+            ("all", outcome, *(["answered"] if mode else []), *(["lease lost"] if MSG_LEASE_LOST in error else []))
+        )
     return counts
+
+
+def unmet_demand() -> list[str]:
+    """Runs that finished short of their need without saying so.
+
+    What a run delivered: its attempts that ended consumed or unknown (they may have landed),
+    not counting answers that came back to a lost lease. Delivered plus the recorded shortfall
+    must cover the need.
+    """
+    delivered: Counter = Counter()
+    rows = ImportAttempt.objects.filter(outcome__in=[AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN]).values_list("run_id", "error")
+    for run_id, error in rows:
+        if MSG_LEASE_LOST not in error:
+            delivered[run_id] += 1
+    found = []
+    finished = ReplenishmentRun.objects.exclude(status__in=ACTIVE_RUN_STATUSES).exclude(need=None)
+    for run_id, need, shortfall, reason in finished.values_list("pk", "need", "shortfall", "shortfall_reason"):
+        if delivered[run_id] + shortfall < need:
+            found.append(f"run #{run_id} needed {need}, delivered {delivered[run_id]}, recorded {shortfall} short ({reason or 'no reason'})")
+    return found
+
+
+# --- Faults the database itself makes ---------------------------------------------------------
+
+
+class RecordingFault:
+    """Make the database refuse to record an import as consumed for a moment, from any process.
+
+    A trigger on the accounts table raises while `proof_fault.until` is in the future, so the
+    worker's run fails after the manager has answered and before the answer is recorded: what
+    SQLite's busy timeout or a PostgreSQL failover does to a real run.
+    """
+
+    TABLE = "proof_fault"
+
+    def install(self) -> None:
+        table = Account._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (until timestamptz)")
+                cursor.execute(
+                    "CREATE OR REPLACE FUNCTION proof_fail_consumed() RETURNS trigger AS $$ BEGIN "
+                    f"IF NEW.status = 'consumed' AND EXISTS (SELECT 1 FROM {self.TABLE} WHERE until > clock_timestamp()) "
+                    "THEN RAISE EXCEPTION 'proof: injected failure while recording'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+                )
+                cursor.execute(f"DROP TRIGGER IF EXISTS proof_fail_consumed ON {table}")
+                cursor.execute(
+                    f"CREATE TRIGGER proof_fail_consumed BEFORE UPDATE ON {table} FOR EACH ROW EXECUTE FUNCTION proof_fail_consumed()"
+                )
+            else:
+                cursor.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (until REAL)")
+                cursor.execute(
+                    f"CREATE TRIGGER IF NOT EXISTS proof_fail_consumed BEFORE UPDATE OF status ON {table} "
+                    f"WHEN NEW.status = 'consumed' AND EXISTS (SELECT 1 FROM {self.TABLE} WHERE until > julianday('now')) "
+                    "BEGIN SELECT RAISE(ABORT, 'proof: injected failure while recording'); END"
+                )
+
+    def arm(self, seconds: float) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM {self.TABLE}")
+            if connection.vendor == "postgresql":
+                cursor.execute(f"INSERT INTO {self.TABLE} VALUES (clock_timestamp() + %s * interval '1 second')", [seconds])
+            else:
+                cursor.execute(f"INSERT INTO {self.TABLE} VALUES (julianday('now') + %s / 86400.0)", [seconds])
+
+    def remove(self) -> None:
+        table = Account._meta.db_table
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"DROP TRIGGER IF EXISTS proof_fail_consumed ON {table}")
+                cursor.execute("DROP FUNCTION IF EXISTS proof_fail_consumed()")
+            else:
+                cursor.execute("DROP TRIGGER IF EXISTS proof_fail_consumed")
+            cursor.execute(f"DROP TABLE IF EXISTS {self.TABLE}")
 
 
 # --- Figures ---------------------------------------------------------------------------------
@@ -408,6 +514,9 @@ def post_push(session: requests.Session, url: str, *, token: str, accounts: int)
 __all__ = [
     "Cluster",
     "Figures",
+    "RecordingFault",
+    "identity",
+    "unmet_demand",
     "play_out",
     "env_int",
     "post_push",

@@ -15,11 +15,12 @@ over from one schedule to the next, so every check covers everything before it t
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass
 
 import pytest
 import requests
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from django.utils import timezone
@@ -29,6 +30,7 @@ from tests.processes import project_env
 from tests.proof.harness import (
     Cluster,
     Figures,
+    RecordingFault,
     env_int,
     play_out,
     post_push,
@@ -39,7 +41,7 @@ from tests.proof.harness import (
 )
 from webhooks import services
 from webhooks.models import ImportMode
-from webhooks.selectors import policy_get
+from webhooks.selectors import policy_get, run_activity
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -76,6 +78,31 @@ class Stall:
 
 
 @dataclass(frozen=True)
+class WebhookDuringRun:
+    """A webhook (5 free seats), then, once its run is under way, another: the second must be
+    acted on by that run's follow-up, crediting what the first one's run imported meanwhile."""
+
+    current_seats: int
+
+
+@dataclass(frozen=True)
+class RecordingFails:
+    """Once a run is under way, the database refuses to record an import as consumed for this
+    long: the run fails between the manager's answer and its record."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class KilledPush:
+    """Staff push `accounts` (added to the pool first); the worker carrying the push is SIGKILLed
+    once `after_calls` of its imports reached the manager. Its lease then runs out in real time."""
+
+    accounts: int
+    after_calls: int
+
+
+@dataclass(frozen=True)
 class Pause:
     seconds: float
 
@@ -91,6 +118,8 @@ class Schedule:
     new_accounts: int
     plan: list[str]
     steps: list
+    same_email_pairs: int = 0  # pairs of accounts with one email and two account IDs
+    killed_push: KilledPush | None = None  # this schedule's leases run out in real time
 
 
 _NAMES = ["ok", "reject", "unauthorized", "http500", "slow", "drop", "landed_then_drop", "landed_then_hang", "garbage", "cut"]
@@ -109,6 +138,13 @@ steps = st.one_of(
     st.builds(Stall, st.sampled_from(["in_call", "in_call", "busy"]), st.sampled_from([0.2, 0.6])),
     st.builds(Pause, st.sampled_from([0.05, 0.2, 0.5])),
     st.just(Reconcile()),
+    st.builds(WebhookDuringRun, st.integers(0, 10)),
+    st.builds(RecordingFails, st.sampled_from([0.1, 0.5])),
+)
+# Rare (one schedule in 32): each costs a real lease, about 6 s with the proof's short leases.
+# (A middle value: hypothesis draws the ends of a range more often than the rest.)
+killed_pushes = st.integers(1, 32).flatmap(
+    lambda n: st.builds(KilledPush, st.sampled_from([7, 12, 200]), st.sampled_from([2, 5, 40])) if n == 17 else st.none()
 )
 schedules = st.builds(
     Schedule,
@@ -117,7 +153,20 @@ schedules = st.builds(
     plan=st.lists(behaviours, min_size=1, max_size=8),
     # Something to do first, so no schedule is idle; then anything, kills included.
     steps=st.tuples(triggers, st.lists(steps, max_size=4)).map(lambda t: [t[0], *t[1]]),
+    same_email_pairs=st.sampled_from([0, 0, 0, 1]),
+    killed_push=killed_pushes,
 )
+# Always played first, so that every kind of step is covered whatever is drawn after them.
+ALWAYS = [
+    # A push of 200 whose worker is killed midway, its lease left to run out in real time.
+    Schedule(mode=ImportMode.SINGLE, new_accounts=0, plan=["ok"], steps=[Pause(0.05)], killed_push=KilledPush(200, 40)),
+    # An event during a run that under-delivers (the manager rejects one account).
+    Schedule(mode=ImportMode.SINGLE, new_accounts=4, plan=["reject", "slow:0.1", "slow:0.1"], steps=[WebhookDuringRun(0)]),
+    # Two accounts with one email (two workspaces) in batch mode.
+    Schedule(mode=ImportMode.BATCH, new_accounts=2, plan=["ok"], steps=[Webhook(0)], same_email_pairs=1),
+    # The database fails while the answers of a batch are being recorded.
+    Schedule(mode=ImportMode.BATCH, new_accounts=3, plan=["slow:0.1"], steps=[Webhook(0), RecordingFails(0.5)]),
+]
 
 
 @pytest.fixture
@@ -126,10 +175,21 @@ def cluster(manager, tmp_path):
     policy.retry_backoff = "0,0,0"  # due at once: the schedule's own faults decide what happens next
     policy.max_accounts_per_hour = 10**6  # the storm proves the cap; here it would only stop the work
     policy.save()
-    env = project_env(MANAGER_READ_TIMEOUT=str(READ_TIMEOUT), MANAGER_CONNECT_TIMEOUT="1")
+    # Short leases (3 accounts a chunk, 2 s margin: 3 × 1.5 s + 2 s) so that a schedule can let a
+    # killed worker's lease run out in real time.
+    env = project_env(
+        MANAGER_READ_TIMEOUT=str(READ_TIMEOUT),
+        MANAGER_CONNECT_TIMEOUT="1",
+        REPLENISH_LEASE_CHUNK="3",
+        REPLENISH_LEASE_MARGIN_SECONDS="2",
+    )
+    fault = RecordingFault()
+    fault.install()
     cluster = Cluster(logs=tmp_path / "logs", env=env, webs=1, web_workers=2, workers=2).start()
+    cluster.recording_fault = fault
     yield cluster
     cluster.stop()
+    fault.remove()
 
 
 def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(cluster, manager):
@@ -172,6 +232,31 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         cluster.stall_worker(victim, seconds=step.seconds)
         figures.add("workers frozen past their lease")
 
+    def wait_for_a_run() -> bool:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            if run_activity(now=timezone.now())[0] is not None:
+                return True
+            time.sleep(0.003)
+        return False
+
+    def killed_push(step: KilledPush) -> None:
+        """Push, kill the push's worker after some of its calls, and let its lease run out."""
+        cluster.real_time_leases = True
+        figures.add("pushes killed midway, leases expiring in real time")
+        AccountFactory.create_batch(step.accounts)
+        figures.add("accounts added", step.accounts)
+        calls = len(manager.import_calls())
+        if (status := post_push(session, url, token=token, accounts=step.accounts)) != 202:
+            raise AssertionError(f"push answered {status}")
+        deadline = time.monotonic() + 20
+        while len(manager.import_calls()) < calls + step.after_calls and time.monotonic() < deadline:
+            time.sleep(0.005)
+        victim = cluster.worker_of_live_run()
+        if victim is not None:
+            cluster.kill_worker(victim)
+            figures.add("workers killed mid-push")
+
     @hypothesis_settings(
         max_examples=SCHEDULES,
         deadline=None,
@@ -180,6 +265,10 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         suppress_health_check=list(HealthCheck),
     )
     @given(schedule=schedules)
+    @example(schedule=ALWAYS[0])
+    @example(schedule=ALWAYS[1])
+    @example(schedule=ALWAYS[2])
+    @example(schedule=ALWAYS[3])
     def run(schedule: Schedule) -> None:
         figures.add("schedules")
         policy = policy_get()
@@ -187,8 +276,15 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         policy.save()
         AccountFactory.create_batch(schedule.new_accounts)
         figures.add("accounts added", schedule.new_accounts)
+        for _ in range(schedule.same_email_pairs):
+            email = f"twice-{uuid.uuid4().hex[:12]}@example.com"
+            for _ in range(2):
+                AccountFactory(email=email, account_id=str(uuid.uuid4()))
+            figures.add("pairs of accounts with one email")
         manager.plan(schedule.plan)
         refused = []
+        if schedule.killed_push is not None:
+            killed_push(schedule.killed_push)
         for step in schedule.steps:
             if isinstance(step, Webhook):
                 figures.add("webhooks")
@@ -202,6 +298,18 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
                 kill(step)
             elif isinstance(step, Stall):
                 stall(step)
+            elif isinstance(step, WebhookDuringRun):
+                figures.add("webhooks")
+                if (status := post_webhook(session, url, current_seats=5)) != 202:
+                    refused.append(f"webhook answered {status}")
+                if wait_for_a_run():
+                    figures.add("webhooks during a run")
+                if (status := post_webhook(session, url, current_seats=step.current_seats)) != 202:
+                    refused.append(f"webhook answered {status}")
+            elif isinstance(step, RecordingFails):
+                if wait_for_a_run():
+                    cluster.recording_fault.arm(step.seconds)
+                    figures.add("failures injected while recording an answer")
             elif isinstance(step, Pause):
                 time.sleep(step.seconds)
             else:
@@ -209,6 +317,7 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
                 services.reconcile(now=timezone.now())
         play_out(cluster, timeout=5)  # under the schedule's faults
         settle(cluster, manager, timeout=60)
+        cluster.real_time_leases = False
         found = refused + violations(manager) + cluster.check_alive()
         if found:
             figures.violations += found

@@ -36,16 +36,14 @@ POLICY = ReplenishmentPolicy(
     ],
 )
 def test_need(threshold, current, landed, expected):
-    need, explained = replenishment_need(
-        threshold=threshold, current_seats=current, policy=POLICY, landed_last_hour=landed
-    )
-    assert need == expected
-    assert f"→ {expected}" in explained
+    need = replenishment_need(threshold=threshold, current_seats=current, policy=POLICY, landed_last_hour=landed)
+    assert need.accounts == expected
+    assert need.explained.endswith(f"→ {expected}")
 
 
 def test_need_follows_the_policy():
     policy = ReplenishmentPolicy(seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100)
-    assert replenishment_need(threshold=10, current_seats=1, policy=policy, landed_last_hour=0)[0] == 3
+    assert replenishment_need(threshold=10, current_seats=1, policy=policy, landed_last_hour=0).accounts == 3
 
 
 def answer(status, success=None, text="", failure=""):

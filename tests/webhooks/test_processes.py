@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -195,3 +196,28 @@ def _state(pid: int) -> str:
             return next(line for line in status if line.startswith("State:")).lower()
     except FileNotFoundError:
         return "gone"
+
+
+def test_an_event_during_a_run_is_met_exactly_through_make_run(manager):
+    """The worked example: A (5 free seats) asks for 2; 1 s later, while A's imports take 2 s each,
+    B says 0 free seats. After A's 2 land, B still needs ceil((10 + 5 - (0 + 10)) / 5) = 1.
+    The manager must end with exactly 3: 2 would mean B was dropped, 5 that it ignored what landed."""
+    AccountFactory.create_batch(6)
+    manager.default = "slow:2"
+    server, url = _serve(project_env(MANAGER_READ_TIMEOUT="10"))
+    try:
+        def post(current_seats):
+            body = {**BODY, "current_seats": current_seats}
+            return requests.post(f"{url}/webhooks/low-stock/", json=body, headers={"X-API-Key": MANAGER_KEY}, timeout=10)
+
+        assert post(5).status_code == 202
+        wait_for(lambda: manager.in_flight, timeout=20, what="A's first import")
+        time.sleep(1)
+        assert post(0).status_code == 202
+        wait_for(lambda: len(manager.imported) >= 3 and quiet(), timeout=60, what="B's follow-up to finish")
+        time.sleep(1)  # nothing more may come
+    finally:
+        stop(server)
+    assert len(manager.imported) == 3
+    follow_up = ReplenishmentRun.objects.get(trigger="follow_up")
+    assert (follow_up.need, follow_up.consumed) == (1, 1)

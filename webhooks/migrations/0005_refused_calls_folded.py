@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0003_alerts'),
+        ('webhooks', '0004_follow_up_runs'),
     ]
 
     operations = [
