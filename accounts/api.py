@@ -24,7 +24,8 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.filters import OrderingFilter
 from poolsite.pagination import MAX_ID
-from rest_framework.parsers import BaseParser, JSONParser
+from poolsite.parsers import JSONParser
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 

@@ -26,12 +26,13 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "axes",
     "accounts",
     "webhooks",
+    "apitokens",
 ]
 
 # Background work runs in `manage.py db_worker` processes, queued in this same database.
@@ -155,15 +156,24 @@ BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 REST_FRAMEWORK = {
     # Token first: an anonymous request then gets 401 with WWW-Authenticate, not a bare 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "apitokens.auth.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # DRF's parsers, but JSON nested too deep or holding a lone surrogate is a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "poolsite.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # Cursor pages by id: no COUNT over a million rows, stable under inserts.
     "DEFAULT_PAGINATION_CLASS": "poolsite.pagination.IdCursorPagination",
     "PAGE_SIZE": 100,
 }
+# API tokens (django-rest-knox): only a SHA-512 hash of each key is stored; the key is shown once.
+# `Authorization: Token <key>` as before. No expiry unless one is given when the token is made.
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "Spare-account pool API",
     "VERSION": "1.0.0",
@@ -179,13 +189,21 @@ AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.float("AXES_COOLOFF_HOURS", default=1)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# Behind the TLS proxy the client's address comes from X-Forwarded-For (see poolsite/client_ip.py).
+AXES_CLIENT_IP_CALLABLE = "poolsite.client_ip.client_ip"
 AXES_VERBOSE = False  # no banner on every manage.py command
 
 # --- Notifications (apprise URLs, comma-separated; more can be added in the admin) -----------
 NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
+# Notifications to loopback, private, link-local (cloud metadata), multicast or reserved addresses
+# are refused unless this is set: e.g. a Bark server or a mail relay on the local network.
+NOTIFY_ALLOW_PRIVATE_HOSTS = env.bool("NOTIFY_ALLOW_PRIVATE_HOSTS", default=False)
 
 # --- Deployment behind a proxy / TLS --------------------------------------------------------
-if env.bool("BEHIND_TLS_PROXY", default=False):
+BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
+# Proxies in front of this service that each append to X-Forwarded-For (only read behind the proxy).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=1)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = env.bool("USE_X_FORWARDED_HOST", default=True)
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)

@@ -21,11 +21,11 @@ from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 import schemathesis
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from accounts.models import Account, AccountStatus
+from apitokens.services import api_token_create
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db
@@ -103,7 +103,7 @@ def headers(django_user_model):
     AccountFactory.create_batch(3)
     AccountFactory(status=AccountStatus.REJECTED)
     AccountFactory(status=AccountStatus.CONSUMED, consumed_at=timezone.now())
-    return {"Authorization": f"Token {Token.objects.create(user=admin).key}"}
+    return {"Authorization": f"Token {api_token_create(user=admin)[1]}"}
 
 
 @pytest.fixture

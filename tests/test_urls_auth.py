@@ -176,3 +176,54 @@ def test_the_admin_login_locks_out_after_axes_failure_limit(client, django_user_
 
     assert locked.status_code == 429
     assert "_auth_user_id" not in client.session
+
+
+# --- The lockout's client address (poolsite/client_ip.py) ---------------------------------------
+
+
+def fail_logins(client, settings, **meta):
+    url = reverse("admin:login")
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        client.post(url, {"username": "boss", "password": f"guess {n}"}, **meta)
+
+
+def logs_in(client, **meta):
+    client.logout()
+    response = client.post(reverse("admin:login"), {"username": "boss", "password": "right-password"}, **meta)
+    return response.status_code == 302 and "_auth_user_id" in client.session
+
+
+def test_served_directly_the_lockout_is_per_username_and_remote_addr(client, django_user_model, settings):
+    settings.BEHIND_TLS_PROXY = False
+    django_user_model.objects.create_superuser("boss", password="right-password")
+    fail_logins(client, settings, REMOTE_ADDR="198.51.100.7")
+
+    assert not logs_in(client, REMOTE_ADDR="198.51.100.7")
+    # A forged X-Forwarded-For does not get the locked-out address past the lockout...
+    assert not logs_in(client, REMOTE_ADDR="198.51.100.7", HTTP_X_FORWARDED_FOR="192.0.2.44")
+    # ...and the admin at another address still logs in.
+    assert logs_in(client, REMOTE_ADDR="198.51.100.8")
+
+
+def test_behind_the_proxy_the_lockout_is_per_username_and_forwarded_client(client, django_user_model, settings):
+    """Behind the TLS proxy REMOTE_ADDR is always the proxy's: five bad guesses from anyone must
+    not lock the admin out everywhere."""
+    settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 1
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    django_user_model.objects.create_superuser("boss", password="right-password")
+    fail_logins(client, settings, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.5")
+
+    assert not logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.5")
+    # What the client wrote left of the proxy's entry is not trusted: still the same client.
+    assert not logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="192.0.2.44, 203.0.113.5")
+    assert logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
+
+
+def test_behind_two_proxies_the_client_is_the_second_entry_from_the_right(client, django_user_model, settings):
+    settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 2
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    django_user_model.objects.create_superuser("boss", password="right-password")
+    fail_logins(client, settings, **proxy, HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.5, 10.1.1.1")
+
+    assert not logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.5, 10.1.1.2")
+    assert logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9, 10.1.1.1")

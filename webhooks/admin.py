@@ -128,7 +128,7 @@ def _date_drilldown(cl) -> dict:
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(HistoryAdmin):
-    list_display = ("id", "received_at", "status", "current_seats", "threshold", "key_ok", "run", "refusal")
+    list_display = ("id", "received_at", "status", "current_seats", "threshold", "key_ok", "run", "refusal", "calls")
     list_filter = ("status", "key_ok")
     date_hierarchy = "received_at"
     list_select_related = ("run",)

@@ -15,14 +15,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import StaffCanView, staff_with
 from accounts.selectors import email_prefix_q
 from poolsite.pagination import MAX_ID, IdCursorPagination
+from poolsite.parsers import JSONParser
 from accounts.models import AccountStatus
 from accounts.tokens import redact
 from webhooks import services
@@ -63,8 +62,8 @@ class StatsSerializer(serializers.Serializer):
 class StatsView(APIView):
     """Pool counts, seats in stock, consumption per day and runway: the dashboard's figures."""
 
-    # Every staff member sees the dashboard, whatever their model permissions.
-    permission_classes = [IsAdminUser]
+    # The dashboard shows these figures only to staff who may view the pool's accounts.
+    permission_classes = [staff_with("accounts.view_account")]
 
     @extend_schema(responses=StatsSerializer)
     def get(self, request):

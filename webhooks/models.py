@@ -67,6 +67,9 @@ class WebhookEvent(models.Model):
     payload = models.TextField(_("body as received"), blank=True)
     refusal = models.CharField(_("why refused"), max_length=255, blank=True)
     remote_addr = models.GenericIPAddressField(_("from"), null=True, blank=True)
+    # A refused call from the same address for the same reason within a minute of this row's
+    # first is counted here instead of written as a row of its own (a flood cannot fill the table).
+    calls = models.PositiveIntegerField(_("calls"), default=1)
     # Received while a run was in flight: its count does not yet show what that run imports, so
     # the follow-up run credits the accounts confirmed since (and asks for no minimum of one).
     during_run = models.BooleanField(_("received during a run"), default=False)
@@ -89,11 +92,16 @@ class WebhookEvent(models.Model):
                 condition=Q(status=EventStatus.REFUSED) | Q(key_ok=True, current_seats__isnull=False, threshold__isnull=False),
                 name="event_accepted_is_complete",
             ),
+            models.CheckConstraint(condition=Q(calls__gte=1), name="event_calls_positive"),
         ]
         indexes = [
             # A run takes the newest pending event and supersedes the rest: a small partial index.
             models.Index(fields=["id"], condition=Q(status=EventStatus.QUEUED), name="event_pending_idx"),
             models.Index(fields=["status", "id"], name="event_status_idx"),
+            # Folding a refused call into its address's row of the last minute.
+            models.Index(
+                fields=["remote_addr", "received_at"], condition=Q(status=EventStatus.REFUSED), name="event_refused_idx"
+            ),
         ]
 
     def __str__(self):

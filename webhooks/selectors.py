@@ -12,6 +12,7 @@ from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day, account_pool_summary
 from webhooks.models import (
     AttemptOutcome,
+    EventStatus,
     FollowedTeam,
     ImportAttempt,
     ReplenishmentPolicy,
@@ -19,6 +20,7 @@ from webhooks.models import (
     RunStatus,
     TeamStatus,
     TeamStatusChange,
+    WebhookEvent,
 )
 
 
@@ -268,3 +270,7 @@ def _report_finish(entry: dict) -> None:
     for n, reason in entry["reasons"]:
         counted[reason] = counted.get(reason, 0) + n
     entry["reasons"] = sorted(counted.items(), key=lambda item: -item[1])[:3]
+def event_refused_calls_since(*, since: datetime) -> int:
+    """Webhook calls refused since `since`, counting the calls folded into each refused row."""
+    refused = WebhookEvent.objects.filter(status=EventStatus.REFUSED, received_at__gte=since)
+    return refused.aggregate(calls=Sum("calls"))["calls"] or 0

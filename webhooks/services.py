@@ -11,7 +11,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -97,10 +97,31 @@ def _storable(text: str) -> str:
     return redact(text).replace("\x00", "\ufffd")
 
 
-def event_refuse(*, reason: str, key_ok: bool, payload: str, remote_addr: str | None) -> WebhookEvent:
-    """Record a refused call, so staff can see why the pool stopped flowing (one INSERT)."""
+# Refused calls from one address for one reason are recorded at most once in this window.
+REFUSAL_FOLD_WINDOW = timedelta(minutes=1)
+
+
+def event_refuse(*, reason: str, key_ok: bool, payload: str, remote_addr: str | None) -> WebhookEvent | None:
+    """Record a refused call, so staff can see why the pool stopped flowing.
+
+    A call refused for the same reason from the same address as a row recorded less than a minute
+    ago is counted in that row (one conditional UPDATE) instead of written: a flood of wrong keys
+    leaves a row a minute, not a row a call. Otherwise one INSERT. Returns the new row, or None
+    when the call was folded into an existing one.
+    """
+    reason = reason[:255]
+    recent = WebhookEvent.objects.filter(
+        status=EventStatus.REFUSED,
+        remote_addr=remote_addr,
+        refusal=reason,
+        key_ok=key_ok,
+        received_at__gte=timezone.now() - REFUSAL_FOLD_WINDOW,
+    )
+    newest = recent.order_by("-id").values("pk")[:1]
+    if WebhookEvent.objects.filter(pk=Subquery(newest)).update(calls=F("calls") + 1):
+        return None
     return WebhookEvent.objects.create(
-        status=EventStatus.REFUSED, key_ok=key_ok, refusal=reason[:255], payload=_storable(payload), remote_addr=remote_addr
+        status=EventStatus.REFUSED, key_ok=key_ok, refusal=reason, payload=_storable(payload), remote_addr=remote_addr
     )
 
 

@@ -9,11 +9,11 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from accounts import api
 from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus, UnusableReason
 from accounts.tokens import mask
+from apitokens.services import api_token_create
 from tests import fakes
 from tests.accounts.test_admin import assert_no_secret
 from tests.factories import AccountBatchFactory, AccountFactory
@@ -141,9 +141,9 @@ def test_reading_needs_staff_with_the_view_permission(client, client_with):
 
 
 def test_token_authentication(client, user_with):
-    token = Token.objects.create(user=user_with("accounts.view_account"))
+    _, key = api_token_create(user=user_with("accounts.view_account"))
     AccountFactory()
-    ok = client.get(LIST_URL, HTTP_AUTHORIZATION=f"Token {token.key}")
+    ok = client.get(LIST_URL, HTTP_AUTHORIZATION=f"Token {key}")
     assert ok.status_code == 200 and len(ok.json()["results"]) == 1
     wrong = client.get(LIST_URL, HTTP_AUTHORIZATION="Token " + "0" * 40)
     # 403, not 401: session authentication comes first and names no WWW-Authenticate scheme.
@@ -165,9 +165,9 @@ def test_writes_need_their_model_permission(client, client_with, material):
 
 
 def test_token_authentication_can_write(client, user_with, material, worker):
-    token = Token.objects.create(user=user_with("accounts.add_accountbatch"))
+    _, key = api_token_create(user=user_with("accounts.add_accountbatch"))
     line = fakes.render_line(material(), "positional")
-    response = post_json(client, BULK_URL, {"text": line}, HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = post_json(client, BULK_URL, {"text": line}, HTTP_AUTHORIZATION=f"Token {key}")
     assert response.status_code == 202
     worker()
     assert Account.objects.count() == 1

@@ -225,10 +225,10 @@ def _answers(url: str) -> bool:
 
 def staff_token() -> str:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+    from apitokens.services import api_token_create
 
     user = get_user_model().objects.create_superuser("proof", password="proof-not-a-secret")
-    return Token.objects.create(user=user).key
+    return api_token_create(user=user)[1]
 
 
 # --- Driving to a quiet state ----------------------------------------------------------------

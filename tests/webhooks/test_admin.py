@@ -77,8 +77,9 @@ def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(admi
 
     monkeypatch.setattr(CappedCountPaginator, "CAP", 2)
     account = AccountFactory()
-    for _ in range(3):
-        services.event_refuse(reason="test", key_ok=False, payload="", remote_addr=None)
+    for n in range(3):
+        # A reason each: the same refusal within a minute would be folded into one row.
+        services.event_refuse(reason=f"test {n}", key_ok=False, payload="", remote_addr=None)
         run = ReplenishmentRun.objects.create(trigger=RunTrigger.MANUAL, status=RunStatus.FINISHED)
         ImportAttempt.objects.create(account=account, run=run, outcome=AttemptOutcome.UNKNOWN)
 

@@ -1,4 +1,4 @@
-"""Alerts through apprise, delivered over real HTTP to a loopback receiver (apprise's json://).
+"""Alerts through apprise, delivered over real HTTP to a loopback receiver (apprise's bark://).
 
 Transactional tests: notifications leave on commit, as they do in production.
 """
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 class Receiver:
-    """A chat service stand-in on a loopback port: records every JSON post, answers `status`."""
+    """A Bark server stand-in on a loopback port: records every JSON post, answers `status`."""
 
     def __init__(self, status: int = 200):
         self.status = status
@@ -69,11 +69,17 @@ class Receiver:
         self._server.server_close()
 
     def url(self, path: str = "hook", credentials: str = "") -> str:
-        return f"json://{credentials}127.0.0.1:{self._server.server_address[1]}/{path}"
+        return f"bark://{credentials}127.0.0.1:{self._server.server_address[1]}/{path}"
 
     @property
     def titles(self) -> list[str]:
         return [post["title"] for post in self.posts]
+
+
+@pytest.fixture(autouse=True)
+def loopback_destinations_allowed(settings):
+    """These tests deliver to loopback receivers; the tests of the refusal turn it off again."""
+    settings.NOTIFY_ALLOW_PRIVATE_HOSTS = True
 
 
 @pytest.fixture
@@ -127,7 +133,7 @@ def test_low_stock_notifies_once_and_again_only_after_clearing(receiver):
     evaluate()
     evaluate()
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.LOW_STOCK])]
-    assert receiver.posts[0]["message"] == str(alerts.MSG_LOW_STOCK % {"available": 2, "threshold": 3})
+    assert receiver.posts[0]["body"] == str(alerts.MSG_LOW_STOCK % {"available": 2, "threshold": 3})
     low = state(AlertCondition.LOW_STOCK)
     assert low.active and low.since and low.last_notified_at and low.last_error == ""
 
@@ -161,7 +167,7 @@ def test_short_runway_fires_when_the_dashboard_runway_is_under_the_threshold(rec
     assert dashboard_stats(now=timezone.now())["runway_days"] == 2.5
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.SHORT_RUNWAY])]
     expected = alerts.MSG_SHORT_RUNWAY % {"per_day": "2.0", "available": 5, "days": 2.5, "threshold": 3}
-    assert receiver.posts[0]["message"] == str(expected)
+    assert receiver.posts[0]["body"] == str(expected)
 
     AccountFactory()  # 6 left at 2 a day: 3.0 days, no longer under 3
     evaluate()
@@ -195,7 +201,7 @@ def test_a_configuration_error_notifies_once_until_a_run_goes_through(receiver, 
     assert stopped.status == RunStatus.CONFIG_ERROR
     assert run_now().status == RunStatus.CONFIG_ERROR
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.CONFIG_ERROR])]
-    assert f"#{stopped.pk} " in receiver.posts[0]["message"] and "401" in receiver.posts[0]["message"]
+    assert f"#{stopped.pk} " in receiver.posts[0]["body"] and "401" in receiver.posts[0]["body"]
 
     assert run_now().status == RunStatus.FINISHED
     assert not state(AlertCondition.CONFIG_ERROR).active and len(receiver.posts) == 1
@@ -216,7 +222,7 @@ def test_unknown_outcomes_in_a_row_notify_once(receiver, manager):
     run_now()
     run_now()
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.UNKNOWN_OUTCOMES])]
-    assert receiver.posts[0]["message"] == str(alerts.MSG_UNKNOWN_OUTCOMES % {"count": 2})
+    assert receiver.posts[0]["body"] == str(alerts.MSG_UNKNOWN_OUTCOMES % {"count": 2})
 
     run_now()  # the manager answers again
     assert not state(AlertCondition.UNKNOWN_OUTCOMES).active and len(receiver.posts) == 1
@@ -267,7 +273,7 @@ def test_two_processes_evaluating_at_once_send_once(receiver):
 
 
 def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager, settings, caplog):
-    down = f"json://127.0.0.1:{closed_port()}/down"
+    down = f"bark://127.0.0.1:{closed_port()}/down"
     settings.NOTIFY_URLS = [receiver.url(), down]
     with Receiver(status=500) as refusing:
         refusing_url = refusing.url(credentials="ops:pa55word-of-the-bot@")
@@ -284,17 +290,18 @@ def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager,
     assert len(receiver.posts) == 1
     event = AlertEvent.objects.get(kind=RAISED)
     assert event.delivery == AlertDelivery.PARTIAL
-    assert "NOTIFY_URLS #2 json://…down" in event.error and "ops chat (json://…hook)" in event.error
-    assert "error=500" in event.error
+    assert "NOTIFY_URLS #2 bark://…down" in event.error and "ops chat (bark://…hook)" in event.error
+    # A short class of failure, never the remote's answer.
+    assert event.error.count(str(alerts.MSG_NOT_DELIVERED)) == 2 and "500" not in event.error
     config = state(AlertCondition.CONFIG_ERROR)
     assert config.last_error == event.error and config.last_notified_at is not None
     for text in (event.error, caplog.text):
         assert "pa55word-of-the-bot" not in text and down not in text
-    assert "not delivered everywhere" in caplog.text and "NOTIFY_URLS #2 json://…down" in caplog.text
+    assert "not delivered everywhere" in caplog.text and "NOTIFY_URLS #2 bark://…down" in caplog.text
 
 
 def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings):
-    settings.NOTIFY_URLS = [f"json://127.0.0.1:{closed_port()}/down"]
+    settings.NOTIFY_URLS = [f"bark://127.0.0.1:{closed_port()}/down"]
     thresholds(stock_below=1)
     evaluate()
     low = state(AlertCondition.LOW_STOCK)
@@ -310,7 +317,7 @@ def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings)
 
 
 def test_a_url_sealed_with_a_key_no_longer_configured_does_not_hide_the_others(receiver, settings, admin_client):
-    NotificationTarget.objects.create(label="old", url="json://127.0.0.1:1/old", masked_url="json://…/old")
+    NotificationTarget.objects.create(label="old", url="bark://127.0.0.1:1/old", masked_url="bark://…/old")
     settings.POOL_ENCRYPTION_KEY = generate_key()
     thresholds(stock_below=1)
     evaluate()
@@ -326,7 +333,7 @@ def test_the_test_button_sends_one_notification(client, admin_user, receiver):
     client.force_login(admin_user)
     changelist = reverse("admin:webhooks_notificationtarget_changelist")
     page = client.get(changelist).content.decode()
-    assert 'id="test-notification-form"' in page and "json://…hook" in page and receiver.url() not in page
+    assert 'id="test-notification-form"' in page and "bark://…hook" in page and receiver.url() not in page
 
     button = reverse("admin:webhooks_notificationtarget_test")
     response = client.post(button)
@@ -365,7 +372,9 @@ def test_destinations_are_masked_in_the_admin_and_encrypted_at_rest(client, admi
 
     refused = client.post(add, {"label": "ops", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"})
     assert refused.status_code == 200 and BOT_TOKEN not in refused.content.decode()
-    assert str(alerts.MSG_URL_NOT_RECOGNISED) in refused.content.decode()
+    assert str(alerts.MSG_SCHEME_NOT_ALLOWED) in refused.content.decode()
+    unusable = client.post(add, {"label": "ops", "new_url": "tgram://not-a-bot-token", "enabled": "on"})
+    assert str(alerts.MSG_URL_NOT_RECOGNISED) in unusable.content.decode()
     assert client.post(add, {"label": "ops", "new_url": "", "enabled": "on"}).status_code == 200
 
     assert client.post(add, {"label": "ops", "new_url": url, "enabled": "on"}).status_code == 302
@@ -411,3 +420,121 @@ def test_states_and_history_are_listed(admin_client, receiver):
     events = admin_client.get(reverse("admin:webhooks_alertevent_changelist"))
     assert states.status_code == events.status_code == 200
     assert str(alerts.TITLES[AlertCondition.LOW_STOCK]) in events.content.decode()
+
+
+# --- Destinations that would reach inside the network (SSRF) --------------------------------
+# No test here opens a socket: names resolve through a stub, and any connection attempt fails
+# the test. Refusals must come before any connection.
+
+INTERNAL = ["10.0.0.5", "169.254.169.254", "::1", "127.0.0.1", "192.168.1.10", "fd00:ec2::254", "224.0.0.1", "100.100.100.200"]
+
+
+@pytest.fixture
+def network(monkeypatch, settings):
+    """Resolves every name to `network.addresses`; records (and fails) any connection attempt."""
+    settings.NOTIFY_ALLOW_PRIVATE_HOSTS = False
+
+    class Network:
+        addresses = ["1.1.1.1"]
+        looked_up: list[str] = []
+        connections: list = []
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        Network.looked_up.append(host)
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+            for a in Network.addresses
+        ]
+
+    def connect(sock, address):
+        Network.connections.append(address)
+        raise AssertionError(f"a test tried to connect to {address}")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect)
+    return Network
+
+
+def add_destination(client, url):
+    return client.post(reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": url, "enabled": "on"})
+
+
+@pytest.mark.parametrize("address", INTERNAL)
+@pytest.mark.parametrize("url", ["bark://bark.internal.example/DEVICEKEY", "mailtos://ops:pw@mail.internal.example?to=ops@example.com"])
+def test_a_destination_whose_host_resolves_inside_is_refused_when_saved(admin_client, network, url, address):
+    network.addresses = [address]
+    response = add_destination(admin_client, url)
+    assert response.status_code == 200 and str(alerts.MSG_HOST_NOT_ALLOWED) in response.content.decode()
+    assert not NotificationTarget.objects.exists()
+    assert network.looked_up and network.connections == []
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("json://127.0.0.1:8080/hook?+X-Token=abc", "MSG_SCHEME_NOT_ALLOWED"),  # custom headers, any method
+        ("xml://bark.example/", "MSG_SCHEME_NOT_ALLOWED"),
+        ("form://bark.example/", "MSG_SCHEME_NOT_ALLOWED"),
+        ("bark://[::1]:8080/DEVICEKEY", "MSG_HOST_NOT_ALLOWED"),
+        ("barks://169.254.169.254/DEVICEKEY", "MSG_HOST_NOT_ALLOWED"),
+        ("mailto://ops:pw@example.com?smtp=10.1.2.3&to=ops@example.com", "MSG_HOST_NOT_ALLOWED"),
+    ],
+)
+def test_other_kinds_and_internal_addresses_in_the_url_are_refused(admin_client, network, url, problem):
+    response = add_destination(admin_client, url)
+    assert str(getattr(alerts, problem)) in response.content.decode()
+    assert not NotificationTarget.objects.exists() and network.connections == []
+
+
+def test_a_name_that_points_inside_when_sending_is_refused_before_connecting(client, admin_user, network, settings):
+    """Checked when saved, and resolved again right before each message (the name may change)."""
+    settings.NOTIFY_URLS = []
+    client.force_login(admin_user)
+    network.addresses = ["1.1.1.1"]
+    assert add_destination(client, "bark://bark.example.net/DEVICEKEY").status_code == 302
+
+    network.addresses = ["169.254.169.254"]
+    response = client.post(reverse("admin:webhooks_notificationtarget_test"))
+    assert network.connections == []
+    event = AlertEvent.objects.get()
+    assert event.delivery == AlertDelivery.FAILED
+    assert event.error == f"x (bark://…EKEY): {alerts.MSG_HOST_NOT_ALLOWED}"
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown[-1] == str(alerts_admin.MSG_TEST_NOT_SENT % {"error": event.error})
+
+
+def test_notify_urls_are_checked_at_start_and_again_when_sending(network, settings):
+    from django.core.checks import run_checks
+
+    settings.NOTIFY_URLS = ["json://127.0.0.1:9/x", "bark://10.0.0.5/KEY", f"tgram://{BOT_TOKEN}/1", "bark://bark.example.net/KEY"]
+    errors = [e for e in run_checks() if e.id == "webhooks.E001"]
+    assert [e.msg.split(":")[0] for e in errors] == ["NOTIFY_URLS #1 json", "NOTIFY_URLS #2 bark"]
+
+    settings.NOTIFY_URLS = ["bark://bark.example.net/KEY"]
+    network.addresses = ["10.0.0.5"]
+    thresholds(stock_below=1)
+    evaluate()
+    assert state(AlertCondition.LOW_STOCK).last_error == f"NOTIFY_URLS #1 bark://…/KEY: {alerts.MSG_HOST_NOT_ALLOWED}"
+    assert network.connections == []
+
+
+def test_private_hosts_can_be_allowed_by_the_operator(admin_client, network, settings):
+    settings.NOTIFY_ALLOW_PRIVATE_HOSTS = True
+    network.addresses = ["10.0.0.5"]
+    assert add_destination(admin_client, "bark://bark.lan/DEVICEKEY").status_code == 302
+    assert network.connections == []
+
+
+def test_redirects_are_never_followed_whatever_the_url_says():
+    service, problem = alerts._instantiate("bark://bark.example.net/KEY?redirect=yes")
+    assert problem is None and service.redirects is False
+
+
+@pytest.mark.parametrize(
+    "address, allowed",
+    [("1.1.1.1", True), ("2606:4700:4700::1111", True), ("::ffff:10.0.0.5", False), ("64:ff9b::a9fe:a9fe", False),
+     ("0.0.0.0", False), ("240.0.0.1", False), ("fe80::1%eth0", False), ("100.64.0.1", False)],
+)  # fmt: skip
+def test_which_addresses_a_notification_may_go_to(address, allowed):
+    assert alerts.address_allowed(address) is allowed

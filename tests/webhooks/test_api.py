@@ -7,9 +7,9 @@ from datetime import timezone as dt_timezone
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
 from accounts.models import AccountStatus, UnusableReason
+from apitokens.services import api_token_create
 from tests.accounts.test_admin import assert_no_secret
 from tests.accounts.test_api import client_with, post_json, secrets_of, user_with  # noqa: F401 (fixtures)
 from tests.factories import AccountFactory
@@ -67,10 +67,14 @@ def test_stats_are_the_dashboard_figures(admin_client):
     assert set(body) == set(api.StatsSerializer().fields)
 
 
-def test_stats_are_for_any_staff_member(client, client_with):
+def test_stats_need_what_the_dashboard_figures_need(client, client_with):
     assert client.get(STATS_URL).status_code in (401, 403)
     assert client_with(staff=False).get(STATS_URL).status_code == 403
-    assert client_with().get(STATS_URL).status_code == 200
+    assert client_with("accounts.view_account", staff=False).get(STATS_URL).status_code == 403
+    # A staff member whom the dashboard shows no pool figures gets none here either.
+    assert client_with().get(STATS_URL).status_code == 403
+    assert client_with("webhooks.view_webhookevent").get(STATS_URL).status_code == 403
+    assert client_with("accounts.view_account").get(STATS_URL).status_code == 200
 
 
 # --- History -----------------------------------------------------------------------------------
@@ -155,8 +159,9 @@ def test_attempts_list_filter_and_page_newest_first(admin_client, manager):
 
 def test_cursor_pages_keep_rows_that_share_a_time(admin_client):
     events = [
-        services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=None)
-        for _ in range(5)
+        # One address each: refusals from one address within a minute are folded into one row.
+        services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=f"127.0.0.{n}")
+        for n in range(1, 6)
     ]
     WebhookEvent.objects.update(received_at=T0)
     seen, url, params = [], EVENTS_URL, {"page_size": 2}
@@ -239,8 +244,8 @@ def test_push_needs_the_permission(client, client_with, user_with):
     assert post_json(client_with("webhooks.view_replenishmentrun"), PUSH_URL, {"accounts": 1}).status_code == 403
     assert not ReplenishmentRun.objects.exists()
     client.logout()
-    token = Token.objects.create(user=user_with("webhooks.push_accounts"))
-    response = post_json(client, PUSH_URL, {"accounts": 1}, HTTP_AUTHORIZATION=f"Token {token.key}")
+    token, key = api_token_create(user=user_with("webhooks.push_accounts"))
+    response = post_json(client, PUSH_URL, {"accounts": 1}, HTTP_AUTHORIZATION=f"Token {key}")
     assert response.status_code == 202 and ReplenishmentRun.objects.get().requested_by == token.user
 
 

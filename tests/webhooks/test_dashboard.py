@@ -103,6 +103,20 @@ def test_the_dashboard_takes_a_bounded_number_of_queries(admin_client, django_as
         assert admin_client.get(INDEX_URL).status_code == 200
 
 
+def test_the_dashboard_counts_the_refused_calls_of_the_last_hour(admin_client):
+    def refused(calls, *, minutes_ago):
+        event = WebhookEvent.objects.create(status=EventStatus.REFUSED, key_ok=False, refusal="wrong key", calls=calls)
+        WebhookEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=minutes_ago))
+
+    refused(1500, minutes_ago=2)
+    refused(7, minutes_ago=59)
+    refused(40, minutes_ago=61)  # older than an hour
+    make_history(1)  # an accepted event is not a refused call
+    html = admin_client.get(INDEX_URL).content.decode()
+    line = re.search(r'id="dashboard-refused">([^<]*)<', html).group(1).strip()
+    assert line == "1507 refused calls in the last hour"
+
+
 def test_the_page_never_waits_on_the_manager(admin_client, manager):
     html = admin_client.get(INDEX_URL).content.decode()
     assert f'data-url="{STATUS_URL}"' in html

@@ -1,6 +1,7 @@
 """POST /webhooks/low-stock/ through the test client: auth, validation, recording, the one read."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -20,10 +21,10 @@ def manager_key(settings):
     settings.MANAGER_API_KEY = KEY
 
 
-def post(client, body=BODY, *, key=KEY, url=URL, content_type="application/json", raw=None):
+def post(client, body=BODY, *, key=KEY, url=URL, content_type="application/json", raw=None, **extra):
     headers = {"HTTP_X_API_KEY": key} if key is not None else {}
     data = raw if raw is not None else json.dumps(body, ensure_ascii=False)
-    return client.post(url, data=data, content_type=content_type, **headers)
+    return client.post(url, data=data, content_type=content_type, **headers, **extra)
 
 
 def test_accepted_event_is_recorded_and_wakes_one_run(client, django_capture_on_commit_callbacks):
@@ -83,6 +84,43 @@ def test_missing_or_wrong_key_is_refused_and_recorded(client, key):
     assert not ReplenishmentRun.objects.exists()
 
 
+def test_a_flood_of_wrong_keys_leaves_a_row_a_minute_with_the_calls_counted(client, django_capture_on_commit_callbacks):
+    for n in range(2000):
+        assert post(client, key=f"guess-{n}").status_code == 401
+    refused = WebhookEvent.objects.get()  # one address, one reason, within a minute: one row
+    assert (refused.status, refused.refusal, refused.calls) == (EventStatus.REFUSED, views.ERR_KEY, 2000)
+
+    # Another address and another reason get rows of their own.
+    post(client, key="guess", REMOTE_ADDR="127.0.0.9")
+    post(client, raw="not json")
+    assert sorted(WebhookEvent.objects.values_list("remote_addr", "refusal", "calls")) == [
+        ("127.0.0.1", views.ERR_KEY, 2000),
+        ("127.0.0.1", views.ERR_NOT_JSON, 1),
+        ("127.0.0.9", views.ERR_KEY, 1),
+    ]
+
+    # The right key right after the flood is accepted as usual.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        accepted = post(client)
+    assert accepted.status_code == 202 and accepted.json()["status"] == "queued"
+    assert len(callbacks) == 1 and ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).count() == 1
+
+
+def test_a_refusal_a_minute_after_the_recorded_one_starts_a_new_row(client):
+    post(client, key="wrong")
+    post(client, key="wrong")
+    WebhookEvent.objects.update(received_at=timezone.now() - timedelta(seconds=61))
+    post(client, key="wrong")
+    assert sorted(WebhookEvent.objects.values_list("calls", flat=True)) == [1, 2]
+
+
+def test_behind_the_proxy_a_refusal_records_the_forwarded_client(client, settings):
+    settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 1
+    post(client, key="wrong", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1, 203.0.113.5")
+    post(client, key="wrong", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert sorted(WebhookEvent.objects.values_list("remote_addr", flat=True)) == ["203.0.113.5", "203.0.113.9"]
+
+
 def test_no_key_configured_refuses_everything_and_says_why(client, settings):
     settings.MANAGER_API_KEY = ""
     response = post(client, key=None)
@@ -132,6 +170,11 @@ def test_wrong_content_type_is_415(client):
         (json.dumps({k: v for k, v in BODY.items() if k != "threshold"}), "threshold", views.ERR_COUNT % "threshold"),
         (json.dumps({**BODY, "message": 42}), "message", views.ERR_MESSAGE),
         ("[" * 100_00 + "]" * 100_00, None, views.ERR_NOT_JSON),
+        # Lone surrogates are valid JSON escapes but not Unicode: no database stores them.
+        (json.dumps({**BODY, "message": "库存\ud800"}), "message", views.ERR_SURROGATE % "message"),
+        (json.dumps({**BODY, "extra": {"deep": ["\udfff"]}}), "extra.deep.0", views.ERR_SURROGATE % "extra.deep.0"),
+        (json.dumps({**BODY, "\ud800": 1}), "\\ud800", views.ERR_SURROGATE % "\\ud800"),
+        ('{"\\ud800": 1, "\\ud800": 2}', "\\ud800", views.ERR_DUPLICATE_KEY % "\\ud800"),
     ],
 )
 def test_bad_bodies_get_a_clear_400_and_change_nothing(client, raw, field, error):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus
 from webhooks.models import ReplenishmentRun, WebhookEvent
-from webhooks.selectors import dashboard_stats, team_dashboard
+from webhooks.selectors import HOUR, dashboard_stats, event_refused_calls_since, team_dashboard
 
 register = template.Library()
 
@@ -59,6 +59,7 @@ def pool_dashboard(context):
                 "id", "received_at", "status", "key_ok", "current_seats", "threshold", "refusal", "run_id"
             )[:RECENT]
         )
+        result["refused_last_hour"] = event_refused_calls_since(since=timezone.now() - HOUR)
     if can_view_runs:
         result["runs"] = list(
             ReplenishmentRun.objects.order_by("-id").only(

@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0006_drop_status_id_index'),
-        ('webhooks', '0004_follow_up_runs'),
+        ('webhooks', '0005_refused_calls_folded'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
