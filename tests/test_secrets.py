@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import io
 import logging
 import os
 import re
@@ -209,6 +210,14 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
     run = services.run_execute(run_id=run.pk)
     assert run is not None and len(manager.requests) >= 2, "the run should have called the manager"
+    # A follow-up round: the manager's Team-info answers carry the Teams' decrypted tokens.
+    from django.core.management import call_command
+
+    from webhooks.models import FollowedTeam
+
+    call_command("follow_up", "--rate", "0", stdout=io.StringIO())
+    assert FollowedTeam.objects.exclude(checked_at=None).exists(), "the round should have asked about a Team"
+    assert any(t["access_token"] for t in manager.teams().values()), "the fake's answers should carry tokens"
 
     first_account = Account.objects.get(email=loaded[-1]["email"])
     account_services.account_set_notes(account=first_account, notes="checked by hand", by=admin)
@@ -253,11 +262,13 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
         reverse("admin:webhooks_webhookevent_change", args=[event.pk]),
         reverse("admin:webhooks_replenishmentrun_change", args=[run.pk]),
         reverse("admin:webhooks_importattempt_change", args=[attempt.pk]),
+        reverse("admin:webhooks_followedteam_change", args=[FollowedTeam.objects.first().pk]),
+        reverse("admin:webhooks_batch_report"),
     ]
     pages = _crawl_admin(client, seeds)
     for url, body in pages.items():
         search(f"admin page {url}", body)
-    for model in ("account", "accountbatch", "webhookevent", "replenishmentrun", "importattempt"):
+    for model in ("account", "accountbatch", "webhookevent", "replenishmentrun", "importattempt", "followedteam"):
         crawled = any(re.search(rf"/admin/\w+/{model}/\d+/change/", url) for url in pages)
         assert crawled, f"no {model} change page crawled"
     assert len(pages) > 20, f"the crawler reached only {len(pages)} admin pages"

@@ -408,3 +408,4 @@ IN_MANAGER_COLUMNS = [
 class FollowUpRoundAdmin(HistoryAdmin):
     list_display = ("id", "status", "requested_by", "created_at", "finished_at", "asked", "changed", "unanswered", "error")
     list_filter = ("status",)
+    date_hierarchy = "created_at"
