@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
@@ -22,6 +22,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.translation import gettext_lazy as _
 
 FORMAT_VERSION = b"\x01"
 KEY_ID_BYTES = 4
@@ -42,8 +43,44 @@ MSG_TAMPERED = "A stored token failed authentication: the ciphertext was altered
 MSG_NOT_CIPHERTEXT = "A stored token value is not ciphertext of this application."
 
 
+# Why a stored value did not open (Undecryptable.cause, DecryptionError.cause).
+CAUSE_UNKNOWN_KEY = "unknown_key"  # sealed with a key that is not configured
+CAUSE_TAMPERED = "tampered"  # the key is configured, but the value fails authentication
+CAUSE_NOT_CIPHERTEXT = "not_ciphertext"
+
+MSG_CANNOT_BE_DECRYPTED = _("cannot be decrypted")
+
+
 class DecryptionError(Exception):
     """Raised instead of ever handing ciphertext (or garbage) back as if it were a token."""
+
+    def __init__(self, message: str, *, cause: str = CAUSE_NOT_CIPHERTEXT, key_id: bytes = b""):
+        super().__init__(message)
+        self.cause = cause
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    """What an encrypted field holds when no configured key opens the stored value.
+
+    Not a str, so it can never be sent, hashed or compared as if it were a token (json, .encode,
+    the lookup hashes all refuse it); it shows as "cannot be decrypted" wherever a masked token
+    is shown. Saving a model that holds one writes the stored ciphertext back unchanged, so a
+    save of another column never destroys a value that the right key could still open. The key
+    id is not secret: it is a hash prefix of the key, stored in clear in every ciphertext.
+    """
+
+    cause: str
+    key_id: bytes
+    blob: bytes = field(repr=False)
+
+    @property
+    def key_id_hex(self) -> str:
+        return self.key_id.hex()
+
+    def __str__(self) -> str:
+        return str(MSG_CANNOT_BE_DECRYPTED)
 
 
 @dataclass(frozen=True)
@@ -116,7 +153,7 @@ def key_id_of(blob: bytes) -> bytes:
 def decrypt(blob: bytes) -> str:
     blob = bytes(blob)
     if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] != FORMAT_VERSION:
-        raise DecryptionError(MSG_NOT_CIPHERTEXT)
+        raise DecryptionError(MSG_NOT_CIPHERTEXT, cause=CAUSE_NOT_CIPHERTEXT)
     header, nonce, sealed = blob[:HEADER_BYTES], blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES], blob[HEADER_BYTES + NONCE_BYTES :]
     wanted = key_id_of(blob)
     for key in _keyring():
@@ -124,8 +161,26 @@ def decrypt(blob: bytes) -> str:
             try:
                 return key.aead.decrypt(nonce, sealed, header).decode()
             except InvalidTag:
-                raise DecryptionError(MSG_TAMPERED) from None
-    raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex())
+                raise DecryptionError(MSG_TAMPERED, cause=CAUSE_TAMPERED, key_id=wanted) from None
+    raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex(), cause=CAUSE_UNKNOWN_KEY, key_id=wanted)
+
+
+def decrypt_or_mark(blob: bytes) -> str | Undecryptable:
+    """The plaintext, or an Undecryptable marker when no configured key opens the value.
+
+    For reads that must go on past one bad row (a list page, a run's batch): the caller tells
+    the marker apart with isinstance, and nothing ever takes it for a token.
+    """
+    blob = bytes(blob)
+    try:
+        return decrypt(blob)
+    except DecryptionError as exc:
+        return Undecryptable(cause=exc.cause, key_id=exc.key_id, blob=blob)
+
+
+def configured_key_ids() -> list[bytes]:
+    """The ids of the configured keys, newest first."""
+    return [key.key_id for key in _keyring()]
 
 
 def _digest(hash_key: bytes, value: str) -> str:

@@ -7,8 +7,10 @@ from accounts.tokens import mask
 class EncryptedTextField(models.BinaryField):
     """Text sealed with AES-256-GCM in the database and plain text in Python.
 
-    A value that cannot be decrypted raises `crypto.DecryptionError`: a wrong or missing key must
-    never look like a token.
+    A value that no configured key opens is read as a `crypto.Undecryptable` marker, never as
+    text: a wrong or missing key must never look like a token, and one such row must not stop a
+    page or a run that reads many (they tell the marker apart with isinstance). Writing the marker
+    back stores the original ciphertext unchanged.
     """
 
     description = "Text encrypted at rest (AES-256-GCM)"
@@ -20,7 +22,7 @@ class EncryptedTextField(models.BinaryField):
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
-        return crypto.decrypt(value)
+        return crypto.decrypt_or_mark(value)
 
     def to_python(self, value):
         return value
@@ -28,6 +30,8 @@ class EncryptedTextField(models.BinaryField):
     def get_db_prep_value(self, value, connection, prepared=False):
         if value is None or value == "":
             return None
+        if isinstance(value, crypto.Undecryptable):
+            return connection.Database.Binary(value.blob)
         if not isinstance(value, str):
             raise TypeError("EncryptedTextField takes text.")
         return connection.Database.Binary(crypto.encrypt(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import multiprocessing
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from accounts.models import (
 from accounts.parser import ParsedAccount, ParsedLine, parse_lines
 from accounts.selectors import account_existing_digests
 from accounts.tokens import interpolate
+
+logger = logging.getLogger(__name__)
 
 # Rows per transaction. Every SQLite commit pays for a WAL write and checkpoint, so fewer, bigger
 # commits load faster (measured: 1,000 rows a commit spent 6 s of 100,000 lines in commits,
@@ -485,6 +488,7 @@ MSG_NOT_REJECTED = _("Only a rejected account can be edited and requeued; this o
 MSG_REQUEUE_MISREAD = _("This was not read as the %(field)s: check that it is in the right box.")
 MSG_REQUEUE_UNUSABLE = _("Not requeued, it could still not be imported: %(reason)s")
 MSG_REQUEUE_DUPLICATE = _("Another pool account (#%(id)s) has the same %(what)s.")
+MSG_REQUEUE_SEALED = _("The stored %(field)s cannot be decrypted with the configured keys: enter it again.")
 MSG_REQUEUE_CONFLICT = _("Another pool account was given the same credentials meanwhile; nothing was changed.")
 _DUPLICATE_WHAT = {
     "identity_hash": _("email and account id"),
@@ -495,8 +499,11 @@ _DUPLICATE_WHAT = {
 LOG_REQUEUED = "Edited (%s) and requeued."
 LOG_REQUEUED_UNCHANGED = "Requeued unchanged."
 
+# Held for staff: after unknown outcomes, or sealed with a key that was missing (and is back).
 RETRYABLE = Q(status=AccountStatus.REJECTED) | Q(
-    status=AccountStatus.AVAILABLE, usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES
+    status=AccountStatus.AVAILABLE,
+    usable=False,
+    unusable_reason__in=[UnusableReason.UNKNOWN_OUTCOMES, UnusableReason.KEY_MISSING],
 )
 LOG_RETRIED = "Retried: back in the pool."
 LOG_RELEASED = "Released a reservation whose lease had expired; counted as an attempt with an unknown outcome."
@@ -538,6 +545,11 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
     account = Account.objects.get(pk=account_id)
     if account.status != AccountStatus.REJECTED:
         raise RequeueRefused([(None, MSG_NOT_REJECTED % {"status": account.get_status_display()})])
+    sealed = [f for f in REQUEUE_FIELDS if isinstance(getattr(account, f), crypto.Undecryptable) and not changes.get(f)]
+    if sealed:
+        raise RequeueRefused(
+            [(f, interpolate(MSG_REQUEUE_SEALED, {"field": Account._meta.get_field(f).verbose_name})) for f in sealed]
+        )
     material = {f: (changes.get(f) or getattr(account, f) or "").strip() for f in REQUEUE_FIELDS}
     line = "----".join(value for value in material.values() if value)
     min_lifetime = timedelta(hours=settings.POOL_MIN_AT_LIFETIME_HOURS)
@@ -664,6 +676,8 @@ class RotationResult:
     examined: int = 0
     rewritten: int = 0
     others_rewritten: int = 0
+    # Rows no configured key opens: left as they are (see account_key_census for their key ids).
+    unopenable: int = 0
 
 
 ROTATE_CHUNK = 500
@@ -693,6 +707,9 @@ def account_rotate_keys() -> RotationResult:
                 result.examined += 1
                 if raw[row.pk] <= {current}:
                     continue
+                if account_undecryptable(account=row) is not None:
+                    result.unopenable += 1
+                    continue
                 hashes = lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
                 Account.objects.filter(pk=row.pk).update(
                     **{f: getattr(row, f) for f in secret_fields}, **hashes
@@ -711,6 +728,9 @@ def account_rotate_keys() -> RotationResult:
             if _raw_key_ids(model, [obj.pk], fields)[obj.pk] <= {current}:
                 continue
             values = {name: getattr(obj, name) for name in fields}
+            if any(isinstance(value, crypto.Undecryptable) for value in values.values()):
+                result.unopenable += 1
+                continue
             # Only while still set: an upload confirmed meanwhile has had its text dropped.
             still_set = {f"{name}__isnull": False for name, value in values.items() if value is not None}
             result.others_rewritten += model.objects.filter(pk=obj.pk, **still_set).update(**values)
@@ -748,9 +768,27 @@ def account_reserve_batch(
     outcome and whose retry is due. On PostgreSQL the candidates are locked in id order with
     SKIP LOCKED, so concurrent runs take different rows instead of queueing; on SQLite the
     IMMEDIATE transaction serialises writers. Either way the UPDATE re-checks the status.
+
+    Each reserved account is decrypted on its own, inside the reserving transaction: one that no
+    configured key opens is held for staff (back to available, flagged unusable, the key id in
+    its last error) in that same transaction, so it is never returned, sent or counted as an
+    attempt, and the pick moves on to the next accounts.
     """
-    if count <= 0:
-        return []
+    taken: list[Account] = []
+    while len(taken) < count:
+        opened, held = _reserve_once(
+            count=count - len(taken), lease_id=lease_id, lease_until=lease_until, now=now, unresolved=unresolved
+        )
+        taken.extend(opened)
+        if not held:
+            break
+    return sorted(taken, key=lambda account: account.pk)
+
+
+def _reserve_once(
+    *, count: int, lease_id, lease_until: datetime, now: datetime, unresolved: bool
+) -> tuple[list[Account], int]:
+    """(accounts reserved that open, how many were held instead) in one transaction."""
     available = Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
     if unresolved:
         candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by("retry_after", "id")
@@ -761,13 +799,59 @@ def account_reserve_batch(
             candidates = candidates.select_for_update(skip_locked=True)
         ids = list(candidates.values_list("id", flat=True)[:count])
         if not ids:
-            return []
+            return [], 0
         taken = Account.objects.filter(pk__in=ids, status=AccountStatus.AVAILABLE).update(
             status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at=lease_until, updated_at=now
         )
         if taken != len(ids):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
-    return list(Account.objects.filter(pk__in=ids, lease_id=lease_id).order_by("id"))
+        opened, held = [], 0
+        for account in Account.objects.filter(pk__in=ids, lease_id=lease_id).order_by("id"):
+            sealed = account_undecryptable(account=account)
+            if sealed is None:
+                opened.append(account)
+            else:
+                _hold_sealed(account=account, sealed=sealed, lease_id=lease_id, now=now)
+                held += 1
+    return opened, held
+
+
+SECRET_FIELDS = ("access_token", "session_token", "refresh_token")
+MSG_HELD_KEY_MISSING = (
+    "Held, never sent: sealed with a key this service does not have (key id %s). Add that key to "
+    "POOL_ENCRYPTION_KEY on every process, restart them, then retry the account."
+)
+MSG_HELD_UNDECRYPTABLE = (
+    "Held, never sent: its stored tokens fail authentication under the configured key (key id %s): "
+    "they were altered, or the key is not the one that sealed them. Retire the account or load it again."
+)
+
+
+def account_undecryptable(*, account: Account) -> crypto.Undecryptable | None:
+    """The first of the account's tokens that no configured key opens, or None if all open."""
+    return next(
+        (v for v in (getattr(account, f) for f in SECRET_FIELDS) if isinstance(v, crypto.Undecryptable)), None
+    )
+
+
+def _hold_sealed(*, account: Account, sealed: crypto.Undecryptable, lease_id, now: datetime) -> None:
+    """End the reservation of an account that cannot be opened, and hold it for staff."""
+    if sealed.cause == crypto.CAUSE_UNKNOWN_KEY:
+        reason, error = UnusableReason.KEY_MISSING, MSG_HELD_KEY_MISSING % sealed.key_id_hex
+    else:
+        reason, error = UnusableReason.UNDECRYPTABLE, MSG_HELD_UNDECRYPTABLE % (sealed.key_id_hex or "none")
+    held = Account.objects.filter(pk=account.pk, status=AccountStatus.RESERVED, lease_id=lease_id).update(
+        status=AccountStatus.AVAILABLE,
+        lease_id=None,
+        lease_expires_at=None,
+        usable=False,
+        unusable_reason=reason,
+        last_error=error,
+        updated_at=now,
+    )
+    if held != 1:  # pragma: no cover - reserved under this lease in this very transaction
+        raise RuntimeError("Account changed while locked.")
+    logger.warning("Account #%s held for staff: %s", account.pk, error)
 
 
 def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:

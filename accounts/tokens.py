@@ -113,6 +113,9 @@ def mask(secret: str | None) -> str:
     """
     if not secret:
         return ""
+    if not isinstance(secret, str):
+        # A value that is not text (crypto.Undecryptable) shows as what it is, never masked.
+        return str(secret)
     if len(secret) <= 4:
         return "…"
     return "…" + secret[-4:]

@@ -40,3 +40,11 @@ def test_check_refuses_a_missing_encryption_key():
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode != 0 and "accounts.E001" in result.stderr
+
+
+def test_make_run_checks_the_pool_keys_before_it_serves():
+    """`make run` refuses to start when no stored row opens (manage.py check_pool_keys exits 1)."""
+    run = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    steps = [line.strip() for line in run.splitlines()[1:]]
+    check = next(n for n, step in enumerate(steps) if "manage.py check_pool_keys" in step)
+    assert check < next(n for n, step in enumerate(steps) if "scripts/serve.py" in step)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
@@ -5,6 +7,7 @@ from django.db import connection
 from accounts import crypto
 from accounts.crypto import DecryptionError
 from accounts.models import Account
+from accounts.tokens import mask
 from tests.factories import AccountFactory
 
 OTHER_KEY = "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
@@ -90,11 +93,29 @@ def test_database_holds_no_plaintext_token():
 
 
 @pytest.mark.django_db
-def test_reading_with_the_wrong_key_raises_instead_of_returning_ciphertext(settings):
+def test_reading_with_the_wrong_key_gives_a_marker_never_ciphertext_or_text(settings):
     account = AccountFactory()
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
-    with pytest.raises(DecryptionError):
-        Account.objects.get(pk=account.pk)
+    stored = Account.objects.get(pk=account.pk)
+    for value in (stored.access_token, stored.session_token, stored.refresh_token):
+        assert isinstance(value, crypto.Undecryptable) and not isinstance(value, str)
+        assert value.cause == crypto.CAUSE_UNKNOWN_KEY and len(value.key_id_hex) == 8
+        assert str(value) == "cannot be decrypted" and mask(value) == "cannot be decrypted"
+    with pytest.raises(TypeError):
+        json.dumps({"access_token": stored.access_token})  # never sent as if it were a token
+
+
+@pytest.mark.django_db
+def test_saving_a_row_that_cannot_be_decrypted_keeps_its_ciphertext(settings):
+    account = AccountFactory()
+    key = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    stored = Account.objects.get(pk=account.pk)
+    stored.notes = "looked at"
+    stored.save()
+    settings.POOL_ENCRYPTION_KEY = key  # the right key is back: nothing was lost
+    again = Account.objects.get(pk=account.pk)
+    assert (again.access_token, again.notes) == (account.access_token, "looked at")
 
 
 @pytest.mark.django_db
