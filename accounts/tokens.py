@@ -356,6 +356,27 @@ _SECRET_TEXT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][
 REDACTED = "[redacted]"
 
 
+def _configured_secrets() -> tuple[str, ...]:
+    """The values of the settings named in REDACTED_SETTINGS, as they may appear in outside text."""
+    from django.conf import settings
+
+    return _secret_variants(tuple(getattr(settings, name, "") for name in getattr(settings, "REDACTED_SETTINGS", ())))
+
+
+@lru_cache(maxsize=8)
+def _secret_variants(values: tuple) -> tuple[str, ...]:
+    # As set, stripped, and escaped the way repr() writes them (an exception's repr); longest
+    # first, so a whole value goes before a shorter variant of it.
+    found = set()
+    for value in values:
+        if isinstance(value, str) and len(value.strip()) >= 4:
+            found.update((value, value.strip(), repr(value)[1:-1], ascii(value)[1:-1]))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
 def redact(text: str) -> str:
-    """Text from outside (a manager's answer, an exception) with token-shaped parts removed."""
+    """Text from outside (a manager's answer, an exception) with token-shaped parts removed, and
+    the values of the secret settings named in REDACTED_SETTINGS (the manager's API key)."""
+    for secret in _configured_secrets():
+        text = text.replace(secret, REDACTED)
     return _SECRET_TEXT_RE.sub(REDACTED, text)

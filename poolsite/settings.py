@@ -119,7 +119,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Tokens and secret settings never reach a log, whatever a message or a traceback quotes.
+    "filters": {"redact": {"()": "poolsite.log_filters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # At DEBUG these log request URLs, and notification URLs carry bot tokens.
     "loggers": {"apprise": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
@@ -143,6 +145,9 @@ MANAGER_READ_TIMEOUT = env.float("MANAGER_READ_TIMEOUT", default=30)
 # plus a margin: what a killed worker holds, and for how long (webhooks/services.py, lease_chunk).
 REPLENISH_LEASE_CHUNK = env.int("REPLENISH_LEASE_CHUNK", default=10)
 REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", default=60)
+# Settings whose values accounts.tokens.redact removes, as it removes tokens, from any outside
+# text the service stores or logs (a manager's answer, an exception, a log record).
+REDACTED_SETTINGS = ["MANAGER_API_KEY"]
 
 # Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
