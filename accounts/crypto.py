@@ -23,6 +23,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 FORMAT_VERSION = b"\x01"
 KEY_ID_BYTES = 4
@@ -139,6 +140,7 @@ def current_key_id() -> bytes:
     return _keyring()[0].key_id
 
 
+@sensitive_variables()
 def encrypt(plaintext: str) -> bytes:
     key = _keyring()[0]
     header = FORMAT_VERSION + key.key_id
@@ -150,6 +152,7 @@ def key_id_of(blob: bytes) -> bytes:
     return bytes(blob[len(FORMAT_VERSION) : HEADER_BYTES])
 
 
+@sensitive_variables()
 def decrypt(blob: bytes) -> str:
     blob = bytes(blob)
     if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] != FORMAT_VERSION:
@@ -165,6 +168,7 @@ def decrypt(blob: bytes) -> str:
     raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex(), cause=CAUSE_UNKNOWN_KEY, key_id=wanted)
 
 
+@sensitive_variables()
 def decrypt_or_mark(blob: bytes) -> str | Undecryptable:
     """The plaintext, or an Undecryptable marker when no configured key opens the value.
 

@@ -1,4 +1,5 @@
 from django.db import models
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import crypto
 from accounts.tokens import mask
@@ -19,6 +20,7 @@ class EncryptedTextField(models.BinaryField):
         kwargs.setdefault("editable", False)
         super().__init__(*args, **kwargs)
 
+    @sensitive_variables()
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
@@ -27,6 +29,7 @@ class EncryptedTextField(models.BinaryField):
     def to_python(self, value):
         return value
 
+    @sensitive_variables()
     def get_db_prep_value(self, value, connection, prepared=False):
         if value is None or value == "":
             return None

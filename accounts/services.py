@@ -16,6 +16,7 @@ from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Least
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import crypto
 from accounts.fields import EncryptedTextField
@@ -530,6 +531,7 @@ def _fresh_retry_budget(now: datetime) -> dict:
     }
 
 
+@sensitive_variables("changes", "material", "line", "parsed", "got", "pending")
 def account_requeue(*, account_id: int, changes: dict[str, str], by, now: datetime | None = None) -> Account:
     """Put a rejected account back in the pool after staff edited it. Blank changes keep a value.
 

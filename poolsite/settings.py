@@ -127,6 +127,9 @@ LOGGING = {
     "loggers": {"apprise": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
 
+# The error page (DEBUG=1) and error reports hide secret settings and every token, always.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "poolsite.debug.SecretSafeExceptionReporterFilter"
+
 # --- The pool -------------------------------------------------------------------------------
 # Comma-separated base64 keys of 32 bytes, newest first: the newest encrypts, every one decrypts.
 POOL_ENCRYPTION_KEY = env.str("POOL_ENCRYPTION_KEY", default="")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Account
 from accounts.tokens import redact
@@ -92,6 +93,7 @@ def _clean(text) -> str:
     return redact(str(text or "")).replace("\x00", "\ufffd")[:MAX_TEXT]
 
 
+@sensitive_variables()
 def _account_fields(account: Account) -> dict:
     fields = {
         "email": account.email or None,
@@ -106,6 +108,7 @@ def _account_fields(account: Account) -> dict:
     return {key: value for key, value in fields.items() if value}
 
 
+@sensitive_variables()
 def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
     # comma fallback drops the session token (MANAGER_CONTRACT.md §2b).
@@ -148,6 +151,7 @@ class ProbeResult:
 
 
 class ManagerClient:
+    @sensitive_variables("api_key")
     def __init__(self, *, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
         self.url = base_url.rstrip("/") + IMPORT_PATH
         self.timeout = (connect_timeout, read_timeout)
@@ -213,6 +217,7 @@ class ManagerClient:
             answer = ManagerAnswer(None, None, _clean(exc), FAILURE_CONNECTION)
         return _timed(answer, started)
 
+    @sensitive_variables("content")
     def import_batch(self, accounts: Iterable[Account]) -> BatchAnswers:
         """One batch request; an answer per account, matched by email and account_id.
 
