@@ -20,11 +20,16 @@ class EncryptedTextField(models.BinaryField):
         kwargs.setdefault("editable", False)
         super().__init__(*args, **kwargs)
 
+    @property
+    def context(self) -> str:
+        """What each ciphertext of this column is bound to: it opens in no other column or table."""
+        return f"{self.model._meta.db_table}.{self.column}"
+
     @sensitive_variables()
     def from_db_value(self, value, expression, connection):
         if value is None:
             return None
-        return crypto.decrypt_or_mark(value)
+        return crypto.decrypt_or_mark(value, context=self.context)
 
     def to_python(self, value):
         return value
@@ -37,7 +42,7 @@ class EncryptedTextField(models.BinaryField):
             return connection.Database.Binary(value.blob)
         if not isinstance(value, str):
             raise TypeError("EncryptedTextField takes text.")
-        return connection.Database.Binary(crypto.encrypt(value))
+        return connection.Database.Binary(crypto.encrypt(value, context=self.context))
 
     def get_lookup(self, lookup_name):
         # Ciphertext differs on every write, so any comparison would silently never match.

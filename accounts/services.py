@@ -109,6 +109,10 @@ def _pending(parsed: ParsedLine) -> _Pending:
     return _Pending(parsed, digests, lookups)
 
 
+# Each secret column's encryption context (accounts.fields.EncryptedTextField.context).
+_CONTEXTS = {name: Account._meta.get_field(name).context for name in ("access_token", "session_token", "refresh_token")}
+
+
 class _Inserter:
     """Inserts parsed accounts with one prepared statement per chunk.
 
@@ -138,11 +142,12 @@ class _Inserter:
         a = pending.parsed.account
         d = pending.digests
 
-        def seal(value):
-            return crypto.encrypt(value) if value else None
+        def seal(value, field):
+            return crypto.encrypt(value, context=_CONTEXTS[field]) if value else None
 
         return (
-            a.email or "", seal(a.access_token), seal(a.session_token), seal(a.refresh_token),
+            a.email or "", seal(a.access_token, "access_token"), seal(a.session_token, "session_token"),
+            seal(a.refresh_token, "refresh_token"),
             a.client_id or "", a.account_id or "",
             d["identity_hash"], d["access_token_hash"], d["session_token_hash"], d["refresh_token_hash"],
             a.at_email or "", self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
@@ -682,74 +687,95 @@ class RotationResult:
     unopenable: int = 0
 
 
+@dataclass
+class ResealResult:
+    examined: int = 0
+    rewritten: int = 0
+    unopenable: int = 0
+
+
 ROTATE_CHUNK = 500
 
 
 def account_rotate_keys() -> RotationResult:
-    """Re-seal every secret under the newest key, and re-hash under it, in id-ordered chunks.
+    """Re-seal every encrypted column of every app under the newest key and the current format
+    (bound to its table and column), and re-hash the pool's lookup hashes under the newest key.
 
-    Only the secret and hash columns are written, so a run reserving or settling the same rows
-    at the same time is not undone.
+    Encrypted columns are found by field type, so the pool needs to know nothing of the apps that
+    borrow its encryption (staged uploads, notification URLs…). See encrypted_rows_reseal for how
+    an edit made meanwhile is never lost.
     """
-    current = crypto.current_key_id()
-    result = RotationResult(key_id=current.hex())
-    secret_fields = ("access_token", "session_token", "refresh_token")
+    result = RotationResult(key_id=crypto.current_key_id().hex())
+    for model in apps.get_models():
+        if model is Account:
+            done = encrypted_rows_reseal(model=Account, rehash=_account_hashes)
+            result.examined, result.rewritten = done.examined, done.rewritten
+        elif any(isinstance(f, EncryptedTextField) for f in model._meta.concrete_fields):
+            done = encrypted_rows_reseal(model=model)
+            result.others_rewritten += done.rewritten
+        else:
+            continue
+        result.unopenable += done.unopenable
+    return result
+
+
+def _account_hashes(row) -> dict:
+    return lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
+
+
+def encrypted_rows_reseal(*, model, rehash=None) -> ResealResult:
+    """Re-seal the encrypted columns of `model`'s rows that are not yet under the newest key in the
+    current format, in id-ordered chunks, each in one transaction with its rows locked.
+
+    The lock (SELECT … FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds the write
+    lock from BEGIN) is what keeps an edit made during the rotation: it waits for the chunk, or the
+    chunk waits for it and re-reads its value. Only the encrypted columns (and `rehash(row)`'s
+    columns) are written, so a run reserving or settling the same rows is not undone. Rows that
+    no configured key opens are left as they are and counted. Also used by the migrations that
+    bound existing ciphertexts to their columns (with their historical models).
+    """
+    fields = tuple(f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
+    columns = tuple(model._meta.get_field(name).column for name in fields)
+    loaded = ("pk", *fields, *(MATERIAL_FIELDS if rehash else ()))
+    result = ResealResult()
     last = 0
     while True:
         with transaction.atomic():
-            rows = list(
-                _lock(Account.objects.filter(pk__gt=last).order_by("pk"))
-                .only("pk", *MATERIAL_FIELDS)[:ROTATE_CHUNK]
-            )
+            rows = list(_lock(model.objects.filter(pk__gt=last).order_by("pk")).only(*dict.fromkeys(loaded))[:ROTATE_CHUNK])
             if not rows:
                 break
             last = rows[-1].pk
-            raw = _raw_key_ids(Account, [r.pk for r in rows], secret_fields)
+            stored = _raw_blobs(model, [row.pk for row in rows], columns)
             for row in rows:
                 result.examined += 1
-                if raw[row.pk] <= {current}:
+                if all(crypto.is_current(blob) for blob in stored[row.pk] if blob is not None):
                     continue
-                if account_undecryptable(account=row) is not None:
+                values = {name: getattr(row, name) for name in fields}
+                if any(isinstance(value, crypto.Undecryptable) for value in values.values()):
                     result.unopenable += 1
                     continue
-                hashes = lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
-                Account.objects.filter(pk=row.pk).update(
-                    **{f: getattr(row, f) for f in secret_fields}, **hashes
-                )
+                model.objects.filter(pk=row.pk).update(**values, **(rehash(row) if rehash else {}))
                 result.rewritten += 1
-    # Every other encrypted column of any app (staged uploads, notification URLs…): found by
-    # field type, so the pool needs to know nothing of the apps that borrow its encryption.
-    for model in apps.get_models():
-        fields = tuple(f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
-        if model is Account or not fields:
-            continue
-        present = Q()
-        for name in fields:
-            present |= Q(**{f"{name}__isnull": False})
-        for obj in model.objects.filter(present).only("pk", *fields).iterator():
-            if _raw_key_ids(model, [obj.pk], fields)[obj.pk] <= {current}:
-                continue
-            values = {name: getattr(obj, name) for name in fields}
-            if any(isinstance(value, crypto.Undecryptable) for value in values.values()):
-                result.unopenable += 1
-                continue
-            # Only while still set: an upload confirmed meanwhile has had its text dropped.
-            still_set = {f"{name}__isnull": False for name, value in values.items() if value is not None}
-            result.others_rewritten += model.objects.filter(pk=obj.pk, **still_set).update(**values)
     return result
+
+
+def _raw_blobs(model, pks: list[int], columns: tuple[str, ...]) -> dict[int, tuple]:
+    """The stored ciphertexts' headers (version and key id) of `columns`, read without decrypting."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    heads = ", ".join(f"SUBSTR({connection.ops.quote_name(c)}, 1, {crypto.HEADER_BYTES})" for c in columns)
+    placeholders = ", ".join(["%s"] * len(pks))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pk}, {heads} FROM {table} WHERE {pk} IN ({placeholders})", pks)
+        return {row[0]: tuple(None if blob is None else bytes(blob) for blob in row[1:]) for row in cursor.fetchall()}
 
 
 def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, set[bytes]]:
     """The key ids of the stored ciphertexts, read without decrypting."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f) for f in fields)
-    placeholders = ", ".join(["%s"] * len(pks))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, {columns} FROM {table} WHERE id IN ({placeholders})", pks)
-        return {
-            row[0]: {crypto.key_id_of(bytes(blob)) for blob in row[1:] if blob is not None}
-            for row in cursor.fetchall()
-        }
+    return {
+        pk: {crypto.key_id_of(blob) for blob in blobs if blob is not None}
+        for pk, blobs in _raw_blobs(model, pks, fields).items()
+    }
 
 
 # --- Leases: reserving accounts for an import and settling them ------------------------------

@@ -24,7 +24,7 @@ def decrypting_view(request):
 
 
 def encrypting_view(request):
-    crypto.encrypt(NOT_TOKEN_SHAPED["value"])  # raises inside encrypt: the key is malformed
+    crypto.encrypt(NOT_TOKEN_SHAPED["value"], context="accounts_account.access_token")  # raises inside encrypt: the key is malformed
 
 
 urlpatterns = [path("decrypting/", decrypting_view), path("encrypting/", encrypting_view)]
