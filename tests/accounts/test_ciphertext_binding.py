@@ -79,7 +79,7 @@ def test_the_migration_binds_existing_ciphertexts_to_their_columns():
     account = AccountFactory()
     target = NotificationTarget.objects.create(url="tgram://123:bot/-1", masked_url="tgram://…")
     executor = MigrationExecutor(connection)
-    executor.migrate([("accounts", "0007_held_undecryptable"), ("webhooks", "0003_alerts")])
+    executor.migrate([("accounts", "0007_held_undecryptable"), ("webhooks", "0004_follow_up_runs")])
     for column in ("access_token", "session_token", "refresh_token"):
         write_raw("accounts_account", column, account.pk, seal_v1(getattr(account, column)))
     write_raw("webhooks_notificationtarget", "url", target.pk, seal_v1(target.url))

@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ("accounts", "0008_bind_ciphertexts"),
-        ("webhooks", "0003_alerts"),
+        ("webhooks", "0004_follow_up_runs"),
     ]
 
     operations = [
