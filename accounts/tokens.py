@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import jwt
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.functional import lazy
 from django.utils.translation import gettext_lazy as _
 
@@ -356,27 +358,34 @@ _SECRET_TEXT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][
 REDACTED = "[redacted]"
 
 
-def _configured_secrets() -> tuple[str, ...]:
-    """The values of the settings named in REDACTED_SETTINGS, as they may appear in outside text."""
+@lru_cache(maxsize=1)
+def _redaction_re() -> re.Pattern:
+    """_SECRET_TEXT_RE, preceded by the values of the settings named in REDACTED_SETTINGS.
+
+    Built once: settings do not change while a process runs (tests change them, and the
+    setting_changed receiver below starts again).
+    """
     from django.conf import settings
 
-    return _secret_variants(tuple(getattr(settings, name, "") for name in getattr(settings, "REDACTED_SETTINGS", ())))
-
-
-@lru_cache(maxsize=8)
-def _secret_variants(values: tuple) -> tuple[str, ...]:
-    # As set, stripped, and escaped the way repr() writes them (an exception's repr); longest
-    # first, so a whole value goes before a shorter variant of it.
     found = set()
-    for value in values:
+    for name in getattr(settings, "REDACTED_SETTINGS", ()):
+        value = getattr(settings, name, "")
+        # As set, stripped, and escaped the way repr() writes it (an exception's repr).
         if isinstance(value, str) and len(value.strip()) >= 4:
             found.update((value, value.strip(), repr(value)[1:-1], ascii(value)[1:-1]))
-    return tuple(sorted(found, key=len, reverse=True))
+    if not found:
+        return _SECRET_TEXT_RE
+    # Longest first, so a whole value goes before a shorter variant of it; one pass over the text.
+    exact = "|".join(re.escape(v) for v in sorted(found, key=len, reverse=True))
+    return re.compile(f"{exact}|{_SECRET_TEXT_RE.pattern}")
+
+
+@receiver(setting_changed)
+def _reset_redaction(**kwargs):
+    _redaction_re.cache_clear()
 
 
 def redact(text: str) -> str:
     """Text from outside (a manager's answer, an exception) with token-shaped parts removed, and
     the values of the secret settings named in REDACTED_SETTINGS (the manager's API key)."""
-    for secret in _configured_secrets():
-        text = text.replace(secret, REDACTED)
-    return _SECRET_TEXT_RE.sub(REDACTED, text)
+    return _redaction_re().sub(REDACTED, text)
