@@ -156,9 +156,9 @@ def account_key_census() -> list[KeyCensus]:
 
 
 MSG_KEY_NOT_CONFIGURED = _(
-    "%(rows)s %(table)s hold values sealed with key id %(key_id)s, which is not in "
-    "POOL_ENCRYPTION_KEY: they show as “cannot be decrypted” and accounts among them are held, never "
-    "sent. Add that key to POOL_ENCRYPTION_KEY (after the newest) and restart every process."
+    "Key id %(key_id)s, which is not in POOL_ENCRYPTION_KEY, sealed rows of %(table)s: %(rows)s. "
+    "They show as “cannot be decrypted”, and accounts among them are held, never sent. Add that key "
+    "to POOL_ENCRYPTION_KEY (after the newest) and restart every process."
 )
 
 

@@ -157,8 +157,8 @@ def test_the_dashboard_warns_about_key_ids_that_are_not_configured(admin_client,
     account_sealed_with_foreign_key(settings)
     cache.clear()  # the dashboard reads the census at most once a minute
     html = admin_client.get("/admin/").content.decode()
-    assert 'id="dashboard-key-warnings"' in html and f"key id {foreign_key_id()}" in html
-    assert "1 accounts hold values sealed" in html
+    assert 'id="dashboard-key-warnings"' in html and f"Key id {foreign_key_id()}" in html
+    assert "sealed rows of accounts: 1." in html
 
 
 # --- Start-up, rotation -----------------------------------------------------------------------
@@ -171,7 +171,7 @@ def test_system_check_warns_about_key_ids_not_configured_with_their_row_counts(s
     account_sealed_with_foreign_key(settings)
     (warning,) = pool_key_census_check(None)
     assert warning.id == "accounts.W001" and warning.level == 30  # a warning: it stops nothing
-    assert f"2 accounts hold values sealed with key id {foreign_key_id()}" in warning.msg
+    assert f"Key id {foreign_key_id()}, which is not in POOL_ENCRYPTION_KEY, sealed rows of accounts: 2." in warning.msg
 
 
 def test_census_counts_rows_per_key_id_in_every_encrypted_table(settings):
@@ -203,18 +203,18 @@ def test_rotate_check_lists_rows_per_key_and_fails_while_any_are_under_an_older_
     old_key = settings.POOL_ENCRYPTION_KEY
     AccountFactory.create_batch(2)
     call_command("rotate_pool_key", "--check")
-    assert "2 rows under key id" in capsys.readouterr().out
+    assert "(newest): 2" in capsys.readouterr().out
 
     settings.POOL_ENCRYPTION_KEY = f"{FOREIGN_KEY},{old_key}"
     with pytest.raises(SystemExit) as failed:
         call_command("rotate_pool_key", "--check")
     assert failed.value.code == 1
     out = capsys.readouterr()
-    assert "(older, configured)" in out.out and "2 rows are still under a key other than the newest" in out.err
+    assert "(older, configured)" in out.out and "Rows still under a key other than the newest: 2." in out.err
 
     call_command("rotate_pool_key")
     call_command("rotate_pool_key", "--check")
-    assert f"2 rows under key id {foreign_key_id()} (newest)" in capsys.readouterr().out
+    assert f"accounts under key id {foreign_key_id()} (newest): 2" in capsys.readouterr().out
 
 
 def test_rotation_leaves_rows_no_key_opens_as_they_are(settings, capsys):

@@ -38,9 +38,9 @@ class Command(BaseCommand):
         census = account_key_census()
         for c in census:
             state = "newest" if c.newest else "older, configured" if c.configured else "NOT CONFIGURED"
-            self.stdout.write(f"{c.table}: {c.rows} rows under key id {c.key_id} ({state})")
+            self.stdout.write(f"{c.table} under key id {c.key_id} ({state}): {c.rows}")
         behind = sum(c.rows for c in census if not c.newest)
         if behind:
-            self.stderr.write(f"{behind} rows are still under a key other than the newest.")
+            self.stderr.write(f"Rows still under a key other than the newest: {behind}.")
             raise SystemExit(1)
         self.stdout.write("Every encrypted row is under the newest key.")
