@@ -19,6 +19,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 run: $(VENV)/.runtime
 	$(BIN)/python scripts/init_env.py
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py check_pool_keys
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	$(BIN)/python manage.py ensure_admin
 	$(BIN)/python scripts/serve.py

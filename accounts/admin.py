@@ -24,8 +24,8 @@ MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
 MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
 MSG_NOT_RETRIED = ngettext_lazy(
-    "%(n)d account was not retried: only rejected accounts and accounts held after unknown outcomes can be.",
-    "%(n)d accounts were not retried: only rejected accounts and accounts held after unknown outcomes can be.",
+    "%(n)d account was not retried: only rejected accounts and accounts held for staff can be.",
+    "%(n)d accounts were not retried: only rejected accounts and accounts held for staff can be.",
     "n",
 )
 MSG_RELEASED = ngettext_lazy(
@@ -184,7 +184,7 @@ class AccountAdmin(admin.ModelAdmin):
         return request.user.has_perm("accounts.requeue_account")
 
     @admin.action(
-        description=_("Retry selected accounts (rejected, or held after unknown outcomes)"), permissions=["requeue"]
+        description=_("Retry selected accounts (rejected, or held for staff)"), permissions=["requeue"]
     )
     def retry_selected(self, request, queryset):
         retried = services.account_retry(account_ids=queryset.values_list("pk", flat=True), by=request.user)

@@ -11,7 +11,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
@@ -22,8 +22,17 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
-FORMAT_VERSION = b"\x01"
+# The first byte of every ciphertext. Version 1 authenticated the header alone, so a value copied
+# into another column or table still opened there; version 2 also authenticates the table and
+# column it was sealed for (its "context"). Version 1 values still open, anywhere, until a
+# migration or `rotate_pool_key` re-seals them.
+FORMAT_V1 = b"\x01"
+FORMAT_V2 = b"\x02"
+FORMAT_VERSION = FORMAT_V2  # what encrypt() writes
+_FORMATS = (FORMAT_V1, FORMAT_V2)
 KEY_ID_BYTES = 4
 NONCE_BYTES = 12
 HEADER_BYTES = len(FORMAT_VERSION) + KEY_ID_BYTES
@@ -38,12 +47,51 @@ MSG_UNKNOWN_KEY_ID = (
     "A stored token was sealed with key id %s, which is not in POOL_ENCRYPTION_KEY. "
     "Add the key that was in use when it was stored."
 )
-MSG_TAMPERED = "A stored token failed authentication: the ciphertext was altered or the key is wrong."
+MSG_TAMPERED = (
+    "A stored token failed authentication: the ciphertext was altered, copied from another column, "
+    "or the key is wrong."
+)
 MSG_NOT_CIPHERTEXT = "A stored token value is not ciphertext of this application."
+
+
+# Why a stored value did not open (Undecryptable.cause, DecryptionError.cause).
+CAUSE_UNKNOWN_KEY = "unknown_key"  # sealed with a key that is not configured
+CAUSE_TAMPERED = "tampered"  # the key is configured, but the value fails authentication
+CAUSE_NOT_CIPHERTEXT = "not_ciphertext"
+
+MSG_CANNOT_BE_DECRYPTED = _("cannot be decrypted")
 
 
 class DecryptionError(Exception):
     """Raised instead of ever handing ciphertext (or garbage) back as if it were a token."""
+
+    def __init__(self, message: str, *, cause: str = CAUSE_NOT_CIPHERTEXT, key_id: bytes = b""):
+        super().__init__(message)
+        self.cause = cause
+        self.key_id = key_id
+
+
+@dataclass(frozen=True)
+class Undecryptable:
+    """What an encrypted field holds when no configured key opens the stored value.
+
+    Not a str, so it can never be sent, hashed or compared as if it were a token (json, .encode,
+    the lookup hashes all refuse it); it shows as "cannot be decrypted" wherever a masked token
+    is shown. Saving a model that holds one writes the stored ciphertext back unchanged, so a
+    save of another column never destroys a value that the right key could still open. The key
+    id is not secret: it is a hash prefix of the key, stored in clear in every ciphertext.
+    """
+
+    cause: str
+    key_id: bytes
+    blob: bytes = field(repr=False)
+
+    @property
+    def key_id_hex(self) -> str:
+        return self.key_id.hex()
+
+    def __str__(self) -> str:
+        return str(MSG_CANNOT_BE_DECRYPTED)
 
 
 @dataclass(frozen=True)
@@ -102,30 +150,64 @@ def current_key_id() -> bytes:
     return _keyring()[0].key_id
 
 
-def encrypt(plaintext: str) -> bytes:
+def _associated_data(header: bytes, context: str) -> bytes:
+    if header[:1] == FORMAT_V1:
+        return header
+    return header + b"\x00" + context.encode()
+
+
+@sensitive_variables()
+def encrypt(plaintext: str, *, context: str) -> bytes:
+    """Seal `plaintext` under the newest key, bound to `context` (the table and column it is
+    stored in, "table.column"): it opens only where it was sealed for."""
     key = _keyring()[0]
     header = FORMAT_VERSION + key.key_id
     nonce = os.urandom(NONCE_BYTES)
-    return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), header)
+    return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), _associated_data(header, context))
 
 
 def key_id_of(blob: bytes) -> bytes:
     return bytes(blob[len(FORMAT_VERSION) : HEADER_BYTES])
 
 
-def decrypt(blob: bytes) -> str:
+def is_current(blob: bytes) -> bool:
+    """Sealed in the current format under the newest key: nothing for a rotation to do."""
+    return bytes(blob[:HEADER_BYTES]) == FORMAT_VERSION + current_key_id()
+
+
+@sensitive_variables()
+def decrypt(blob: bytes, *, context: str) -> str:
     blob = bytes(blob)
-    if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] != FORMAT_VERSION:
-        raise DecryptionError(MSG_NOT_CIPHERTEXT)
+    if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] not in _FORMATS:
+        raise DecryptionError(MSG_NOT_CIPHERTEXT, cause=CAUSE_NOT_CIPHERTEXT)
     header, nonce, sealed = blob[:HEADER_BYTES], blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES], blob[HEADER_BYTES + NONCE_BYTES :]
     wanted = key_id_of(blob)
     for key in _keyring():
         if key.key_id == wanted:
             try:
-                return key.aead.decrypt(nonce, sealed, header).decode()
+                return key.aead.decrypt(nonce, sealed, _associated_data(header, context)).decode()
             except InvalidTag:
-                raise DecryptionError(MSG_TAMPERED) from None
-    raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex())
+                raise DecryptionError(MSG_TAMPERED, cause=CAUSE_TAMPERED, key_id=wanted) from None
+    raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex(), cause=CAUSE_UNKNOWN_KEY, key_id=wanted)
+
+
+@sensitive_variables()
+def decrypt_or_mark(blob: bytes, *, context: str) -> str | Undecryptable:
+    """The plaintext, or an Undecryptable marker when no configured key opens the value.
+
+    For reads that must go on past one bad row (a list page, a run's batch): the caller tells
+    the marker apart with isinstance, and nothing ever takes it for a token.
+    """
+    blob = bytes(blob)
+    try:
+        return decrypt(blob, context=context)
+    except DecryptionError as exc:
+        return Undecryptable(cause=exc.cause, key_id=exc.key_id, blob=blob)
+
+
+def configured_key_ids() -> list[bytes]:
+    """The ids of the configured keys, newest first."""
+    return [key.key_id for key in _keyring()]
 
 
 def _digest(hash_key: bytes, value: str) -> str:

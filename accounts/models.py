@@ -41,6 +41,9 @@ class UnusableReason(models.TextChoices):
     AT_SHORT_LIVED = tokens.AT_SHORT_LIVED, _("access token about to expire, nothing to renew it with")
     NO_USABLE_TOKEN = tokens.NO_USABLE_TOKEN, _("no usable token")
     UNKNOWN_OUTCOMES = "unknown_outcomes", _("held for staff: several imports with an unknown outcome")
+    # No configured key opens its tokens: held, never sent, until staff restore the key and retry.
+    KEY_MISSING = "key_missing", _("held for staff: sealed with a key this service does not have")
+    UNDECRYPTABLE = "undecryptable", _("held for staff: its stored tokens fail authentication")
 
 
 class BatchSource(models.TextChoices):

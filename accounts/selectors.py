@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from django.apps import apps
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Q
+from django.utils.translation import gettext_lazy as _
 
+from accounts import crypto
 from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountBatch, AccountStatus
+from accounts.tokens import interpolate
 
 
 def account_existing_digests(*, digests: dict[str, list[str]]) -> dict[str, int]:
@@ -95,3 +102,88 @@ def account_batches_of(*, user):
     """The batches a user may see and act on: their own uploads; every batch for a superuser."""
     batches = AccountBatch.objects.all()
     return batches if user.is_superuser else batches.filter(loaded_by_id=user.pk)
+@dataclass(frozen=True)
+class KeyCensus:
+    """How many rows of one table hold a value sealed with one key id."""
+
+    table: str  # the model's verbose name, for people
+    key_id: str  # hex; not secret (a hash prefix of the key, stored in clear in each ciphertext)
+    rows: int
+    configured: bool
+    newest: bool
+
+
+def _encrypted_models() -> list[tuple[type, tuple[str, ...]]]:
+    """Every model of any app with encrypted columns, found by field type (the pool needs to know
+    nothing of the apps that borrow its encryption)."""
+    from accounts.fields import EncryptedTextField
+
+    found = []
+    for model in apps.get_models():
+        columns = tuple(f.column for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
+        if columns:
+            found.append((model, columns))
+    return found
+
+
+def account_key_census() -> list[KeyCensus]:
+    """Rows per key id in every table with encrypted columns, read from the ciphertexts' headers
+    (nothing is decrypted).
+
+    A row counts under the key of its first encrypted value: every writer (the loader, a requeue,
+    a rotation) seals all of a row's values together. One grouped scan per table, a single
+    expression per row: about 0.2 s per 300,000 accounts on PostgreSQL.
+    """
+    configured = crypto.configured_key_ids()
+    census = []
+    quote = connection.ops.quote_name
+    start = len(crypto.FORMAT_VERSION) + 1
+    with connection.cursor() as cursor:
+        for model, columns in _encrypted_models():
+            first = f"COALESCE({', '.join(quote(c) for c in columns)})" if len(columns) > 1 else quote(columns[0])
+            cursor.execute(
+                f"SELECT SUBSTR({first}, {start}, {crypto.KEY_ID_BYTES}) AS k, COUNT(*) "
+                f"FROM {quote(model._meta.db_table)} WHERE {first} IS NOT NULL GROUP BY 1 ORDER BY 1"
+            )
+            for key_id, rows in cursor.fetchall():
+                key_id = bytes(key_id)
+                census.append(
+                    KeyCensus(
+                        table=str(model._meta.verbose_name_plural),
+                        key_id=key_id.hex(),
+                        rows=rows,
+                        configured=key_id in configured,
+                        newest=key_id == configured[0],
+                    )
+                )
+    return census
+
+
+MSG_KEY_NOT_CONFIGURED = _(
+    "Key id %(key_id)s, which is not in POOL_ENCRYPTION_KEY, sealed rows of %(table)s: %(rows)s. "
+    "They show as “cannot be decrypted”, and accounts among them are held, never sent. Add that key "
+    "to POOL_ENCRYPTION_KEY (after the newest) and restart every process."
+)
+
+
+# The dashboard reads the census at most this often per process: it scans the pool.
+KEY_CENSUS_CACHE_SECONDS = 60
+
+
+def account_key_warnings(*, census: list[KeyCensus] | None = None, cached: bool = False) -> list[str]:
+    """One message per table and key id found in the database but not configured (check, dashboard).
+
+    With `cached` (the dashboard) the census may be up to KEY_CENSUS_CACHE_SECONDS old.
+    """
+    if census is None:
+        census = cache.get_or_set("pool-key-census", account_key_census, KEY_CENSUS_CACHE_SECONDS) if cached else account_key_census()
+    return [
+        str(interpolate(MSG_KEY_NOT_CONFIGURED, {"rows": c.rows, "table": c.table, "key_id": c.key_id}))
+        for c in census
+        if not c.configured
+    ]
+
+
+def account_keys_all_missing(*, census: list[KeyCensus]) -> bool:
+    """Rows exist and none is sealed with a configured key: the lost or regenerated .env case."""
+    return bool(census) and not any(c.configured for c in census)

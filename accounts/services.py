@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import multiprocessing
 import uuid
 import zlib
@@ -20,6 +21,7 @@ from django.db.models.functions import Least
 from django.utils import timezone
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.debug import sensitive_variables
 
 from accounts import crypto
 from accounts.fields import EncryptedTextField
@@ -40,6 +42,8 @@ from accounts.models import (
 from accounts.parser import ParsedAccount, ParsedLine, parse_lines
 from accounts.selectors import account_existing_digests
 from accounts.tokens import interpolate, mask, redact
+
+logger = logging.getLogger(__name__)
 
 # Rows per transaction. Every SQLite commit pays for a WAL write and checkpoint, so fewer, bigger
 # commits load faster (measured: 1,000 rows a commit spent 6 s of 100,000 lines in commits,
@@ -124,6 +128,10 @@ def _pending(parsed: ParsedLine) -> _Pending:
     return _Pending(parsed, digests, lookups)
 
 
+# Each secret column's encryption context (accounts.fields.EncryptedTextField.context).
+_CONTEXTS = {name: Account._meta.get_field(name).context for name in ("access_token", "session_token", "refresh_token")}
+
+
 class _Inserter:
     """Inserts parsed accounts with one prepared statement per chunk.
 
@@ -153,11 +161,12 @@ class _Inserter:
         a = pending.parsed.account
         d = pending.digests
 
-        def seal(value):
-            return crypto.encrypt(value) if value else None
+        def seal(value, field):
+            return crypto.encrypt(value, context=_CONTEXTS[field]) if value else None
 
         return (
-            a.email or "", seal(a.access_token), seal(a.session_token), seal(a.refresh_token),
+            a.email or "", seal(a.access_token, "access_token"), seal(a.session_token, "session_token"),
+            seal(a.refresh_token, "refresh_token"),
             a.client_id or "", a.account_id or "",
             d["identity_hash"], d["access_token_hash"], d["session_token_hash"], d["refresh_token_hash"],
             a.at_email or "", self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
@@ -858,6 +867,7 @@ MSG_NOT_REJECTED = _("Only a rejected account can be edited and requeued; this o
 MSG_REQUEUE_MISREAD = _("This was not read as the %(field)s: check that it is in the right box.")
 MSG_REQUEUE_UNUSABLE = _("Not requeued, it could still not be imported: %(reason)s")
 MSG_REQUEUE_DUPLICATE = _("Another pool account (#%(id)s) has the same %(what)s.")
+MSG_REQUEUE_SEALED = _("The stored %(field)s cannot be decrypted with the configured keys: enter it again.")
 MSG_REQUEUE_CONFLICT = _("Another pool account was given the same credentials meanwhile; nothing was changed.")
 _DUPLICATE_WHAT = {
     "identity_hash": _("email and account id"),
@@ -868,8 +878,11 @@ _DUPLICATE_WHAT = {
 LOG_REQUEUED = "Edited (%s) and requeued."
 LOG_REQUEUED_UNCHANGED = "Requeued unchanged."
 
+# Held for staff: after unknown outcomes, or sealed with a key that was missing (and is back).
 RETRYABLE = Q(status=AccountStatus.REJECTED) | Q(
-    status=AccountStatus.AVAILABLE, usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES
+    status=AccountStatus.AVAILABLE,
+    usable=False,
+    unusable_reason__in=[UnusableReason.UNKNOWN_OUTCOMES, UnusableReason.KEY_MISSING],
 )
 LOG_RETRIED = "Retried: back in the pool."
 LOG_RELEASED = "Released a reservation whose lease had expired; counted as an attempt with an unknown outcome."
@@ -896,6 +909,7 @@ def _fresh_retry_budget(now: datetime) -> dict:
     }
 
 
+@sensitive_variables("changes", "material", "line", "parsed", "got", "pending")
 def account_requeue(*, account_id: int, changes: dict[str, str], by, now: datetime | None = None) -> Account:
     """Put a rejected account back in the pool after staff edited it. Blank changes keep a value.
 
@@ -911,6 +925,11 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
     account = Account.objects.get(pk=account_id)
     if account.status != AccountStatus.REJECTED:
         raise RequeueRefused([(None, MSG_NOT_REJECTED % {"status": account.get_status_display()})])
+    sealed = [f for f in REQUEUE_FIELDS if isinstance(getattr(account, f), crypto.Undecryptable) and not changes.get(f)]
+    if sealed:
+        raise RequeueRefused(
+            [(f, interpolate(MSG_REQUEUE_SEALED, {"field": Account._meta.get_field(f).verbose_name})) for f in sealed]
+        )
     material = {f: (changes.get(f) or getattr(account, f) or "").strip() for f in REQUEUE_FIELDS}
     line = "----".join(value for value in material.values() if value)
     min_lifetime = timedelta(hours=settings.POOL_MIN_AT_LIFETIME_HOURS)
@@ -1037,70 +1056,99 @@ class RotationResult:
     examined: int = 0
     rewritten: int = 0
     others_rewritten: int = 0
+    # Rows no configured key opens: left as they are (see account_key_census for their key ids).
+    unopenable: int = 0
+
+
+@dataclass
+class ResealResult:
+    examined: int = 0
+    rewritten: int = 0
+    unopenable: int = 0
 
 
 ROTATE_CHUNK = 500
 
 
 def account_rotate_keys() -> RotationResult:
-    """Re-seal every secret under the newest key, and re-hash under it, in id-ordered chunks.
+    """Re-seal every encrypted column of every app under the newest key and the current format
+    (bound to its table and column), and re-hash the pool's lookup hashes under the newest key.
 
-    Only the secret and hash columns are written, so a run reserving or settling the same rows
-    at the same time is not undone.
+    Encrypted columns are found by field type, so the pool needs to know nothing of the apps that
+    borrow its encryption (staged uploads, notification URLs…). See encrypted_rows_reseal for how
+    an edit made meanwhile is never lost.
     """
-    current = crypto.current_key_id()
-    result = RotationResult(key_id=current.hex())
-    secret_fields = ("access_token", "session_token", "refresh_token")
+    result = RotationResult(key_id=crypto.current_key_id().hex())
+    for model in apps.get_models():
+        if model is Account:
+            done = encrypted_rows_reseal(model=Account, rehash=_account_hashes)
+            result.examined, result.rewritten = done.examined, done.rewritten
+        elif any(isinstance(f, EncryptedTextField) for f in model._meta.concrete_fields):
+            done = encrypted_rows_reseal(model=model)
+            result.others_rewritten += done.rewritten
+        else:
+            continue
+        result.unopenable += done.unopenable
+    return result
+
+
+def _account_hashes(row) -> dict:
+    return lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
+
+
+def encrypted_rows_reseal(*, model, rehash=None) -> ResealResult:
+    """Re-seal the encrypted columns of `model`'s rows that are not yet under the newest key in the
+    current format, in id-ordered chunks, each in one transaction with its rows locked.
+
+    The lock (SELECT … FOR UPDATE on PostgreSQL; SQLite's IMMEDIATE transaction holds the write
+    lock from BEGIN) is what keeps an edit made during the rotation: it waits for the chunk, or the
+    chunk waits for it and re-reads its value. Only the encrypted columns (and `rehash(row)`'s
+    columns) are written, so a run reserving or settling the same rows is not undone. Rows that
+    no configured key opens are left as they are and counted. Also used by the migrations that
+    bound existing ciphertexts to their columns (with their historical models).
+    """
+    fields = tuple(f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
+    columns = tuple(model._meta.get_field(name).column for name in fields)
+    loaded = ("pk", *fields, *(MATERIAL_FIELDS if rehash else ()))
+    result = ResealResult()
     last = 0
     while True:
         with transaction.atomic():
-            rows = list(
-                _lock(Account.objects.filter(pk__gt=last).order_by("pk"))
-                .only("pk", *MATERIAL_FIELDS)[:ROTATE_CHUNK]
-            )
+            rows = list(_lock(model.objects.filter(pk__gt=last).order_by("pk")).only(*dict.fromkeys(loaded))[:ROTATE_CHUNK])
             if not rows:
                 break
             last = rows[-1].pk
-            raw = _raw_key_ids(Account, [r.pk for r in rows], secret_fields)
+            stored = _raw_blobs(model, [row.pk for row in rows], columns)
             for row in rows:
                 result.examined += 1
-                if raw[row.pk] <= {current}:
+                if all(crypto.is_current(blob) for blob in stored[row.pk] if blob is not None):
                     continue
-                hashes = lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
-                Account.objects.filter(pk=row.pk).update(
-                    **{f: getattr(row, f) for f in secret_fields}, **hashes
-                )
+                values = {name: getattr(row, name) for name in fields}
+                if any(isinstance(value, crypto.Undecryptable) for value in values.values()):
+                    result.unopenable += 1
+                    continue
+                model.objects.filter(pk=row.pk).update(**values, **(rehash(row) if rehash else {}))
                 result.rewritten += 1
-    # Every other encrypted column of any app (staged uploads, notification URLs…): found by
-    # field type, so the pool needs to know nothing of the apps that borrow its encryption.
-    for model in apps.get_models():
-        fields = tuple(f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
-        if model is Account or not fields:
-            continue
-        present = Q()
-        for name in fields:
-            present |= Q(**{f"{name}__isnull": False})
-        for obj in model.objects.filter(present).only("pk", *fields).iterator():
-            if _raw_key_ids(model, [obj.pk], fields)[obj.pk] <= {current}:
-                continue
-            values = {name: getattr(obj, name) for name in fields}
-            # Only while still set: an upload confirmed meanwhile has had its text dropped.
-            still_set = {f"{name}__isnull": False for name, value in values.items() if value is not None}
-            result.others_rewritten += model.objects.filter(pk=obj.pk, **still_set).update(**values)
     return result
+
+
+def _raw_blobs(model, pks: list[int], columns: tuple[str, ...]) -> dict[int, tuple]:
+    """The stored ciphertexts' headers (version and key id) of `columns`, read without decrypting."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    pk = connection.ops.quote_name(model._meta.pk.column)
+    heads = ", ".join(f"SUBSTR({connection.ops.quote_name(c)}, 1, {crypto.HEADER_BYTES})" for c in columns)
+    placeholders = ", ".join(["%s"] * len(pks))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pk}, {heads} FROM {table} WHERE {pk} IN ({placeholders})", pks)
+        return {row[0]: tuple(None if blob is None else bytes(blob) for blob in row[1:]) for row in cursor.fetchall()}
 
 
 def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, set[bytes]]:
     """The key ids of the stored ciphertexts, read without decrypting."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f) for f in fields)
-    placeholders = ", ".join(["%s"] * len(pks))
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id, {columns} FROM {table} WHERE id IN ({placeholders})", pks)
-        return {
-            row[0]: {crypto.key_id_of(bytes(blob)) for blob in row[1:] if blob is not None}
-            for row in cursor.fetchall()
-        }
+    return {
+        pk: {crypto.key_id_of(blob) for blob in blobs if blob is not None}
+        for pk, blobs in _raw_blobs(model, pks, fields).items()
+    }
 
 
 # --- Leases: reserving accounts for an import and settling them ------------------------------
@@ -1121,9 +1169,27 @@ def account_reserve_batch(
     outcome and whose retry is due. On PostgreSQL the candidates are locked in id order with
     SKIP LOCKED, so concurrent runs take different rows instead of queueing; on SQLite the
     IMMEDIATE transaction serialises writers. Either way the UPDATE re-checks the status.
+
+    Each reserved account is decrypted on its own, inside the reserving transaction: one that no
+    configured key opens is held for staff (back to available, flagged unusable, the key id in
+    its last error) in that same transaction, so it is never returned, sent or counted as an
+    attempt, and the pick moves on to the next accounts.
     """
-    if count <= 0:
-        return []
+    taken: list[Account] = []
+    while len(taken) < count:
+        opened, held = _reserve_once(
+            count=count - len(taken), lease_id=lease_id, lease_until=lease_until, now=now, unresolved=unresolved
+        )
+        taken.extend(opened)
+        if not held:
+            break
+    return sorted(taken, key=lambda account: account.pk)
+
+
+def _reserve_once(
+    *, count: int, lease_id, lease_until: datetime, now: datetime, unresolved: bool
+) -> tuple[list[Account], int]:
+    """(accounts reserved that open, how many were held instead) in one transaction."""
     available = Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
     if unresolved:
         candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by("retry_after", "id")
@@ -1134,13 +1200,59 @@ def account_reserve_batch(
             candidates = candidates.select_for_update(skip_locked=True)
         ids = list(candidates.values_list("id", flat=True)[:count])
         if not ids:
-            return []
+            return [], 0
         taken = Account.objects.filter(pk__in=ids, status=AccountStatus.AVAILABLE).update(
             status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at=lease_until, updated_at=now
         )
         if taken != len(ids):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
-    return list(Account.objects.filter(pk__in=ids, lease_id=lease_id).order_by("id"))
+        opened, held = [], 0
+        for account in Account.objects.filter(pk__in=ids, lease_id=lease_id).order_by("id"):
+            sealed = account_undecryptable(account=account)
+            if sealed is None:
+                opened.append(account)
+            else:
+                _hold_sealed(account=account, sealed=sealed, lease_id=lease_id, now=now)
+                held += 1
+    return opened, held
+
+
+SECRET_FIELDS = ("access_token", "session_token", "refresh_token")
+MSG_HELD_KEY_MISSING = (
+    "Held, never sent: sealed with a key this service does not have (key id %s). Add that key to "
+    "POOL_ENCRYPTION_KEY on every process, restart them, then retry the account."
+)
+MSG_HELD_UNDECRYPTABLE = (
+    "Held, never sent: its stored tokens fail authentication under the configured key (key id %s): "
+    "they were altered, or the key is not the one that sealed them. Retire the account or load it again."
+)
+
+
+def account_undecryptable(*, account: Account) -> crypto.Undecryptable | None:
+    """The first of the account's tokens that no configured key opens, or None if all open."""
+    return next(
+        (v for v in (getattr(account, f) for f in SECRET_FIELDS) if isinstance(v, crypto.Undecryptable)), None
+    )
+
+
+def _hold_sealed(*, account: Account, sealed: crypto.Undecryptable, lease_id, now: datetime) -> None:
+    """End the reservation of an account that cannot be opened, and hold it for staff."""
+    if sealed.cause == crypto.CAUSE_UNKNOWN_KEY:
+        reason, error = UnusableReason.KEY_MISSING, MSG_HELD_KEY_MISSING % sealed.key_id_hex
+    else:
+        reason, error = UnusableReason.UNDECRYPTABLE, MSG_HELD_UNDECRYPTABLE % (sealed.key_id_hex or "none")
+    held = Account.objects.filter(pk=account.pk, status=AccountStatus.RESERVED, lease_id=lease_id).update(
+        status=AccountStatus.AVAILABLE,
+        lease_id=None,
+        lease_expires_at=None,
+        usable=False,
+        unusable_reason=reason,
+        last_error=error,
+        updated_at=now,
+    )
+    if held != 1:  # pragma: no cover - reserved under this lease in this very transaction
+        raise RuntimeError("Account changed while locked.")
+    logger.warning("Account #%s held for staff: %s", account.pk, error)
 
 
 def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:

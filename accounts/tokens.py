@@ -15,6 +15,8 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 import jwt
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils.functional import lazy
 from django.utils.translation import get_language
 from django.utils.translation import gettext_lazy as _
@@ -114,6 +116,9 @@ def mask(secret: str | None) -> str:
     """
     if not secret:
         return ""
+    if not isinstance(secret, str):
+        # A value that is not text (crypto.Undecryptable) shows as what it is, never masked.
+        return str(secret)
     if len(secret) <= 4:
         return "…"
     return "…" + secret[-4:]
@@ -363,6 +368,34 @@ _SECRET_TEXT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][
 REDACTED = "[redacted]"
 
 
+@lru_cache(maxsize=1)
+def _redaction_re() -> re.Pattern:
+    """_SECRET_TEXT_RE, preceded by the values of the settings named in REDACTED_SETTINGS.
+
+    Built once: settings do not change while a process runs (tests change them, and the
+    setting_changed receiver below starts again).
+    """
+    from django.conf import settings
+
+    found = set()
+    for name in getattr(settings, "REDACTED_SETTINGS", ()):
+        value = getattr(settings, name, "")
+        # As set, stripped, and escaped the way repr() writes it (an exception's repr).
+        if isinstance(value, str) and len(value.strip()) >= 4:
+            found.update((value, value.strip(), repr(value)[1:-1], ascii(value)[1:-1]))
+    if not found:
+        return _SECRET_TEXT_RE
+    # Longest first, so a whole value goes before a shorter variant of it; one pass over the text.
+    exact = "|".join(re.escape(v) for v in sorted(found, key=len, reverse=True))
+    return re.compile(f"{exact}|{_SECRET_TEXT_RE.pattern}")
+
+
+@receiver(setting_changed)
+def _reset_redaction(**kwargs):
+    _redaction_re.cache_clear()
+
+
 def redact(text: str) -> str:
-    """Text from outside (a manager's answer, an exception) with token-shaped parts removed."""
-    return _SECRET_TEXT_RE.sub(REDACTED, text)
+    """Text from outside (a manager's answer, an exception) with token-shaped parts removed, and
+    the values of the secret settings named in REDACTED_SETTINGS (the manager's API key)."""
+    return _redaction_re().sub(REDACTED, text)

@@ -283,10 +283,14 @@ def sample_ciphertexts() -> dict[str, bytes]:
     which the unique indexes see, are unique per row.
     """
     from accounts import crypto
+    from accounts.models import Account
     from tests import fakes
 
     material = fakes.make_account(rng=random.Random(1), email="user1@example.com")
-    return {name: crypto.encrypt(material[name]) for name in ("access_token", "session_token", "refresh_token")}
+    return {
+        name: crypto.encrypt(material[name], context=Account._meta.get_field(name).context)
+        for name in ("access_token", "session_token", "refresh_token")
+    }
 
 
 ACCOUNT_COLUMNS = (

@@ -120,11 +120,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Tokens and secret settings never reach a log, whatever a message or a traceback quotes.
+    "filters": {"redact": {"()": "poolsite.log_filters.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # At DEBUG these log request URLs, and notification URLs carry bot tokens.
     "loggers": {"apprise": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+
+# The error page (DEBUG=1) and error reports hide secret settings and every token, always.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "poolsite.debug.SecretSafeExceptionReporterFilter"
 
 # --- The pool -------------------------------------------------------------------------------
 # Comma-separated base64 keys of 32 bytes, newest first: the newest encrypts, every one decrypts.
@@ -148,6 +153,9 @@ REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", def
 # limit), and a round every this many hours from the reconcile loop `make run` starts (0: never).
 FOLLOW_UP_RATE = env.float("FOLLOW_UP_RATE", default=5)
 FOLLOW_UP_EVERY_HOURS = env.float("FOLLOW_UP_EVERY_HOURS", default=6)
+# Settings whose values accounts.tokens.redact removes, as it removes tokens, from any outside
+# text the service stores or logs (a manager's answer, an exception, a log record).
+REDACTED_SETTINGS = ["MANAGER_API_KEY"]
 
 # Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
 BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)

@@ -45,3 +45,18 @@ def staff_with(django_user_model, *perms, username="staff"):
         app_label, codename = perm.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return user
+
+
+# A well-formed key that is not the test settings' key: rows sealed with it are the rows "a key
+# this service does not have" sealed (a process on an old key list, a regenerated .env).
+FOREIGN_KEY = "Zm9yZWlnbi1rZXktb2YtMzItYnl0ZXMtZm9yLXRlc3Q="
+
+
+def account_sealed_with_foreign_key(settings, **kwargs):
+    """An account whose tokens no configured key opens (sealed under FOREIGN_KEY)."""
+    current = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = FOREIGN_KEY
+    try:
+        return AccountFactory(**kwargs)
+    finally:
+        settings.POOL_ENCRYPTION_KEY = current

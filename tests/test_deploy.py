@@ -90,3 +90,11 @@ def test_a_copy_of_env_example_gets_its_empty_secrets_generated_and_is_private(t
         timeout=120,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_make_run_checks_the_pool_keys_before_it_serves():
+    """`make run` refuses to start when no stored row opens (manage.py check_pool_keys exits 1)."""
+    run = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
+    steps = [line.strip() for line in run.splitlines()[1:]]
+    check = next(n for n, step in enumerate(steps) if "manage.py check_pool_keys" in step)
+    assert check < next(n for n, step in enumerate(steps) if "scripts/serve.py" in step)

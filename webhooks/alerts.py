@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
-from accounts.crypto import DecryptionError
+from accounts.crypto import Undecryptable
 from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day
 from accounts.tokens import mask, redact
@@ -418,7 +418,7 @@ def _destinations() -> list[_Destination]:
             url = NotificationTarget.objects.values_list("url", flat=True).get(pk=target.pk)
         except NotificationTarget.DoesNotExist:
             continue  # deleted meanwhile
-        except DecryptionError:
+        if isinstance(url, Undecryptable):
             found.append(_Destination(str(target), None, str(MSG_URL_UNDECRYPTABLE)))
             continue
         found.append(_Destination(str(target), url))

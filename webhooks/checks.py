@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.checks import Error, register
 
 from webhooks import alerts
+from webhooks.client import manager_key_problem
 
 
 @register()
@@ -18,3 +19,10 @@ def notify_urls_check(app_configs, **kwargs):
             name = f"NOTIFY_URLS #{n} {alerts.notification_url_mask(url=url)}"
             errors.append(Error(f"{name}: {problem}", id="webhooks.E001"))
     return errors
+
+
+@register()
+def manager_key_check(app_configs, **kwargs):
+    """Refuse at start a MANAGER_API_KEY that cannot be sent as an HTTP header."""
+    problem = manager_key_problem(settings.MANAGER_API_KEY)
+    return [Error(problem, id="webhooks.E002")] if problem else []

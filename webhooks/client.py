@@ -18,6 +18,7 @@ from datetime import timezone as dt_timezone
 
 import requests
 from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Account
 from accounts.tokens import redact
@@ -36,6 +37,8 @@ FAILURE_STREAM_CUT = "stream_cut"
 FAILURE_BATCH_REFUSED = "batch_refused"
 FAILURE_NOT_IN_STREAM = "not_in_stream"
 FAILURE_UNRECORDED = "unrecorded"  # sent, but the run failed before it recorded the answer
+# MANAGER_API_KEY cannot be sent as a header: nothing was sent (a configuration error).
+FAILURE_BAD_KEY = "bad_key"
 
 MAX_TEXT = 1000
 
@@ -65,11 +68,36 @@ class ManagerAnswer:
         return bool(_ALREADY_PRESENT_RE.search(self.text))
 
 
+MSG_KEY_NOT_LATIN1 = (
+    "MANAGER_API_KEY has characters outside Latin-1, which an HTTP header cannot carry: "
+    "copy the key again from the manager's settings."
+)
+MSG_KEY_WHITESPACE = (
+    "MANAGER_API_KEY starts or ends with a space, tab or line break: remove it "
+    "(the manager compares the key exactly)."
+)
+MSG_KEY_CONTROL = "MANAGER_API_KEY contains control characters (such as a line break): copy it again."
+
+
+def manager_key_problem(key: str) -> str | None:
+    """Why `key` cannot be sent as the X-API-Key header, or None. The message never contains it."""
+    if key != key.strip():
+        return MSG_KEY_WHITESPACE
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return MSG_KEY_CONTROL
+    try:
+        key.encode("latin-1")
+    except UnicodeEncodeError:
+        return MSG_KEY_NOT_LATIN1
+    return None
+
+
 def _clean(text) -> str:
     # Kept in history: nothing token-shaped, bounded, and no NUL (PostgreSQL text refuses it).
     return redact(str(text or "")).replace("\x00", "\ufffd")[:MAX_TEXT]
 
 
+@sensitive_variables()
 def _account_fields(account: Account) -> dict:
     fields = {
         "email": account.email or None,
@@ -84,6 +112,7 @@ def _account_fields(account: Account) -> dict:
     return {key: value for key, value in fields.items() if value}
 
 
+@sensitive_variables()
 def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
     # comma fallback drops the session token (MANAGER_CONTRACT.md §2b).
@@ -191,12 +220,18 @@ class ProbeResult:
 
 
 class ManagerClient:
+    @sensitive_variables("api_key")
     def __init__(self, *, base_url: str, api_key: str, connect_timeout: float, read_timeout: float):
         self.base = base_url.rstrip("/")
         self.url = self.base + IMPORT_PATH
         self.timeout = (connect_timeout, read_timeout)
         self.session = requests.Session()
-        self.session.headers.update({"X-API-Key": api_key, "Accept": "application/json"})
+        # A key that cannot be a header is never handed to requests, whose errors would quote it:
+        # every call answers with this problem instead, and nothing is sent.
+        self.key_problem = manager_key_problem(api_key)
+        self.session.headers.update({"Accept": "application/json"})
+        if self.key_problem is None:
+            self.session.headers["X-API-Key"] = api_key
 
     @classmethod
     def from_settings(cls) -> ManagerClient:
@@ -221,6 +256,8 @@ class ManagerClient:
         page a wrong key is sent to.
         """
         started = time.monotonic()
+        if self.key_problem:
+            return ProbeResult(PROBE_KEY_REFUSED, None, self.key_problem, 0)
         timeout = (self.timeout[0], min(self.timeout[1], PROBE_READ_TIMEOUT))
         try:
             response = self.session.post(
@@ -256,6 +293,8 @@ class ManagerClient:
 
     def import_single(self, account: Account) -> ManagerAnswer:
         started = time.monotonic()
+        if self.key_problem:
+            return ManagerAnswer(None, None, self.key_problem, FAILURE_BAD_KEY)
         try:
             response = self._post({"import_type": "single", **_account_fields(account)})
             answer = _read_single(response)
@@ -265,6 +304,7 @@ class ManagerClient:
             answer = ManagerAnswer(None, None, _clean(exc), FAILURE_CONNECTION)
         return _timed(answer, started)
 
+    @sensitive_variables("content")
     def import_batch(self, accounts: Iterable[Account]) -> BatchAnswers:
         """One batch request; an answer per account, matched by email and account_id.
 
@@ -278,6 +318,8 @@ class ManagerClient:
         answers: dict[int, ManagerAnswer] = {}
         strays: list[str] = []
         started = time.monotonic()
+        if self.key_problem:
+            return BatchAnswers({a.pk: ManagerAnswer(None, None, self.key_problem, FAILURE_BAD_KEY) for a in accounts}, [])
         content = "\n".join(batch_line(account) for account in accounts)
         try:
             with self._post({"import_type": "batch", "content": content}, stream=True) as response:

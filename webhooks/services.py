@@ -22,6 +22,7 @@ from accounts.models import Account
 from accounts.tokens import redact, usability_problem
 from webhooks import alerts, follow_up
 from webhooks.client import (
+    FAILURE_BAD_KEY,
     FAILURE_BATCH_REFUSED,
     FAILURE_REDIRECT,
     FAILURE_UNRECORDED,
@@ -210,7 +211,7 @@ def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutco
     - 5xx, timeouts, dropped connections, unreadable or cut answers → unknown: it may have landed.
     """
     status = answer.http_status
-    if answer.failure in (FAILURE_REDIRECT, FAILURE_BATCH_REFUSED):
+    if answer.failure in (FAILURE_REDIRECT, FAILURE_BATCH_REFUSED, FAILURE_BAD_KEY):
         return AttemptOutcome.CONFIG_ERROR
     if answer.failure or status is None:
         return AttemptOutcome.UNKNOWN

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
@@ -5,59 +7,61 @@ from django.db import connection
 from accounts import crypto
 from accounts.crypto import DecryptionError
 from accounts.models import Account
+from accounts.tokens import mask
 from tests.factories import AccountFactory
 
 OTHER_KEY = "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
 THIRD_KEY = "dGhpcmQta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
+CTX = "accounts_account.session_token"
 
 
 def test_round_trip_with_a_fresh_nonce_each_time():
-    first, second = crypto.encrypt("eyJsecret"), crypto.encrypt("eyJsecret")
+    first, second = crypto.encrypt("eyJsecret", context=CTX), crypto.encrypt("eyJsecret", context=CTX)
     assert first != second
-    assert crypto.decrypt(first) == crypto.decrypt(second) == "eyJsecret"
+    assert crypto.decrypt(first, context=CTX) == crypto.decrypt(second, context=CTX) == "eyJsecret"
     assert b"eyJsecret" not in first
 
 
 def test_tampered_ciphertext_is_refused():
-    blob = bytearray(crypto.encrypt("rt_abcdef"))
+    blob = bytearray(crypto.encrypt("rt_abcdef", context=CTX))
     blob[-1] ^= 1
     with pytest.raises(DecryptionError, match=crypto.MSG_TAMPERED):
-        crypto.decrypt(bytes(blob))
+        crypto.decrypt(bytes(blob), context=CTX)
 
 
 def test_value_sealed_with_an_unknown_key_is_refused(settings):
-    blob = crypto.encrypt("rt_abcdef")
+    blob = crypto.encrypt("rt_abcdef", context=CTX)
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
     with pytest.raises(DecryptionError, match="not in POOL_ENCRYPTION_KEY"):
-        crypto.decrypt(blob)
+        crypto.decrypt(blob, context=CTX)
 
 
 def test_plaintext_is_never_taken_for_ciphertext():
     with pytest.raises(DecryptionError, match=crypto.MSG_NOT_CIPHERTEXT):
-        crypto.decrypt(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+        crypto.decrypt(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", context=CTX)
 
 
 @pytest.mark.parametrize("value", ["", " , "])
 def test_missing_key_fails_loudly(settings, value):
     settings.POOL_ENCRYPTION_KEY = value
     with pytest.raises(ImproperlyConfigured, match="POOL_ENCRYPTION_KEY is not set"):
-        crypto.encrypt("x")
+        crypto.encrypt("x", context=CTX)
 
 
 @pytest.mark.parametrize("value", ["short", "not base64 at all!!", "YWJj"])
 def test_malformed_key_fails_loudly(settings, value):
     settings.POOL_ENCRYPTION_KEY = value
     with pytest.raises(ImproperlyConfigured, match="not a base64-encoded 32-byte key"):
-        crypto.encrypt("x")
+        crypto.encrypt("x", context=CTX)
 
 
 def test_newest_key_encrypts_and_every_key_decrypts(settings):
-    old = crypto.encrypt("st-old")
+    old = crypto.encrypt("st-old", context=CTX)
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
-    new = crypto.encrypt("st-new")
+    new = crypto.encrypt("st-new", context=CTX)
     assert crypto.key_id_of(new) != crypto.key_id_of(old)
-    assert crypto.decrypt(old) == "st-old"
-    assert crypto.decrypt(new) == "st-new"
+    assert crypto.decrypt(old, context=CTX) == "st-old"
+    assert crypto.decrypt(new, context=CTX) == "st-new"
 
 
 def test_digest_is_keyed_and_stable(settings):
@@ -90,11 +94,29 @@ def test_database_holds_no_plaintext_token():
 
 
 @pytest.mark.django_db
-def test_reading_with_the_wrong_key_raises_instead_of_returning_ciphertext(settings):
+def test_reading_with_the_wrong_key_gives_a_marker_never_ciphertext_or_text(settings):
     account = AccountFactory()
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
-    with pytest.raises(DecryptionError):
-        Account.objects.get(pk=account.pk)
+    stored = Account.objects.get(pk=account.pk)
+    for value in (stored.access_token, stored.session_token, stored.refresh_token):
+        assert isinstance(value, crypto.Undecryptable) and not isinstance(value, str)
+        assert value.cause == crypto.CAUSE_UNKNOWN_KEY and len(value.key_id_hex) == 8
+        assert str(value) == "cannot be decrypted" and mask(value) == "cannot be decrypted"
+    with pytest.raises(TypeError):
+        json.dumps({"access_token": stored.access_token})  # never sent as if it were a token
+
+
+@pytest.mark.django_db
+def test_saving_a_row_that_cannot_be_decrypted_keeps_its_ciphertext(settings):
+    account = AccountFactory()
+    key = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    stored = Account.objects.get(pk=account.pk)
+    stored.notes = "looked at"
+    stored.save()
+    settings.POOL_ENCRYPTION_KEY = key  # the right key is back: nothing was lost
+    again = Account.objects.get(pk=account.pk)
+    assert (again.access_token, again.notes) == (account.access_token, "looked at")
 
 
 @pytest.mark.django_db

@@ -399,3 +399,22 @@ def test_replenish_command_pushes_now_and_reports(manager, capsys):
     out = capsys.readouterr().out
     assert "finished: reserved 2, consumed 2" in out
     assert len(manager.imported) == 2
+
+
+def test_an_account_no_key_opens_is_held_and_the_run_goes_on_with_the_others(manager, settings):
+    """Issue: one row sealed with a key this service does not have stopped every run."""
+    from tests.factories import account_sealed_with_foreign_key
+
+    sealed = account_sealed_with_foreign_key(settings)
+    healthy = AccountFactory.create_batch(3)
+    event(current_seats=5, threshold=10)  # asks for 2
+    run = run_now()
+
+    assert (run.status, run.consumed, run.reserved) == (RunStatus.FINISHED, 2, 2)
+    assert states(*healthy) == [AccountStatus.CONSUMED] * 2 + [AccountStatus.AVAILABLE]
+    held = Account.objects.get(pk=sealed.pk)
+    assert (held.status, held.usable, held.unusable_reason, held.attempts) == (
+        AccountStatus.AVAILABLE, False, UnusableReason.KEY_MISSING, 0,
+    )  # fmt: skip
+    assert not ImportAttempt.objects.filter(account=sealed).exists()  # never recorded, never capped
+    assert sealed.email not in {r["body"].get("email") for r in manager.requests}

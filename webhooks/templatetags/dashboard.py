@@ -10,6 +10,7 @@ from django import template
 from django.utils import timezone
 
 from accounts.models import AccountStatus
+from accounts.selectors import account_key_warnings
 from webhooks.models import ReplenishmentRun, WebhookEvent
 from webhooks.selectors import HOUR, dashboard_stats, event_refused_calls_since, team_dashboard
 
@@ -52,6 +53,7 @@ def pool_dashboard(context):
             states=[(value, label, counts[value]) for value, label in AccountStatus.choices],
             chart=consumption_chart(stats["consumption_per_day"]),
             rate=round(stats["consumed_last_7_days"] / 7, 1),
+            key_warnings=account_key_warnings(cached=True),
         )
     if can_view_events:
         result["events"] = list(
