@@ -368,6 +368,19 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
     return found
 
 
+def never_sent_undecryptable(fake) -> list[str]:
+    """Accounts held because no configured key opens them: never sent, never an attempt row."""
+    held = Account.objects.filter(unusable_reason=UnusableReason.KEY_MISSING)
+    found = []
+    named = {key for call in fake.import_calls() for key in call["identities"]}
+    for pk, email, account_id in held.values_list("pk", "email", "account_id"):
+        if identity(email, account_id) in named:
+            found.append(f"account #{pk}, sealed with a key the service lacks, reached the manager")
+        if ImportAttempt.objects.filter(account_id=pk).exists():
+            found.append(f"account #{pk}, sealed with a key the service lacks, has an attempt row")
+    return found
+
+
 def _attempts_by_identity() -> dict[str, Counter]:
     """identity → Counter of its sent attempts: "all", one per outcome, "answered" (rows a run
     wrote for a call it made: they carry the mode), and "lease lost" (answers that came back
@@ -516,6 +529,7 @@ __all__ = [
     "Figures",
     "RecordingFault",
     "identity",
+    "never_sent_undecryptable",
     "unmet_demand",
     "play_out",
     "env_int",

@@ -25,13 +25,15 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from django.utils import timezone
 
-from tests.factories import AccountFactory
+from accounts.models import Account
+from tests.factories import AccountFactory, account_sealed_with_foreign_key
 from tests.processes import project_env
 from tests.proof.harness import (
     Cluster,
     Figures,
     RecordingFault,
     env_int,
+    never_sent_undecryptable,
     play_out,
     post_push,
     post_webhook,
@@ -119,6 +121,7 @@ class Schedule:
     plan: list[str]
     steps: list
     same_email_pairs: int = 0  # pairs of accounts with one email and two account IDs
+    foreign_rows: int = 0  # accounts sealed with a key the service does not have
     killed_push: KilledPush | None = None  # this schedule's leases run out in real time
 
 
@@ -154,6 +157,7 @@ schedules = st.builds(
     # Something to do first, so no schedule is idle; then anything, kills included.
     steps=st.tuples(triggers, st.lists(steps, max_size=4)).map(lambda t: [t[0], *t[1]]),
     same_email_pairs=st.sampled_from([0, 0, 0, 1]),
+    foreign_rows=st.sampled_from([0, 0, 0, 1]),
     killed_push=killed_pushes,
 )
 # Always played first, so that every kind of step is covered whatever is drawn after them.
@@ -166,6 +170,8 @@ ALWAYS = [
     Schedule(mode=ImportMode.BATCH, new_accounts=2, plan=["ok"], steps=[Webhook(0)], same_email_pairs=1),
     # The database fails while the answers of a batch are being recorded.
     Schedule(mode=ImportMode.BATCH, new_accounts=3, plan=["slow:0.1"], steps=[Webhook(0), RecordingFails(0.5)]),
+    # A row sealed with a key the service does not have, first in line among the picks.
+    Schedule(mode=ImportMode.SINGLE, new_accounts=2, plan=["ok"], steps=[Webhook(0)], foreign_rows=1),
 ]
 
 
@@ -192,7 +198,8 @@ def cluster(manager, tmp_path):
     fault.remove()
 
 
-def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(cluster, manager):
+def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(cluster, manager, settings):
+    django_settings = settings
     token = staff_token()
     session = requests.Session()
     url = cluster.web_urls[0]
@@ -265,6 +272,7 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         suppress_health_check=list(HealthCheck),
     )
     @given(schedule=schedules)
+    @example(schedule=ALWAYS[4])  # first: an empty pool, so the sealed row is among the first picks
     @example(schedule=ALWAYS[0])
     @example(schedule=ALWAYS[1])
     @example(schedule=ALWAYS[2])
@@ -276,6 +284,9 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         policy.save()
         AccountFactory.create_batch(schedule.new_accounts)
         figures.add("accounts added", schedule.new_accounts)
+        for _ in range(schedule.foreign_rows):
+            account_sealed_with_foreign_key(django_settings)
+            figures.add("accounts sealed with a key the service lacks")
         for _ in range(schedule.same_email_pairs):
             email = f"twice-{uuid.uuid4().hex[:12]}@example.com"
             for _ in range(2):
@@ -318,7 +329,7 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         play_out(cluster, timeout=5)  # under the schedule's faults
         settle(cluster, manager, timeout=60)
         cluster.real_time_leases = False
-        found = refused + violations(manager) + cluster.check_alive()
+        found = refused + violations(manager) + never_sent_undecryptable(manager) + cluster.check_alive()
         if found:
             figures.violations += found
             figures.seconds = time.monotonic() - started
@@ -328,6 +339,7 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
     run()
     figures.seconds = time.monotonic() - started
     figures.add("worker processes started", cluster.workers_started)
+    figures.add("accounts held for a key the service lacks", Account.objects.filter(unusable_reason="key_missing").count())
     figures.manager_figures(manager)
     figures.write()
     assert figures.counts["schedules"] >= SCHEDULES
