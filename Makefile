@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test proof bench-load bench-webhook bench-admin messages clean
+.PHONY: run test proof bench-load bench-webhook bench-follow-up bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ bench-load: $(VENV)/.dev
 
 bench-webhook: $(VENV)/.dev
 	$(BIN)/python bench/bench_webhook.py $(BENCH_ARGS)
+
+bench-follow-up: $(VENV)/.dev
+	$(BIN)/python bench/bench_follow_up.py $(BENCH_ARGS)
 
 bench-admin: $(VENV)/.dev
 	$(BIN)/python bench/bench_admin.py $(BENCH_ARGS)

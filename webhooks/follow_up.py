@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 SLICE_SECONDS = 30
 # A slice's lease: its worst case (one more call at the client's timeouts) and headroom.
 SLICE_MARGIN = timedelta(seconds=60)
+# The lease is renewed this often (it covers one call's worst case plus SLICE_MARGIN), and the
+# round's progress written every FLUSH_EVERY Teams: a Team then costs one write, its own record.
+RENEW_EVERY_SECONDS = 5
+FLUSH_EVERY = 100
 MSG_CONFIG_ERROR = "The manager refused the Team-info request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY."
 MSG_NOT_CONFIGURED = "MANAGER_BASE_URL and MANAGER_API_KEY are not set."
 
@@ -121,8 +125,22 @@ def team_round_run(
     per_call = timedelta(seconds=settings.MANAGER_CONNECT_TIMEOUT + settings.MANAGER_READ_TIMEOUT)
     result = SliceResult()
     started = time.monotonic()
+    flushed = SliceResult()  # what the round's row already counts
+    renewed_at = 0.0
+
+    def flush(cursor: int) -> None:
+        # The round's progress, every FLUSH_EVERY Teams and at the end of the slice: one write
+        # per Team (its own record) instead of three.
+        FollowUpRound.objects.filter(pk=round_id).update(
+            cursor=cursor,
+            asked=F("asked") + (result.asked - flushed.asked),
+            changed=F("changed") + (result.changed - flushed.changed),
+            unanswered=F("unanswered") + (result.unanswered - flushed.unanswered),
+        )
+        flushed.asked, flushed.changed, flushed.unanswered = result.asked, result.changed, result.unanswered
+
+    cursor = FollowUpRound.objects.values_list("cursor", flat=True).get(pk=round_id)
     try:
-        cursor = FollowUpRound.objects.values_list("cursor", flat=True).get(pk=round_id)
         while seconds is None or time.monotonic() - started < seconds:
             teams = list(_followed().filter(pk__gt=cursor).order_by("pk").values_list("pk", "team_id", "status")[:200])
             if not teams:
@@ -132,11 +150,13 @@ def team_round_run(
                 if seconds is not None and time.monotonic() - started >= seconds:
                     break
                 limit.wait()
-                held = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
-                    lease_expires_at=timezone.now() + per_call + SLICE_MARGIN
-                )
-                if not held:
-                    return result  # taken over after this worker stalled: the new holder goes on
+                if time.monotonic() - renewed_at > RENEW_EVERY_SECONDS:
+                    held = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
+                        lease_expires_at=timezone.now() + per_call + SLICE_MARGIN
+                    )
+                    if not held:
+                        return result  # taken over after this worker stalled: the new holder goes on
+                    renewed_at = time.monotonic()
                 info = client.team_info(team_id)
                 if info.state == TEAM_CONFIG_ERROR:
                     result.stopped = MSG_CONFIG_ERROR % info.http_status
@@ -147,11 +167,11 @@ def team_round_run(
                 else:
                     result.unanswered += 1
                 cursor = pk
-                FollowUpRound.objects.filter(pk=round_id).update(
-                    cursor=cursor, asked=F("asked") + 1, unanswered=F("unanswered") + int(info.state not in (TEAM_OK, TEAM_GONE))
-                )
+                if result.asked % FLUSH_EVERY == 0:
+                    flush(cursor)
             if result.stopped:
                 break
+        flush(cursor)
     except Exception as exc:
         logger.exception("Follow-up round %s failed", round_id)
         _round_finish(round_id=round_id, status=RoundStatus.FAILED, error=repr(exc)[:500])
@@ -159,7 +179,6 @@ def team_round_run(
     finally:
         if own_client:
             client.close()
-    FollowUpRound.objects.filter(pk=round_id).update(changed=F("changed") + result.changed)
     if result.stopped:
         _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=result.stopped)
     elif result.done:
