@@ -130,10 +130,13 @@ WORST_BATCH_MIN_TEAMS = 5
 def team_dashboard(*, now: datetime) -> dict:
     """The dashboard's view of imported Teams: seats the manager really has on them, bans of the
     last 7 days, and the batch whose Teams died most (three bounded queries)."""
-    active = FollowedTeam.objects.filter(status=TeamStatus.ACTIVE).aggregate(
-        seats=Sum(F("max_members") - F("current_members")), teams=Count("*")
+    is_active = Q(status=TeamStatus.ACTIVE)
+    active = FollowedTeam.objects.aggregate(
+        seats=Sum(F("max_members") - F("current_members"), filter=is_active),
+        teams=Count("pk", filter=is_active),
+        followed=Count("pk"),
     )
-    followed = FollowedTeam.objects.count()
+    followed = active["followed"]
     banned_week = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)).count()
     worst = None
     rows = (

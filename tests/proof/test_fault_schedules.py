@@ -14,6 +14,7 @@ over from one schedule to the next, so every check covers everything before it t
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from accounts.models import Account
 from tests.factories import AccountFactory, account_sealed_with_foreign_key
 from tests.processes import project_env
 from tests.proof.harness import (
+    ARTIFACTS,
     Cluster,
     Figures,
     RecordingFault,
@@ -331,6 +333,8 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         cluster.real_time_leases = False
         found = refused + violations(manager) + never_sent_undecryptable(manager) + cluster.check_alive()
         if found:
+            # The processes' logs outlive pytest's temporary directories (kept for three runs only).
+            shutil.copytree(cluster.logs, ARTIFACTS / f"logs-{figures.database}", dirs_exist_ok=True)
             figures.violations += found
             figures.seconds = time.monotonic() - started
             figures.write()
