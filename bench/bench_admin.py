@@ -46,6 +46,7 @@ What the seed is, and why it is honest enough:
 
 import argparse
 import hashlib
+import json
 import itertools
 import os
 import random
@@ -65,7 +66,7 @@ sys.path.insert(0, str(ROOT))
 BENCH_KEY = "YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4="
 TARGET_MS = 300.0
 # Bump when the shape of the seed changes, so --keep does not reuse a database seeded otherwise.
-SEED_VERSION = 1
+SEED_VERSION = 2
 SEED_MARKER = f"bench_admin seed v{SEED_VERSION}"
 PG_DB = "bench_admin"
 SQLITE_PATH = ROOT / "bench" / "out" / "bench_admin.sqlite3"
@@ -80,6 +81,7 @@ PAGES = [
     ("attempts: first page", "/admin/webhooks/importattempt/"),
     ("attempts: unknown", "/admin/webhooks/importattempt/?outcome__exact=unknown"),
     ("api: stats", "/api/stats/"),  # timed only if routed
+    ("batches and suppliers", "/admin/webhooks/followedteam/batches/"),
 ]
 OPTIONAL_PAGES = {"/api/stats/"}
 
@@ -230,6 +232,10 @@ class Seeder:
         return value.hex
 
     def insert(self, table: str, columns: tuple[str, ...], rows) -> int:
+        from django.apps import apps
+
+        model = next(m for m in apps.get_models() if m._meta.db_table == table)
+        columns, rows = with_defaults(model, columns, rows)
         count = 0
         if self.kind == "sqlite":
             sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -302,6 +308,18 @@ ACCOUNT_COLUMNS = (
 )  # fmt: skip
 
 
+def with_defaults(model, columns: tuple[str, ...], rows):
+    """The columns and rows completed with every other column's model default, so the seed keeps
+    up with fields added later (the database has no defaults of its own: Django fills them)."""
+    from django.db import connection
+
+    extra = [f for f in model._meta.concrete_fields if f.column not in columns]
+    values = tuple(f.get_db_prep_save(f.get_default(), connection) for f in extra)
+    if connection.vendor == "postgresql":  # COPY takes the JSON columns' text
+        values = tuple(json.dumps(v.obj) if hasattr(v, "obj") else v for v in values)
+    return (*columns, *(f.column for f in extra)), (tuple(row) + values for row in rows)
+
+
 def batch_count(accounts: int) -> int:
     return max(1, round(accounts / 3333))  # about 300 per million
 
@@ -320,11 +338,13 @@ def seed_batches(s: Seeder, accounts: int) -> int:
                 b, f"import {created:%Y-%m-%d} #{b}", source, "loaded",
                 f"accounts-{b}.txt" if source == "admin" else "", None, s.ts(created),
                 s.ts(created + timedelta(seconds=5 + size // 10_000)), size, b % 7, b % 5, size // 100, None,
+                f"supplier-{b % 6}",
             )  # fmt: skip
 
     columns = (
         "id", "label", "source", "status", "filename", "content", "created_at", "finished_at",
         "created_count", "duplicate_count", "invalid_count", "flagged_count", "loaded_by_id",
+        "supplier",  # six suppliers: the batches page rolls each up over about 50 batches
     )  # fmt: skip
     return s.insert("accounts_accountbatch", columns, rows())
 
@@ -407,6 +427,48 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
 
     s.insert("accounts_account", ACCOUNT_COLUMNS, rows())
     return ids
+
+
+TEAM_STATUSES = (("active", 0.65), ("full", 0.10), ("expired", 0.08), ("error", 0.03), ("banned", 0.10), ("gone", 0.02), ("", 0.02))
+
+
+def seed_followed_teams(s: Seeder, consumed: list[int]) -> int:
+    """A followed Team for every consumed account, in the statuses a few rounds leave, and the
+    status changes that got them there (one from "" to the first status seen, and for the dead a
+    second one from active)."""
+    rng = random.Random(5)
+    changes = []
+
+    def rows():
+        for team_id, account_id in enumerate(consumed, start=1):
+            imported = s.now - timedelta(days=60 * rng.random())
+            r, status = rng.random(), ""
+            for name, share in TEAM_STATUSES:
+                if r < share:
+                    status = name
+                    break
+                r -= share
+            checked = None if status == "" else s.now - timedelta(hours=rng.random() * 6)
+            since = None
+            if status:
+                changes.append((len(changes) + 1, team_id, s.ts(imported + timedelta(hours=1)), "", "active"))
+                since = imported + timedelta(hours=1)
+                if status != "active":
+                    since = imported + timedelta(days=rng.random() * max(0.1, (s.now - imported).days))
+                    changes.append((len(changes) + 1, team_id, s.ts(since), "active", status))
+            yield (
+                team_id, account_id, team_id, s.ts(imported), status, s.ts(since), 1 + team_id % 6 if status else None,
+                6 if status else None, s.ts(s.now + timedelta(days=30)) if status else None, s.ts(checked), s.ts(checked),
+                0,
+            )  # fmt: skip
+
+    columns = (
+        "id", "account_id", "team_id", "imported_at", "status", "status_since", "current_members", "max_members",
+        "expires_at", "last_sync", "checked_at", "final_sightings",
+    )  # fmt: skip
+    n = s.insert("webhooks_followedteam", columns, rows())
+    s.insert("webhooks_teamstatuschange", ("id", "team_id", "at", "old_status", "new_status"), iter(changes))
+    return n
 
 
 def run_count(attempts: int) -> int:
@@ -553,12 +615,13 @@ def seed(kind: str, accounts: int, attempts: int) -> None:
 
     step("batches", seed_batches, s, accounts)
     ids = step("accounts", seed_accounts, s, accounts, cipher)
+    step("followed teams", seed_followed_teams, s, ids["consumed"])
     step("runs", seed_runs, s, attempts)
     step("events", seed_events, s, attempts)
     step("attempts", seed_attempts, s, attempts, ids, accounts)
     step("run totals", s.execute, RUN_TOTALS_SQL)
     tables = ["accounts_accountbatch", "accounts_account", "webhooks_replenishmentrun", "webhooks_webhookevent",
-              "webhooks_importattempt"]  # fmt: skip
+              "webhooks_importattempt", "webhooks_followedteam", "webhooks_teamstatuschange"]  # fmt: skip
     step("analyze" if kind == "sqlite" else "vacuum analyze", s.finish, tables)
     print(f"seeded in {time.perf_counter() - total:.1f} s ({', '.join(steps)})", flush=True)
     if kind == "sqlite":

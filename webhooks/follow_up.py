@@ -9,6 +9,7 @@ behind it. docs/FOLLOW_UP.md describes it for users.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,13 +19,16 @@ from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F, Q
 from django.utils import timezone
 
 from webhooks import alerts
+from webhooks.selectors import batch_report
 from webhooks.client import TEAM_CONFIG_ERROR, TEAM_GONE, TEAM_OK, ManagerClient, TeamInfo
 from webhooks.models import (
     FINAL_SIGHTINGS,
+    BatchReport,
     FINAL_STATUSES,
     FollowedTeam,
     FollowUpRound,
@@ -215,11 +219,25 @@ def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -
 
 
 def _round_finish(*, round_id: int, status: str, error: str) -> None:
-    FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
+    finished = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
         status=status, finished_at=timezone.now(), lease_expires_at=None, error=error
     )
+    if finished and status == RoundStatus.FINISHED:
+        batch_report_make(now=timezone.now())
     # A refused key raises the existing configuration alert; ban waves are alerts too.
     alerts.alert_evaluate(now=timezone.now())
+
+
+# Reports kept: the newest is shown; a few older ones stay for comparison, the rest are dropped.
+REPORTS_KEPT = 10
+
+
+def batch_report_make(*, now: datetime) -> BatchReport:
+    """Judge every batch and supplier now and keep the result for the batches page."""
+    report = BatchReport.objects.create(data=json.loads(json.dumps(batch_report(now=now), cls=DjangoJSONEncoder)))
+    stale = BatchReport.objects.order_by("-id").values_list("pk", flat=True)[REPORTS_KEPT:]
+    BatchReport.objects.filter(pk__in=list(stale)).delete()
+    return report
 
 
 def _round_continue(*, round_id: int) -> None:

@@ -479,6 +479,22 @@ class TeamStatusChange(models.Model):
         indexes = [models.Index(fields=["new_status", "at"], name="team_change_status_at_idx")]
 
 
+class BatchReport(models.Model):
+    """The batches page as of the end of a follow-up round (webhooks.selectors.batch_report).
+
+    Judging every batch reads every account and every followed Team: seconds at a million
+    accounts. The worker does it after each round; the page and its CSV read the newest report.
+    """
+
+    created_at = models.DateTimeField(_("made at"), auto_now_add=True, db_index=True)
+    data = models.JSONField(_("report"))
+
+    class Meta:
+        verbose_name = _("batch report")
+        verbose_name_plural = _("batch reports")
+        ordering = ["-id"]
+
+
 class RoundStatus(models.TextChoices):
     QUEUED = "queued", _("queued")
     RUNNING = "running", _("running")

@@ -12,6 +12,7 @@ from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day, account_pool_summary
 from webhooks.models import (
     AttemptOutcome,
+    BatchReport,
     EventStatus,
     FollowedTeam,
     ImportAttempt,
@@ -129,7 +130,7 @@ WORST_BATCH_MIN_TEAMS = 5
 
 def team_dashboard(*, now: datetime) -> dict:
     """The dashboard's view of imported Teams: seats the manager really has on them, bans of the
-    last 7 days, and the batch whose Teams died most (three bounded queries)."""
+    last 7 days, and the batch whose Teams died most (three queries)."""
     is_active = Q(status=TeamStatus.ACTIVE)
     active = FollowedTeam.objects.aggregate(
         seats=Sum(F("max_members") - F("current_members"), filter=is_active),
@@ -138,20 +139,19 @@ def team_dashboard(*, now: datetime) -> dict:
     )
     followed = active["followed"]
     banned_week = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)).count()
+    # The worst batch, from the newest batch report (made by the worker after each round).
     worst = None
-    rows = (
-        FollowedTeam.objects.order_by()
-        .values("account__batch_id", "account__batch__label", "account__batch__supplier")
-        .annotate(teams=Count("*"), dead=Count("pk", filter=Q(status__in=DEAD_STATUSES)))
-        .filter(teams__gte=WORST_BATCH_MIN_TEAMS, dead__gt=0)
-    )
-    for row in rows:
-        share = row["dead"] / row["teams"]
+    newest = BatchReport.objects.order_by("-id").values_list("data", flat=True).first() or {}
+    for row in newest.get("batches", []):
+        teams = sum(n for key, n in row["in_manager"].items() if key not in ("not_followed", "never_checked"))
+        dead = sum(row["in_manager"][key] for key in DEAD_STATUSES)
+        if teams < WORST_BATCH_MIN_TEAMS or not dead:
+            continue
+        share = dead / teams
         if worst is None or share > worst["share"]:
             worst = {
-                "batch": row["account__batch_id"], "label": row["account__batch__label"],
-                "supplier": row["account__batch__supplier"], "teams": row["teams"], "dead": row["dead"],
-                "share": share, "percent": round(100 * share),
+                "batch": row["batch"], "label": row["label"], "supplier": row["supplier"], "teams": teams,
+                "dead": dead, "share": share, "percent": round(100 * share),
             }  # fmt: skip
     return {
         "followed": followed,

@@ -237,15 +237,17 @@ def test_the_batches_page_judges_each_batch_and_supplier(admin_client, manager):
         manager.team_set(team.team_id, status="banned")
     check()
     TeamStatusChange.objects.filter(new_status="banned").update(at=long_ago + timedelta(days=10))
+    follow_up.batch_report_make(now=timezone.now())  # as the next round's end does
 
     page = admin_client.get("/admin/webhooks/followedteam/batches/")
     assert page.status_code == 200
+    assert page.context["made_at"] is not None
     rows = {(r["batch"] or r["supplier"]): r for r in page.context["report"]["batches"] + page.context["report"]["suppliers"]}
     assert (rows[bad.pk]["loaded"], rows[bad.pk]["consumed"], rows[bad.pk]["rejected"]) == (3, 2, 1)
     assert rows[bad.pk]["in_manager"]["banned"] == 2 and rows[bad.pk]["median_days_to_ban"] == 10.0
     assert (rows[bad.pk]["survival_7d"], rows[bad.pk]["survival_30d"]) == (100, 0)
     assert (rows[good.pk]["survival_7d"], rows[good.pk]["survival_30d"]) == (100, 100)
-    assert rows["Bob"]["reasons"] == [("该 Token 没有关联任何 Team 账户", 1)]
+    assert rows["Bob"]["reasons"] == [["该 Token 没有关联任何 Team 账户", 1]]
     csv = b"".join(admin_client.get("/admin/webhooks/followedteam/batches/", {"format": "csv"}).streaming_content).decode()
     assert "supplier,,,Bob,1,3,2,1,0,0,0,0,0,2,0,0,0,10.0,100,2,0,2" in csv
     for account in Account.objects.all():
@@ -271,3 +273,13 @@ def test_the_dashboard_shows_the_seats_on_active_imported_teams_and_the_bans(adm
     teams = page.context["teams"]
     assert (teams["active_teams"], teams["active_seats"], teams["banned_last_7_days"]) == (2, 2 + 5, 1)
     assert 'data-figure="active_seats">7<' in page.content.decode()
+
+
+def test_the_batches_page_is_made_by_the_round_not_by_the_request(admin_client, manager, django_assert_max_num_queries):
+    imported(manager, 2)
+    empty = admin_client.get("/admin/webhooks/followedteam/batches/")
+    assert empty.context["made_at"] is None and "No report yet" in empty.content.decode()
+    check()
+    with django_assert_max_num_queries(8):  # session, user, the newest report: never the pool itself
+        page = admin_client.get("/admin/webhooks/followedteam/batches/")
+    assert sum(row["consumed"] for row in page.context["report"]["batches"]) == 2
