@@ -623,6 +623,17 @@ def seed(kind: str, accounts: int, attempts: int) -> None:
     tables = ["accounts_accountbatch", "accounts_account", "webhooks_replenishmentrun", "webhooks_webhookevent",
               "webhooks_importattempt", "webhooks_followedteam", "webhooks_teamstatuschange"]  # fmt: skip
     step("analyze" if kind == "sqlite" else "vacuum analyze", s.finish, tables)
+
+    def batch_report():
+        # What the worker does at the end of each follow-up round; the batches page reads it.
+        from django.db import connection as django_connection
+
+        from webhooks.follow_up import batch_report_make
+
+        django_connection.close()
+        batch_report_make(now=timezone.now())
+
+    step("batch report (the worker's, after a round)", batch_report)
     print(f"seeded in {time.perf_counter() - total:.1f} s ({', '.join(steps)})", flush=True)
     if kind == "sqlite":
         print(f"file: {SQLITE_PATH} ({SQLITE_PATH.stat().st_size / 1e9:.2f} GB)")
