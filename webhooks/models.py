@@ -411,7 +411,7 @@ class AlertEvent(models.Model):
 
 
 class TeamStatus(models.TextChoices):
-    """The manager's status of a Team (docs/MANAGER.md, Team info), and "gone" for a 404."""
+    """The manager's status of a Team (docs/FOLLOW_UP.md), and "gone" for a 404."""
 
     ACTIVE = "active", _("active (free seats)")
     FULL = "full", _("full")

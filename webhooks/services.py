@@ -457,7 +457,7 @@ class _RunWork:
         outcomes: list[AttemptOutcome] = []
         batchable = []
         if self.policy.import_mode == ImportMode.BATCH and self._drop_lost_leases():
-            # The manager keeps only the first line of an email (MANAGER.md, batch mode), so two
+            # The manager keeps only the first line of an email (docs/MANAGER.md, batch mode), so two
             # accounts with one email never share a batch: the second goes single below.
             emails = set()
             for account, lease in self.unsent:
