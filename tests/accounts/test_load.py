@@ -202,3 +202,29 @@ def test_the_pick_index_exists():
             for name in [constraint[0]]
         }
     assert {"account_pick_idx", "account_status_usable_idx", "account_identity_unique"} <= names
+
+
+def _load(lines, *, dry_run=False):
+    batch = None if dry_run else AccountBatchFactory(status=BatchStatus.LOADING)
+    return account_load(lines=lines, batch=batch, dry_run=dry_run, keep_lines=True)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["preview", "load"])
+@pytest.mark.parametrize("token", ["session_token", "access_token", "refresh_token"])
+def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(material, token, dry_run):
+    """Each token alone identifies an account: the same token under a new email is the same account.
+
+    The pool account's access token carries no email, so a line that re-uses it under another
+    email is not refused for an email mismatch and reaches the duplicate check.
+    """
+    pool = material(access_token=fakes.make_access_token(email=None))
+    assert _load([fakes.render_line(pool, "delimited-dash")]).created == 1
+    # Only `token` is shared; everything else on the line is new.
+    other = material(access_token=fakes.make_access_token(email=None), account_id=None)
+    other[token] = pool[token]
+
+    report = _load([fakes.render_line(other, "delimited-dash")], dry_run=dry_run)
+
+    assert (report.created, report.duplicates, report.invalid) == (0, 1, 0)
+    assert [line.outcome for line in report.lines] == [LineOutcome.DUPLICATE]
+    assert Account.objects.count() == 1
