@@ -83,6 +83,15 @@ def test_missing_or_wrong_key_is_refused_and_recorded(client, key):
     assert not ReplenishmentRun.objects.exists()
 
 
+@pytest.mark.parametrize("key", [KEY.upper(), KEY.capitalize(), KEY[:-1] + KEY[-1].upper()])
+def test_the_key_is_case_sensitive_a_valid_body_with_the_key_in_another_case_is_refused(client, key):
+    assert key != KEY and key.lower() == KEY.lower()
+    response = post(client, key=key)
+    assert response.status_code == 401
+    assert WebhookEvent.objects.get().status == EventStatus.REFUSED
+    assert not ReplenishmentRun.objects.exists()
+
+
 def test_no_key_configured_refuses_everything_and_says_why(client, settings):
     settings.MANAGER_API_KEY = ""
     response = post(client, key=None)
