@@ -8,7 +8,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from accounts import services
+from accounts import selectors, services
 from accounts.models import Account, AccountStatus, UnusableReason
 from tests.factories import AccountFactory
 
@@ -105,3 +105,20 @@ def test_expired_leases_are_recovered_as_unknown_and_due_at_once():
     assert Account.objects.get(pk=live.pk).status == AccountStatus.RESERVED
     # A late answer from the dead worker's lease can no longer settle it.
     assert not services.account_settle_consumed(account_id=stuck.pk, lease_id=old_lease, now=now)
+
+
+def test_an_account_whose_lease_ran_out_is_no_longer_held_by_that_lease():
+    """Reserved under the lease, not yet recovered by reconcile, but past its expiry: not held."""
+    held, expired = AccountFactory.create_batch(2)
+    now = timezone.now()
+    lease = uuid.uuid4()
+    services.account_reserve_batch(count=2, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now)
+    Account.objects.filter(pk=expired.pk).update(lease_expires_at=now - timedelta(seconds=1))
+    Account.objects.filter(pk=held.pk).update(lease_expires_at=now + timedelta(seconds=1))
+
+    leased = selectors.account_ids_leased(account_ids=[held.pk, expired.pk], lease_id=lease, now=now)
+
+    assert leased == {held.pk}
+    assert Account.objects.get(pk=expired.pk).status == AccountStatus.RESERVED  # only the time is up
+    assert selectors.account_ids_leased(account_ids=[held.pk], lease_id=uuid.uuid4(), now=now) == set()
+    assert selectors.account_ids_leased(account_ids=[held.pk], lease_id=lease, now=now + timedelta(seconds=1)) == set()

@@ -366,6 +366,38 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
     assert ReplenishmentRun.objects.get(pk=frozen_run.pk).status == RunStatus.ABANDONED
 
 
+@pytest.mark.parametrize("mode", [ImportMode.SINGLE, ImportMode.BATCH])
+def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reconcile(manager, monkeypatch, mode):
+    """An expired lease is a lost lease, whether or not reconcile has recovered the accounts yet:
+    the worker froze between reserving and sending, its accounts still read `reserved` under its
+    lease id, but the lease's time is up and another run may take them at any moment."""
+    policy = policy_get()
+    policy.import_mode = mode
+    policy.save()
+    accounts = AccountFactory.create_batch(2)
+    event(current_seats=0)
+    run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    real_check = services.usability_problem
+    froze = []
+
+    def freeze_after_reserving(**kwargs):
+        if not froze:  # the first account's pre-send check: every account is reserved by now
+            froze.append(True)
+            past = timezone.now() - timedelta(seconds=1)
+            assert Account.objects.filter(lease_id=run.lease_id, status=AccountStatus.RESERVED).count() == 2
+            Account.objects.filter(lease_id=run.lease_id).update(lease_expires_at=past)
+            ReplenishmentRun.objects.filter(pk=run.pk).update(lease_expires_at=past)
+        return real_check(**kwargs)
+
+    monkeypatch.setattr(services, "usability_problem", freeze_after_reserving)
+    services.run_execute(run_id=run.pk)
+
+    assert froze
+    assert [r for r in manager.requests if r["path"] == "/admin/teams/import"] == []
+    assert not ImportAttempt.objects.filter(sent=True).exists()
+    assert AccountStatus.CONSUMED not in states(*accounts)
+
+
 def test_reconcile_fails_task_rows_a_killed_worker_left_running(manager, django_capture_on_commit_callbacks):
     """README: reconcile clears task rows a killed worker left RUNNING, and only those."""
     from django_tasks_db.models import DBTaskResult
