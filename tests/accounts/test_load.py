@@ -228,3 +228,20 @@ def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(mate
     assert (report.created, report.duplicates, report.invalid) == (0, 1, 0)
     assert [line.outcome for line in report.lines] == [LineOutcome.DUPLICATE]
     assert Account.objects.count() == 1
+
+
+def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings):
+    """HMAC-SHA-256 under an HKDF-derived key, computed by the test helper on its own."""
+    from tests.support.lookup_hashes import account_lookup_hashes
+
+    given = material(email="Mixed.Case@Example.com", account_id="0F8FAD5B-D9CB-469F-A165-70867728950E")
+    given["access_token"] = fakes.make_access_token(email="mixed.case@example.com")
+    assert _load([fakes.render_line(given, "delimited-dash")]).created == 1
+
+    stored = Account.objects.values("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash").get()
+    expected = account_lookup_hashes(
+        **{f: given[f] for f in ("email", "account_id", "access_token", "session_token", "refresh_token")},
+        encryption_keys=settings.POOL_ENCRYPTION_KEY,
+    )
+    assert stored == expected
+    assert all(len(v) == 32 for v in stored.values())
