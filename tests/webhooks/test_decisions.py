@@ -106,6 +106,10 @@ def answer(status, success=None, text="", failure=""):
         (answer(None, None, "", FAILURE_STREAM_CUT), False, AttemptOutcome.UNKNOWN),
         (answer(None, None, "", FAILURE_NOT_IN_STREAM), False, AttemptOutcome.UNKNOWN),
         (answer(200, None, "{}"), False, AttemptOutcome.UNKNOWN),  # 200 without a verdict
+        # A failure to read the answer wins over whatever status and verdict came with it.
+        (answer(200, True, "成功导入 1 个 Team 账号", FAILURE_STREAM_CUT), False, AttemptOutcome.UNKNOWN),
+        (answer(400, False, ALREADY, FAILURE_UNREADABLE), False, AttemptOutcome.UNKNOWN),
+        (answer(404, None, "", FAILURE_CONNECTION), False, AttemptOutcome.UNKNOWN),
     ],
 )
 def test_outcome(given, had_unknown, expected):
