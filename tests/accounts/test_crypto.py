@@ -110,3 +110,12 @@ def test_system_check_refuses_a_missing_key(settings):
     settings.POOL_ENCRYPTION_KEY = ""
     (error,) = pool_key_check(None)
     assert error.id == "accounts.E001" and "POOL_ENCRYPTION_KEY is not set" in error.msg
+
+
+def test_a_generated_key_is_32_random_bytes_in_base64url():
+    import base64
+
+    first, second = crypto.generate_key(), crypto.generate_key()
+    assert first != second
+    for key in (first, second):
+        assert len(base64.urlsafe_b64decode(key)) == 32 and "+" not in key and "/" not in key

@@ -122,3 +122,47 @@ def test_an_account_whose_lease_ran_out_is_no_longer_held_by_that_lease():
     assert Account.objects.get(pk=expired.pk).status == AccountStatus.RESERVED  # only the time is up
     assert selectors.account_ids_leased(account_ids=[held.pk], lease_id=uuid.uuid4(), now=now) == set()
     assert selectors.account_ids_leased(account_ids=[held.pk], lease_id=lease, now=now + timedelta(seconds=1)) == set()
+
+
+def test_an_unknown_outcome_counts_an_attempt_and_keeps_the_error():
+    account = AccountFactory()
+    now = timezone.now()
+    lease, _ = reserve(1)
+    assert services.account_settle_unknown(account_id=account.pk, lease_id=lease, now=now, error="read timed out", retry_after=now + timedelta(minutes=1))
+    account.refresh_from_db()
+    assert (account.attempts, account.unknown_attempts, account.last_error) == (1, 1, "read timed out")
+    assert (account.lease_id, account.lease_expires_at) == (None, None)
+
+
+def test_a_held_account_is_due_at_once_for_staff_not_at_a_retry_time():
+    account = AccountFactory()
+    now = timezone.now()
+    lease, _ = reserve(1)
+    assert services.account_settle_unknown(account_id=account.pk, lease_id=lease, now=now, error="cut", retry_after=None)
+    account.refresh_from_db()
+    assert (account.retry_after, account.usable, account.status) == (now, False, AccountStatus.AVAILABLE)
+
+
+@pytest.mark.parametrize("sent, attempts", [(True, 1), (False, 0)])
+def test_a_rejection_keeps_the_reason_and_counts_only_a_sent_attempt(sent, attempts):
+    account = AccountFactory()
+    now = timezone.now()
+    lease, _ = reserve(1)
+    assert not services.account_settle_rejected(account_id=account.pk, lease_id=uuid.uuid4(), now=now, error="no team", sent=sent)
+    assert services.account_settle_rejected(account_id=account.pk, lease_id=lease, now=now, error="no team", sent=sent)
+    account.refresh_from_db()
+    assert (account.status, account.attempts, account.last_error, account.retry_after) == (AccountStatus.REJECTED, attempts, "no team", None)
+    assert (account.lease_id, account.lease_expires_at, account.updated_at) == (None, None, now)
+    assert not services.account_settle_rejected(account_id=account.pk, lease_id=lease, now=now, error="again")
+
+
+def test_a_release_returns_the_account_unsent_under_its_own_lease_only():
+    account = AccountFactory()
+    now = timezone.now()
+    lease, _ = reserve(1)
+    assert not services.account_release(account_id=account.pk, lease_id=uuid.uuid4(), now=now)
+    assert services.account_release(account_id=account.pk, lease_id=lease, now=now)
+    account.refresh_from_db()
+    assert (account.status, account.attempts, account.unknown_attempts, account.lease_id) == (AccountStatus.AVAILABLE, 0, 0, None)
+    assert not services.account_release(account_id=account.pk, lease_id=lease, now=now)
+

@@ -74,6 +74,13 @@ def test_need_is_capped_by_the_event_cap_and_the_room_left_in_the_hour(landed, e
     assert need == expected
 
 
+def test_the_need_is_explained_with_its_arithmetic():
+    _, explained = replenishment_need(threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45)
+    assert explained == (
+        "ceil((10 + 5 - 3) / 5) = 3, at least 1 → 3; cap per event 10; hourly cap 50 with 45 in the last hour → 3"
+    )
+
+
 def test_need_follows_the_policy():
     policy = ReplenishmentPolicy(seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100)
     assert replenishment_need(threshold=10, current_seats=1, policy=policy, landed_last_hour=0)[0] == 3
