@@ -166,3 +166,11 @@ def test_a_release_returns_the_account_unsent_under_its_own_lease_only():
     assert (account.status, account.attempts, account.unknown_attempts, account.lease_id) == (AccountStatus.AVAILABLE, 0, 0, None)
     assert not services.account_release(account_id=account.pk, lease_id=lease, now=now)
 
+
+
+def test_only_the_accounts_asked_about_are_answered_for():
+    asked, other = AccountFactory.create_batch(2)
+    now = timezone.now()
+    lease = uuid.uuid4()
+    services.account_reserve_batch(count=2, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now)
+    assert selectors.account_ids_leased(account_ids=[asked.pk], lease_id=lease, now=now) == {asked.pk}
