@@ -174,3 +174,32 @@ def test_only_the_accounts_asked_about_are_answered_for():
     lease = uuid.uuid4()
     services.account_reserve_batch(count=2, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now)
     assert selectors.account_ids_leased(account_ids=[asked.pk], lease_id=lease, now=now) == {asked.pk}
+
+
+def test_due_unresolved_accounts_go_in_order_of_their_retry_time():
+    now = timezone.now()
+    later = AccountFactory(unknown_attempts=1, retry_after=now - timedelta(seconds=1))
+    earlier = AccountFactory(unknown_attempts=1, retry_after=now - timedelta(minutes=1))
+    _, taken = reserve(1, unresolved=True)
+    assert [a.pk for a in taken] == [earlier.pk]
+    assert Account.objects.get(pk=later.pk).status == AccountStatus.AVAILABLE
+
+
+def test_a_second_reservation_under_the_same_lease_returns_only_the_new_accounts():
+    """A run reserves several times under its one lease id."""
+    AccountFactory.create_batch(3)
+    now = timezone.now()
+    lease = uuid.uuid4()
+    first = services.account_reserve_batch(count=1, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now)
+    second = services.account_reserve_batch(count=5, lease_id=lease, lease_until=now + timedelta(minutes=5), now=now)
+    assert len(first) == 1 and len(second) == 2 and {a.pk for a in first}.isdisjoint({a.pk for a in second})
+    assert all(a.updated_at == now for a in first + second)
+
+
+def test_a_confirmed_import_clears_the_retry_time_and_the_last_error():
+    account = AccountFactory(unknown_attempts=1, retry_after=timezone.now(), last_error="read timed out")
+    now = timezone.now()
+    lease, _ = reserve(1, unresolved=True)
+    assert services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
+    account.refresh_from_db()
+    assert (account.status, account.retry_after, account.last_error) == (AccountStatus.CONSUMED, None, "")

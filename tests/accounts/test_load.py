@@ -230,11 +230,12 @@ def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(mate
     assert Account.objects.count() == 1
 
 
-def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings):
+@pytest.mark.parametrize("account_id", ["0F8FAD5B-D9CB-469F-A165-70867728950E", None])
+def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings, account_id):
     """HMAC-SHA-256 under an HKDF-derived key, computed by the test helper on its own."""
     from tests.support.lookup_hashes import account_lookup_hashes
 
-    given = material(email="Mixed.Case@Example.com", account_id="0F8FAD5B-D9CB-469F-A165-70867728950E")
+    given = material(email="Mixed.Case@Example.com", account_id=account_id)
     given["access_token"] = fakes.make_access_token(email="mixed.case@example.com")
     assert _load([fakes.render_line(given, "delimited-dash")]).created == 1
 
