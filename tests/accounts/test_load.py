@@ -246,3 +246,36 @@ def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings, acco
     )
     assert stored == expected
     assert all(len(v) == 32 for v in stored.values())
+
+
+def test_a_repeated_refresh_token_is_found_when_no_line_of_the_chunk_has_a_session_token(material):
+    """Each token column is checked even when the lines carry none of an earlier column."""
+    pool = material(access_token=fakes.make_access_token(email=None))
+    assert _load([fakes.render_line(pool, "delimited-dash")]).created == 1
+    other = material(access_token=fakes.make_access_token(email=None), session_token=None, account_id=None)
+    other["refresh_token"] = pool["refresh_token"]
+
+    report = _load([fakes.render_line(other, "delimited-dash")], dry_run=True)
+
+    assert (report.created, report.duplicates) == (0, 1)
+
+
+def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(material, monkeypatch):
+    """Another load inserted it between this chunk's check and its insert: the unique constraint
+    refuses the insert, the chunk is checked again, and the rest is inserted."""
+    from accounts import services
+
+    given = [material() for _ in range(3)]
+    AccountFactory(**{k: v for k, v in given[1].items() if v is not None})
+    real_check = services.account_existing_digests
+    checks = []
+
+    def stale_first_check(**kwargs):
+        checks.append(1)
+        return {} if len(checks) == 1 else real_check(**kwargs)
+
+    monkeypatch.setattr(services, "account_existing_digests", stale_first_check)
+    report = _load([fakes.render_line(a, "positional") for a in given])
+
+    assert (report.created, report.duplicates, report.invalid) == (2, 1, 0)
+    assert Account.objects.count() == 3 and len(checks) >= 2
