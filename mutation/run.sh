@@ -13,6 +13,8 @@ fi
 # An in-memory SQLite test database per forked test process: runs never collide.
 unset DATABASE_URL
 export POOL_TEST_DB=":memory:"
+# From scratch every time: mutmut keeps verdicts of unchanged functions, even when tests changed.
+rm -rf mutants
 start=$(date +%s)
 nice -n "${NICE:-15}" "$MUTMUT" run --max-children "${MUTATE_JOBS:-2}" "$@" >mutants.log 2>&1 || {
   tail -n 30 mutants.log; exit 2; }
