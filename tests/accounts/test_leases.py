@@ -203,3 +203,12 @@ def test_a_confirmed_import_clears_the_retry_time_and_the_last_error():
     assert services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
     account.refresh_from_db()
     assert (account.status, account.retry_after, account.last_error) == (AccountStatus.CONSUMED, None, "")
+
+
+def test_a_rejection_after_an_unknown_outcome_counts_the_attempt_and_clears_the_retry_time():
+    account = AccountFactory(unknown_attempts=1, retry_after=timezone.now())
+    now = timezone.now()
+    lease, _ = reserve(1, unresolved=True)
+    assert services.account_settle_rejected(account_id=account.pk, lease_id=lease, now=now, error="no team")
+    account.refresh_from_db()
+    assert (account.status, account.attempts, account.retry_after) == (AccountStatus.REJECTED, 1, None)

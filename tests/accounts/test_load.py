@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
@@ -279,3 +279,20 @@ def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(ma
 
     assert (report.created, report.duplicates, report.invalid) == (2, 1, 0)
     assert Account.objects.count() == 3 and len(checks) >= 2
+
+
+def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(material, monkeypatch):
+    inserts = []
+
+    def failing_insert(self, rows):
+        inserts.append(1)
+        if len(inserts) > 3:
+            raise RuntimeError("the same failing insert was retried")
+        raise IntegrityError("CHECK constraint failed")
+
+    known, new = material(), material()
+    AccountFactory(**{k: v for k, v in known.items() if v is not None})
+    monkeypatch.setattr(_Inserter, "insert", failing_insert)
+    with pytest.raises(IntegrityError):
+        _load([fakes.render_line(known, "positional"), fakes.render_line(new, "positional")])
+    assert len(inserts) == 1
