@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test proof bench-load bench-webhook bench-follow-up bench-admin messages clean
+.PHONY: run test proof mutate bench-load bench-webhook bench-follow-up bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(VENV)/.dev
 # The long version of the proof (docs/RELIABILITY.md), on SQLite and PostgreSQL; writes its figures there.
 proof: $(VENV)/.dev
 	scripts/proof.sh
+
+# Mutation testing of the money-critical functions (mutation/scope.txt); not part of CI (README).
+mutate: $(VENV)/.dev
+	mutation/run.sh $(MUTATE_ARGS)
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python bench/bench_load.py $(BENCH_ARGS)

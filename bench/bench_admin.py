@@ -15,7 +15,10 @@ one more request under CaptureQueriesContext for its query count and SQL time. T
 issue): median under 300 ms on PostgreSQL; SQLite figures are printed for information. For every
 page over 300 ms the slowest query of that request is printed with its plan (EXPLAIN (ANALYZE,
 BUFFERS) on PostgreSQL, EXPLAIN QUERY PLAN on SQLite), for whoever fixes it. Not a test: the
-figures go into the README by hand.
+figures are written to bench/results/admin-*.json (bench/render.py puts them in the README).
+Beside each page's median is its floor, measured in the same run: the page's own SELECTs,
+with their own parameters, run bare on the same connection, so what the page adds over its
+queries is visible.
 
     python bench/bench_admin.py [--accounts N] [--attempts N] [--repeat N] [--keep] [--queries]
         [--skip-sqlite] [--skip-postgres] [--pg-url URL]
@@ -185,6 +188,8 @@ def run_database(kind: str, args) -> bool:
     ]  # fmt: skip
     if args.queries:
         child.append("--queries")
+    if args.out:
+        child += ["--out", str(args.out)]
     if not reuse:
         child.append("--seed")
     if subprocess.run(child, env=env).returncode != 0:
@@ -662,6 +667,24 @@ def routed(url: str) -> bool:
     return True
 
 
+def bare_floor(statements, repeat: int) -> list[float]:
+    """The floor of a page: its own SELECTs, with their own parameters, run bare on the same
+    connection (no middleware, view, ORM or template), `repeat` times; ms per repetition. Its
+    writes (session, last login) are left out: the floor only reads."""
+    from django.db import connection
+
+    reads = [(sql, params) for sql, params, many in statements if not many and sql.lstrip().upper().startswith("SELECT")]
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        with connection.cursor() as cursor:
+            for sql, params in reads:
+                cursor.execute(sql, params)
+                cursor.fetchall()
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
 def time_page(client, url: str, repeat: int) -> dict:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -677,8 +700,10 @@ def time_page(client, url: str, repeat: int) -> dict:
         # One more request, recorded: Django logs each query's SQL (parameters filled in) but its
         # time only to the millisecond, so each execution is also timed here with perf_counter.
         timings = []
+        statements = []
 
         def timer(execute, sql, params, many, context):
+            statements.append((sql, params, many))
             start = time.perf_counter()
             try:
                 return execute(sql, params, many, context)
@@ -692,6 +717,7 @@ def time_page(client, url: str, repeat: int) -> dict:
             for query, seconds in zip(queries, timings):
                 query["time"] = seconds
         result["queries"] = queries
+        result["floor_times"] = bare_floor(statements, repeat)
     except Exception as exc:  # a page that crashes is reported, the others still run
         result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
     return result
@@ -750,10 +776,10 @@ def child(args) -> int:
     print(f"\n{engine} — {args.accounts:,} accounts, {args.attempts:,} attempts; server time in ms over "
           f"{args.repeat} requests after one warm-up; queries and SQL time of one more request; "
           f"load average {load} on {os.cpu_count()} CPUs")  # fmt: skip
-    header = f"{'page':<22} {'url':<52} {'min':>7} {'median':>7} {'max':>7} {'queries':>7} {'sql ms':>7}  result"
+    header = f"{'page':<22} {'url':<52} {'min':>7} {'median':>7} {'max':>7} {'floor':>7} {'queries':>7} {'sql ms':>7}  result"
     print(header)
     print("-" * len(header))
-    slow, all_ok = [], True
+    slow, all_ok, rows = [], True, []
     for name, r in results:
         if r["error"] or r["status"] != 200:
             all_ok = False
@@ -769,12 +795,40 @@ def child(args) -> int:
             all_ok &= not over
         else:
             verdict = "(over 300 ms)" if over else "(info)"
-        print(f"{name:<22} {r['url']:<52} {min(t):7.1f} {median:7.1f} {max(t):7.1f} {len(r['queries']):7d} {sql_ms:7.1f}  {verdict}")
+        floor = statistics.median(r["floor_times"]) if r.get("floor_times") else None
+        floor_text = f"{floor:7.1f}" if floor is not None else f"{'':>7}"
+        print(f"{name:<22} {r['url']:<52} {min(t):7.1f} {median:7.1f} {max(t):7.1f} {floor_text} {len(r['queries']):7d} {sql_ms:7.1f}  {verdict}")
+        rows.append({
+            "page": name, "url": r["url"], "median_ms": round(median, 1), "min_ms": round(min(t), 1),
+            "max_ms": round(max(t), 1), "floor_median_ms": None if floor is None else round(floor, 1),
+            "queries": len(r["queries"]),
+        })  # fmt: skip
         if over:
             slow.append((name, r))
     if is_pg:
         print(f"target (median under {TARGET_MS:.0f} ms on PostgreSQL, every page answering 200): "
               f"{'met' if all_ok else 'NOT met'}")  # fmt: skip
+
+    from bench.results import record
+
+    record(
+        "admin",
+        kind,
+        conditions={
+            "engine": engine,
+            "accounts": args.accounts,
+            "attempts": args.attempts,
+            "samples": f"{args.repeat} timed requests per page after one warm-up (median)",
+            "database": (
+                "seeded this run, then " + ("VACUUM ANALYZE" if is_pg else "ANALYZE")
+                if args.seed else "reused from an earlier run (--keep), not re-analyzed"
+            ),
+            "server time": "Django test client in-process: no WSGI server, no network",
+            "floor": "the page's own SELECTs with their parameters, run bare on the same connection",
+        },
+        rows=rows,
+        out_dir=args.out,
+    )
 
     if args.queries:
         for name, r in results:
@@ -807,6 +861,7 @@ def main() -> int:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"))
     parser.add_argument("--queries", action="store_true", help="also list every query of every page with its time")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the figures (default bench/results)")
     parser.add_argument("--child", choices=("sqlite", "postgresql"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,8 +1,11 @@
 import factory
 from factory.django import DjangoModelFactory
 
-from accounts.models import Account, AccountBatch, BatchSource, BatchStatus, lookup_hashes
+from django.conf import settings
+
+from accounts.models import Account, AccountBatch, BatchSource, BatchStatus
 from tests import fakes
+from tests.support.lookup_hashes import account_lookup_hashes
 
 
 class AccountBatchFactory(DjangoModelFactory):
@@ -15,7 +18,10 @@ class AccountBatchFactory(DjangoModelFactory):
 
 
 class AccountFactory(DjangoModelFactory):
-    """An account as the loader would store it: real-looking tokens, hashes under the current key."""
+    """An account as the loader would store it: real-looking tokens, hashes under the current key.
+
+    The hashes are computed by tests/support/lookup_hashes.py from their written definition, not
+    by the product; tests/accounts/test_load.py checks the loader stores the same ones."""
 
     class Meta:
         model = Account
@@ -32,7 +38,7 @@ class AccountFactory(DjangoModelFactory):
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
         material = {f: kwargs.get(f) for f in ("email", "account_id", "access_token", "session_token", "refresh_token")}
-        kwargs.update(lookup_hashes(**material))
+        kwargs.update(account_lookup_hashes(**material, encryption_keys=settings.POOL_ENCRYPTION_KEY))
         return super()._create(model_class, *args, **kwargs)
 
 

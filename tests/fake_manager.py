@@ -59,17 +59,18 @@ from urllib.parse import urlsplit
 
 import requests
 
-from accounts.tokens import (
-    AccessTokenClaims,
-    MalformedToken,
-    decode_access_token,
-    is_client_id,
-    is_email,
-    is_jwe,
-    is_jwt,
-    is_refresh_token,
-    is_uuid,
-    mask,
+# The manager's reading of tokens, emails and lines, written from its observed behaviour
+# (docs/MANAGER.md); the fake imports nothing from the product it tests.
+from tests.support.manager_rules import (
+    Claims,
+    looks_like_client_id as is_client_id,
+    looks_like_email as is_email,
+    looks_like_jwe as is_jwe,
+    looks_like_jwt as is_jwt,
+    looks_like_refresh_token as is_refresh_token,
+    looks_like_uuid as is_uuid,
+    masked as mask,
+    read_claims,
 )
 
 __all__ = [
@@ -218,14 +219,11 @@ class _Account:
     def has_token(self) -> bool:
         return bool(self.access_token or self.session_token or self.refresh_token)
 
-    def claims(self) -> AccessTokenClaims | None:
+    def claims(self) -> Claims | None:
         """The access token's claims, read unverified as the manager does; None if unreadable."""
         if not self.access_token:
             return None
-        try:
-            return decode_access_token(self.access_token)
-        except MalformedToken:
-            return None
+        return read_claims(self.access_token)
 
     def known_email(self) -> str | None:
         """The email given, else the one in the access token's profile claim, in lower case."""
@@ -628,7 +626,8 @@ class FakeManager:
 
     @property
     def accept_counts(self) -> dict[str, int]:
-        """identity → imports of it that were accepted; at most 1 by construction."""
+        """identity → imports of it that were accepted; at most 1 by construction, so tests count
+        calls (``attempt_counts``, ``requests``) rather than assert on this."""
         with self._lock:
             return dict(self._accept_counts)
 
@@ -738,7 +737,7 @@ class FakeManager:
         renewable = bool(account.session_token or (account.refresh_token and account.client_id))
         if not (at_usable or renewable):
             return _refused(account.email, MSG_NO_USABLE_AT)
-        # decode_access_token lowercases the claim; the manager compares case-insensitively.
+        # read_claims lowercases the claim; the manager compares case-insensitively.
         token_email = claims.email if claims else None
         email = account.email
         if not email:

@@ -132,3 +132,38 @@ def test_system_check_refuses_a_missing_key(settings):
     settings.POOL_ENCRYPTION_KEY = ""
     (error,) = pool_key_check(None)
     assert error.id == "accounts.E001" and "POOL_ENCRYPTION_KEY is not set" in error.msg
+
+
+def test_a_generated_key_is_32_random_bytes_in_base64url():
+    import base64
+
+    first, second = crypto.generate_key(), crypto.generate_key()
+    assert first != second
+    for key in (first, second):
+        assert len(base64.urlsafe_b64decode(key)) == 32 and "+" not in key and "/" not in key
+
+
+def test_a_key_may_be_given_without_its_base64_padding(settings):
+    padded = settings.POOL_ENCRYPTION_KEY
+    sealed = crypto.encrypt("secret")
+    settings.POOL_ENCRYPTION_KEY = padded.rstrip("=")
+    assert crypto.decrypt(sealed) == "secret"
+
+
+def test_the_key_id_is_derived_from_the_key_as_documented(settings):
+    """The first 4 bytes of SHA-256("pool key id" NUL key): stored with every ciphertext, so a
+    change would make every stored token unreadable."""
+    import base64
+    import hashlib
+
+    raw = base64.urlsafe_b64decode(settings.POOL_ENCRYPTION_KEY)
+    assert crypto.encrypt("x")[1:5] == hashlib.sha256(b"pool key id\x00" + raw).digest()[:4]
+
+
+def test_the_shortest_ciphertext_is_read_and_anything_shorter_is_not_ciphertext():
+    empty = crypto.encrypt("")
+    assert len(empty) == 1 + 4 + 12 + 16 and crypto.decrypt(empty) == ""
+    with pytest.raises(DecryptionError, match="not ciphertext"):
+        crypto.decrypt(empty[:-1])
+    with pytest.raises(DecryptionError, match="not ciphertext"):
+        crypto.decrypt(empty[:6])

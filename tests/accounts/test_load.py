@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
@@ -202,3 +202,97 @@ def test_the_pick_index_exists():
             for name in [constraint[0]]
         }
     assert {"account_pick_idx", "account_status_usable_idx", "account_identity_unique"} <= names
+
+
+def _load(lines, *, dry_run=False):
+    batch = None if dry_run else AccountBatchFactory(status=BatchStatus.LOADING)
+    return account_load(lines=lines, batch=batch, dry_run=dry_run, keep_lines=True)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["preview", "load"])
+@pytest.mark.parametrize("token", ["session_token", "access_token", "refresh_token"])
+def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(material, token, dry_run):
+    """Each token alone identifies an account: the same token under a new email is the same account.
+
+    The pool account's access token carries no email, so a line that re-uses it under another
+    email is not refused for an email mismatch and reaches the duplicate check.
+    """
+    pool = material(access_token=fakes.make_access_token(email=None))
+    assert _load([fakes.render_line(pool, "delimited-dash")]).created == 1
+    # Only `token` is shared; everything else on the line is new.
+    other = material(access_token=fakes.make_access_token(email=None), account_id=None)
+    other[token] = pool[token]
+
+    report = _load([fakes.render_line(other, "delimited-dash")], dry_run=dry_run)
+
+    assert (report.created, report.duplicates, report.invalid) == (0, 1, 0)
+    assert [line.outcome for line in report.lines] == [LineOutcome.DUPLICATE]
+    assert Account.objects.count() == 1
+
+
+@pytest.mark.parametrize("account_id", ["0F8FAD5B-D9CB-469F-A165-70867728950E", None])
+def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings, account_id):
+    """HMAC-SHA-256 under an HKDF-derived key, computed by the test helper on its own."""
+    from tests.support.lookup_hashes import account_lookup_hashes
+
+    given = material(email="Mixed.Case@Example.com", account_id=account_id)
+    given["access_token"] = fakes.make_access_token(email="mixed.case@example.com")
+    assert _load([fakes.render_line(given, "delimited-dash")]).created == 1
+
+    stored = Account.objects.values("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash").get()
+    expected = account_lookup_hashes(
+        **{f: given[f] for f in ("email", "account_id", "access_token", "session_token", "refresh_token")},
+        encryption_keys=settings.POOL_ENCRYPTION_KEY,
+    )
+    assert stored == expected
+    assert all(len(v) == 32 for v in stored.values())
+
+
+def test_a_repeated_refresh_token_is_found_when_no_line_of_the_chunk_has_a_session_token(material):
+    """Each token column is checked even when the lines carry none of an earlier column."""
+    pool = material(access_token=fakes.make_access_token(email=None))
+    assert _load([fakes.render_line(pool, "delimited-dash")]).created == 1
+    other = material(access_token=fakes.make_access_token(email=None), session_token=None, account_id=None)
+    other["refresh_token"] = pool["refresh_token"]
+
+    report = _load([fakes.render_line(other, "delimited-dash")], dry_run=True)
+
+    assert (report.created, report.duplicates) == (0, 1)
+
+
+def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(material, monkeypatch):
+    """Another load inserted it between this chunk's check and its insert: the unique constraint
+    refuses the insert, the chunk is checked again, and the rest is inserted."""
+    from accounts import services
+
+    given = [material() for _ in range(3)]
+    AccountFactory(**{k: v for k, v in given[1].items() if v is not None})
+    real_check = services.account_existing_digests
+    checks = []
+
+    def stale_first_check(**kwargs):
+        checks.append(1)
+        return {} if len(checks) == 1 else real_check(**kwargs)
+
+    monkeypatch.setattr(services, "account_existing_digests", stale_first_check)
+    report = _load([fakes.render_line(a, "positional") for a in given])
+
+    assert (report.created, report.duplicates, report.invalid) == (2, 1, 0)
+    assert Account.objects.count() == 3 and len(checks) >= 2
+
+
+def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(material, monkeypatch):
+    inserts = []
+
+    def failing_insert(self, rows):
+        inserts.append(1)
+        if len(inserts) > 3:
+            raise RuntimeError("the same failing insert was retried")
+        raise IntegrityError("CHECK constraint failed")
+
+    known, new = material(), material()
+    AccountFactory(**{k: v for k, v in known.items() if v is not None})
+    monkeypatch.setattr(_Inserter, "insert", failing_insert)
+    with pytest.raises(IntegrityError):
+        _load([fakes.render_line(known, "positional"), fakes.render_line(new, "positional")])
+    assert len(inserts) == 1

@@ -38,7 +38,7 @@ from accounts.parser import (
     Problem,
     parse_lines,
 )
-from accounts.tokens import MSG_AT_EXPIRED, MSG_NO_USABLE_TOKEN, mask
+from accounts.tokens import MSG_AT_EXPIRED, MSG_NO_USABLE_TOKEN
 from tests.accounts.test_tokens import english
 from tests.fakes import (
     FIELDS,
@@ -281,7 +281,7 @@ def test_unrecognised_part_is_named_but_masked(full):
     with english():
         message = str(result.errors[0])
     assert secret not in message
-    assert "Part 3" in message and mask(secret) in message and "24 characters" in message
+    assert "Part 3" in message and "…XYZW" in message and "24 characters" in message
 
 
 def test_invalid_email_part(full):
@@ -471,7 +471,7 @@ def test_malformed_access_token(full):
     assert codes(result.errors) == [MALFORMED_JWT]
     with english():
         message = str(result.errors[0])
-    assert at not in message and mask(at) in message
+    assert at not in message and "…bHVl" in message
 
 
 def test_email_mismatch(full):

@@ -76,3 +76,24 @@ def test_rotation_reseals_encrypted_columns_of_other_apps(settings):
     call_command("rotate_pool_key")
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
     assert NotificationTarget.objects.get(pk=target.pk).url == "json://127.0.0.1:9/hook"
+
+
+def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(settings):
+    """Rows already under the newest key are skipped, the others each keep their own value."""
+    from accounts.services import account_rotate_keys
+    from webhooks.models import NotificationTarget
+
+    old_key = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    current = NotificationTarget.objects.create(label="new", url="json://127.0.0.1:9/new", masked_url="json://…new")
+    settings.POOL_ENCRYPTION_KEY = old_key
+    first = NotificationTarget.objects.create(label="a", url="json://127.0.0.1:9/a", masked_url="json://…a")
+    second = NotificationTarget.objects.create(label="b", url="json://127.0.0.1:9/b", masked_url="json://…b")
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
+
+    result = account_rotate_keys()
+
+    assert (result.key_id, result.others_rewritten) == (crypto.current_key_id().hex(), 2)
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    urls = dict(NotificationTarget.objects.values_list("pk", "url"))
+    assert urls == {current.pk: "json://127.0.0.1:9/new", first.pk: "json://127.0.0.1:9/a", second.pk: "json://127.0.0.1:9/b"}

@@ -14,7 +14,6 @@ from accounts import forms as load_forms
 from accounts import services
 from accounts.models import Account, AccountStatus, UnusableReason, lookup_hashes
 from accounts.parser import MSG_EMAIL_MISMATCH
-from accounts.tokens import mask
 from tests import fakes
 from tests.accounts.test_admin import assert_no_secret
 from tests.factories import AccountFactory, staff_with
@@ -52,7 +51,7 @@ def log_messages(account):
 def test_requeue_page_shows_masked_values_only(admin_client):
     account = rejected()
     html = admin_client.get(requeue_url(account)).content.decode()
-    assert mask(account.access_token) in html and account.email in html and account.client_id in html
+    assert "…" + account.access_token[-4:] in html and account.email in html and account.client_id in html
     assert "该 Token 没有关联任何 Team 账户" in html
     assert_no_secret(html, account.access_token, account.session_token, account.refresh_token)
 

@@ -139,7 +139,7 @@ def test_other_predicates():
 
 @pytest.mark.parametrize(
     "secret, shown",
-    [(None, ""), ("", ""), ("a", "…"), ("abcd", "…"), ("abcde", "…bcde"), (AT, "…" + AT[-4:])],
+    [(None, ""), ("", ""), ("a", "…"), ("abcd", "…"), ("abcde", "…bcde"), ("rt_secret-refresh-WXYZ", "…WXYZ"), (AT, "…" + AT[-4:])],
 )
 def test_mask(secret, shown):
     assert mask(secret) == shown
@@ -344,11 +344,17 @@ def test_fast_decoder_agrees_with_pyjwt(token):
 @hyp_settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
 def test_decode_of_arbitrary_text_only_raises_malformed(text):
-    try:
-        decode_access_token("eyJ" + text)
-        decode_access_token(text)
-    except MalformedToken:
-        pass
+    """Any text either decodes to claims of the right types or raises MalformedToken (any other
+    exception fails the test); both the text and the text behind a JWT header prefix are tried."""
+    from datetime import datetime
+
+    for candidate in ("eyJ" + text, text):
+        try:
+            claims = decode_access_token(candidate)
+        except MalformedToken:
+            continue
+        assert claims.email is None or (isinstance(claims.email, str) and claims.email == claims.email.strip().lower())
+        assert claims.expires_at is None or (isinstance(claims.expires_at, datetime) and claims.expires_at.utcoffset() is not None)
 
 
 def test_real_signature_checks_are_not_needed_but_tokens_are_real_jwts():

@@ -41,6 +41,44 @@ def test_need(threshold, current, landed, expected):
     assert need.explained.endswith(f"→ {expected}")
 
 
+@pytest.mark.parametrize(
+    "seats_per_account, shortfall, expected",
+    [
+        (5, 1, 1),  # 1 seat short still takes a whole account
+        (5, 4, 1),
+        (5, 5, 1),
+        (5, 6, 2),  # one seat over a whole account rounds up, never down
+        (5, 9, 2),
+        (5, 10, 2),
+        (5, 11, 3),
+        (3, 7, 3),
+        (3, 9, 3),
+        (1, 7, 7),
+        (4, 17, 5),
+    ],
+)
+def test_need_rounds_a_part_account_up(seats_per_account, shortfall, expected):
+    """A first event's need is the shortfall in whole accounts, rounded up (no cap in reach)."""
+    policy = ReplenishmentPolicy(
+        seats_per_account=seats_per_account, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100
+    )
+    need, _ = replenishment_need(threshold=shortfall, current_seats=0, policy=policy, landed_last_hour=0)
+    assert need == expected
+
+
+@pytest.mark.parametrize("landed, expected", [(0, 10), (40, 10), (41, 9), (49, 1), (50, 0), (51, 0)])
+def test_need_is_capped_by_the_event_cap_and_the_room_left_in_the_hour(landed, expected):
+    need, _ = replenishment_need(threshold=500, current_seats=0, policy=POLICY, landed_last_hour=landed)
+    assert need == expected
+
+
+def test_the_need_is_explained_with_its_arithmetic():
+    _, explained = replenishment_need(threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45)
+    assert explained == (
+        "ceil((10 + 5 - 3) / 5) = 3, at least 1 → 3; cap per event 10; hourly cap 50 with 45 in the last hour → 3"
+    )
+
+
 def test_need_follows_the_policy():
     policy = ReplenishmentPolicy(seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100)
     assert replenishment_need(threshold=10, current_seats=1, policy=policy, landed_last_hour=0).accounts == 3
@@ -73,10 +111,47 @@ def answer(status, success=None, text="", failure=""):
         (answer(None, None, "", FAILURE_STREAM_CUT), False, AttemptOutcome.UNKNOWN),
         (answer(None, None, "", FAILURE_NOT_IN_STREAM), False, AttemptOutcome.UNKNOWN),
         (answer(200, None, "{}"), False, AttemptOutcome.UNKNOWN),  # 200 without a verdict
+        # A failure to read the answer wins over whatever status and verdict came with it.
+        (answer(200, True, "成功导入 1 个 Team 账号", FAILURE_STREAM_CUT), False, AttemptOutcome.UNKNOWN),
+        (answer(400, False, ALREADY, FAILURE_UNREADABLE), False, AttemptOutcome.UNKNOWN),
+        (answer(404, None, "", FAILURE_CONNECTION), False, AttemptOutcome.UNKNOWN),
     ],
 )
 def test_outcome(given, had_unknown, expected):
     assert attempt_outcome(answer=given, had_unknown=had_unknown) == expected
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        answer(401, None, "未登录或 API Key 无效"),
+        answer(403, None, "Forbidden"),
+        answer(404, None, '{"detail":"Not Found"}'),
+        answer(405, None, '{"detail":"Method Not Allowed"}'),
+        answer(422, None, '{"detail":[]}'),
+        answer(300, None, ""),
+        answer(301, None, "/login"),
+        answer(302, None, "/login"),
+        answer(303, None, "/login"),
+        answer(307, None, "/login"),
+        answer(308, None, "/login"),
+        answer(399, None, ""),
+        answer(307, None, "/login", FAILURE_REDIRECT),
+        answer(None, None, "", FAILURE_REDIRECT),
+        answer(200, False, "未能从文本中提取任何 Token", FAILURE_BATCH_REFUSED),
+    ],
+    ids=lambda a: f"{a.http_status}-{a.failure or 'answer'}",
+)
+@pytest.mark.parametrize("had_unknown", [False, True])
+def test_every_configuration_error_is_a_configuration_error(given, had_unknown):
+    """Wrong key, wrong URL or method, a shape the manager refuses, any redirect, a refused batch:
+    the manager is misconfigured, not the account, and it must not be consumed nor rejected."""
+    assert attempt_outcome(answer=given, had_unknown=had_unknown) == AttemptOutcome.CONFIG_ERROR
+
+
+@pytest.mark.parametrize("status", [200, 201, 299, 400, 402, 406, 409, 410, 429, 500, 503])
+def test_statuses_next_to_the_configuration_errors_are_not_configuration_errors(status):
+    assert attempt_outcome(answer=answer(status, None, ""), had_unknown=False) != AttemptOutcome.CONFIG_ERROR
 
 
 def test_redaction_of_manager_text():

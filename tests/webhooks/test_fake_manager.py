@@ -634,3 +634,79 @@ def test_the_subprocess_serves_and_is_scripted_through_the_control_api(material)
         assert process.state()["imported"] == {}
 
     assert process.returncode == 0  # SIGTERM ends it cleanly
+
+
+# --- the fake's own reading rules (docs/MANAGER.md) ----------------------------------------
+
+
+def test_the_fake_imports_nothing_from_the_product():
+    """A misreading by the product must not be shared by the fake that tests it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tests.fake_manager; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('accounts', 'webhooks', 'poolsite', 'django')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_rules_read_an_access_tokens_email_and_expiry():
+    from datetime import datetime, timezone
+
+    from tests.support import manager_rules as rules
+
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    at = fakes.make_access_token(email="Team.Lead@Example.com", expires_at=expires)
+    assert rules.read_claims(at) == rules.Claims("team.lead@example.com", expires)
+    assert rules.read_claims(fakes.make_access_token(email=None, expires_at=expires)) == rules.Claims(None, expires)
+    header, _, signature = at.split(".")
+    for payload in (b'{"exp": true}', b'{"exp": "1"}', b"[1]", b"not json"):
+        import base64
+
+        part = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+        assert rules.read_claims(f"{header}.{part}.{signature}") is None, payload
+
+
+@pytest.mark.parametrize(
+    "part, kind",
+    [
+        ("eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.c2ln", "jwt"),
+        ("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIn0..aXY.Y2lwaGVy.dGFn", "jwe"),
+        ("a.b-c+d@mail.example.net", "email"),
+        ("0F8FAD5B-D9CB-469F-A165-70867728950E", "uuid"),
+        ("rt_abc.DEF-123", "refresh_token"),
+        ("rt-abc", "refresh_token"),
+        ("app_XyZ123", "client_id"),
+        ("eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9", None),  # two pieces
+        ("eyJhbGciOiJkaXIifQ.a.aXY.Y2lwaGVy.dGFn", None),  # a JWE's key piece is empty
+        ("xyJhbGciOiJIUzI1NiJ9.eyJleHAiOjF9.c2ln", None),
+        ("user@localhost", None),
+        ("rt_", None),
+        ("app_", None),
+        ("0f8fad5b-d9cb-469f-a165-70867728950", None),
+    ],
+)
+def test_the_rules_tell_each_kind_of_part_by_its_shape(part, kind):
+    from tests.support import manager_rules as rules
+
+    found = {
+        name
+        for name, check in [
+            ("jwt", rules.looks_like_jwt),
+            ("jwe", rules.looks_like_jwe),
+            ("email", rules.looks_like_email),
+            ("uuid", rules.looks_like_uuid),
+            ("refresh_token", rules.looks_like_refresh_token),
+            ("client_id", rules.looks_like_client_id),
+        ]
+        if check(part)
+    }
+    assert found == ({kind} if kind else set())
+
+
+def test_the_fake_shows_only_the_last_four_characters_of_a_secret():
+    from tests.support.manager_rules import masked
+
+    assert (masked("rt_secretvalueWXYZ"), masked("abcd"), masked("")) == ("…WXYZ", "…", "")

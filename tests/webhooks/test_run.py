@@ -45,7 +45,7 @@ def test_an_event_imports_what_it_asks_for_and_marks_them_consumed(manager):
     assert (run.status, run.need, run.reserved, run.consumed) == (RunStatus.FINISHED, 2, 2, 2)
     assert states(*accounts) == [AccountStatus.CONSUMED] * 2 + [AccountStatus.AVAILABLE] * 2
     assert sorted(r["email"] for r in manager.imported.values()) == sorted(a.email for a in accounts[:2])
-    assert set(manager.accept_counts.values()) == {1}
+    assert manager.attempt_counts == {a.email: 1 for a in accounts[:2]}  # one call each
     sent = manager.requests[0]["body"]
     assert sent["import_type"] == "single" and sent["session_token"] == accounts[0].session_token
     assert "account_id" not in sent  # never invented
@@ -106,7 +106,7 @@ def test_unknown_outcomes_go_back_for_a_retry_with_backoff(manager, behaviour):
     retry = run_now(trigger=RunTrigger.RETRY)
     account.refresh_from_db()
     assert account.status == AccountStatus.CONSUMED and retry.consumed == 1
-    assert list(manager.accept_counts.values()) == [1]
+    assert manager.attempt_counts == {account.email: 2}  # the call of unknown outcome, and one re-send
 
 
 def test_repeated_unknown_outcomes_end_held_for_staff(manager):
@@ -238,7 +238,7 @@ def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
 
     retry = run_now(trigger=RunTrigger.RETRY)
     assert states(account) == [AccountStatus.CONSUMED] and retry.consumed == 1
-    assert list(manager.accept_counts.values()) == [1]
+    assert manager.attempt_counts == {account.email: 2}  # the dead run's call, and one re-send
 
 
 def _replenish_tasks(status):
@@ -364,6 +364,38 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
         assert (sent[first.email], sent[second.email]) == (2, 2)  # the one batch call in flight
     assert third.email not in sent  # and it reserved nothing more
     assert ReplenishmentRun.objects.get(pk=frozen_run.pk).status == RunStatus.ABANDONED
+
+
+@pytest.mark.parametrize("mode", [ImportMode.SINGLE, ImportMode.BATCH])
+def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reconcile(manager, monkeypatch, mode):
+    """An expired lease is a lost lease, whether or not reconcile has recovered the accounts yet:
+    the worker froze between reserving and sending, its accounts still read `reserved` under its
+    lease id, but the lease's time is up and another run may take them at any moment."""
+    policy = policy_get()
+    policy.import_mode = mode
+    policy.save()
+    accounts = AccountFactory.create_batch(2)
+    event(current_seats=0)
+    run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
+    real_check = services.usability_problem
+    froze = []
+
+    def freeze_after_reserving(**kwargs):
+        if not froze:  # the first account's pre-send check: every account is reserved by now
+            froze.append(True)
+            past = timezone.now() - timedelta(seconds=1)
+            assert Account.objects.filter(lease_id=run.lease_id, status=AccountStatus.RESERVED).count() == 2
+            Account.objects.filter(lease_id=run.lease_id).update(lease_expires_at=past)
+            ReplenishmentRun.objects.filter(pk=run.pk).update(lease_expires_at=past)
+        return real_check(**kwargs)
+
+    monkeypatch.setattr(services, "usability_problem", freeze_after_reserving)
+    services.run_execute(run_id=run.pk)
+
+    assert froze
+    assert [r for r in manager.requests if r["path"] == "/admin/teams/import"] == []
+    assert not ImportAttempt.objects.filter(sent=True).exists()
+    assert AccountStatus.CONSUMED not in states(*accounts)
 
 
 def test_reconcile_fails_task_rows_a_killed_worker_left_running(manager, django_capture_on_commit_callbacks):

@@ -121,6 +121,15 @@ def test_behind_the_proxy_a_refusal_records_the_forwarded_client(client, setting
     assert sorted(WebhookEvent.objects.values_list("remote_addr", flat=True)) == ["203.0.113.5", "203.0.113.9"]
 
 
+@pytest.mark.parametrize("key", [KEY.upper(), KEY.capitalize(), KEY[:-1] + KEY[-1].upper()])
+def test_the_key_is_case_sensitive_a_valid_body_with_the_key_in_another_case_is_refused(client, key):
+    assert key != KEY and key.lower() == KEY.lower()
+    response = post(client, key=key)
+    assert response.status_code == 401
+    assert WebhookEvent.objects.get().status == EventStatus.REFUSED
+    assert not ReplenishmentRun.objects.exists()
+
+
 def test_no_key_configured_refuses_everything_and_says_why(client, settings):
     settings.MANAGER_API_KEY = ""
     response = post(client, key=None)
@@ -187,3 +196,21 @@ def test_bad_bodies_get_a_clear_400_and_change_nothing(client, raw, field, error
 
 def test_message_is_optional(client):
     assert post(client, {k: v for k, v in BODY.items() if k != "message"}).status_code == 202
+
+
+@pytest.mark.parametrize("body", [{k: v for k, v in BODY.items() if k != "message"}, {**BODY, "message": None}], ids=["absent", "null"])
+def test_an_absent_or_null_message_is_recorded_as_empty(client, body):
+    assert post(client, body).status_code == 202
+    assert WebhookEvent.objects.get().message == ""
+
+
+@pytest.mark.parametrize("length, status", [(2000, 202), (2001, 400)])
+def test_a_message_may_have_2000_characters_and_no_more(client, length, status):
+    assert post(client, {**BODY, "message": "库" * length}).status_code == status
+
+
+def test_errors_are_utf8_json_not_escaped(client):
+    """Operators read refusals in Chinese: a field name repeated is named as written."""
+    response = post(client, raw='{"event": "low_stock", "消息": "a", "消息": "b", "current_seats": 1, "threshold": 2}')
+    assert response.status_code == 400
+    assert "消息".encode() in response.content
