@@ -61,7 +61,7 @@ HOST = "127.0.0.1"
 WEBHOOK_PATH = "/webhooks/low-stock/"
 FLOOR_PATH = "/webhooks/bench-floor/"
 IMPORT_PATH = "/admin/teams/import"
-# What the manager sends (MANAGER_CONTRACT.md §1): 5 seats left under a threshold of 10.
+# What the manager sends (docs/MANAGER.md): 5 seats left under a threshold of 10.
 WEBHOOK_BODY = json.dumps(
     {"event": "low_stock", "current_seats": 5, "threshold": 10, "message": "库存不足预警：当前可用车位 5 个，低于阈值 10 个"},
     ensure_ascii=False,

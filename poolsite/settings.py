@@ -134,7 +134,7 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "poolsite.debug.SecretSafeExceptionReporterF
 # --- The pool -------------------------------------------------------------------------------
 # Comma-separated base64 keys of 32 bytes, newest first: the newest encrypts, every one decrypts.
 POOL_ENCRYPTION_KEY = env.str("POOL_ENCRYPTION_KEY", default="")
-# The manager counts an AT as expired about 8 hours early (MANAGER_CONTRACT.md §2a).
+# The manager counts an AT as expired about 8 hours early (docs/MANAGER.md).
 POOL_MIN_AT_LIFETIME_HOURS = env.float("POOL_MIN_AT_LIFETIME_HOURS", default=9)
 # Bigger files go through `manage.py load_accounts`, which streams.
 POOL_UPLOAD_MAX_BYTES = env.int("POOL_UPLOAD_MAX_BYTES", default=20 * 1024 * 1024)

@@ -1,6 +1,6 @@
 """A fake seat manager ("team-manage") on a real loopback HTTP server, for integration tests.
 
-It mirrors the import API described in /work/shared/MANAGER_CONTRACT.md, section 2, closely
+It mirrors the import API described in docs/MANAGER.md, closely
 enough that the project's manager client (built on ``requests``) can be pointed at
 ``FakeManager.base_url`` with nothing mocked:
 
@@ -102,7 +102,7 @@ _TEAM_INFO_RE = re.compile(r"/admin/teams/(\d{1,18})/info")
 LOGIN_PATH = "/login"
 CONTROL_PREFIX = "/_fake/"
 
-# The manager's own texts (contract section 2a/2b and its source), so clients are tested
+# The manager's own texts (docs/MANAGER.md), so clients are tested
 # against exactly what they will read.
 MSG_UNAUTHORIZED = "未登录或 API Key 无效"
 MSG_NO_TOKEN = "必须提供 Access Token、Refresh Token 或 Session Token 其中之一"
@@ -116,12 +116,12 @@ MSG_EMAIL_MISMATCH = (
 MSG_ALREADY_PRESENT = "共发现 1 个 Team 账号,但均已在系统中"
 MSG_IMPORTED = "成功导入 1 个 Team 账号"
 MSG_NO_TEAM = "该 Token 没有关联任何 Team 账户"
-# A failure the real manager shows under load (its SQLite races; contract section 2a).
+# A failure the real manager shows under load (its SQLite races; docs/MANAGER.md).
 MSG_SERVER_ERROR = "导入失败: database is locked"
 MSG_NOTHING_PARSED = "未能从文本中提取任何 Token"
 
 # The manager compares UTC with Asia/Shanghai time, so an access token with less than this left
-# already counts as expired (contract section 2a).
+# already counts as expired (docs/MANAGER.md).
 AT_CLOCK_SKEW = timedelta(hours=8)
 
 _TOKEN_FIELDS = ("access_token", "session_token", "refresh_token")
@@ -795,7 +795,7 @@ class FakeManager:
                 "status": "active",
                 "last_sync": moment,
                 "created_at": moment,
-                # The manager's answer carries the Team's decrypted tokens (contract §2c).
+                # The manager's answer carries the Team's decrypted tokens (docs/FOLLOW_UP.md).
                 "access_token": account.access_token,
                 "refresh_token": account.refresh_token,
                 "session_token": account.session_token,
@@ -911,7 +911,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send_json(404, {"detail": "Not Found"}, entry)
 
-    # the Team-info API (contract §2c): the manager's own record, no ChatGPT call
+    # the Team-info API (docs/FOLLOW_UP.md): the manager's own record, no ChatGPT call
 
     def _team_info(self, entry: dict, team_id: int) -> None:
         fake = self.server.fake

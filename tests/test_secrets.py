@@ -1,4 +1,4 @@
-"""Proof that secrets stay secret (PRODUCT.md: "never in logs, history, error pages or exports").
+"""Proof that secrets stay secret (the promise: "never in logs, history, error pages or exports").
 
 One scenario leaves every kind of record behind (a loaded batch, a pending admin upload, events, a
 run with a mix of outcomes, attempts, admin log entries), then looks for the secrets in everything

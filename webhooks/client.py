@@ -106,7 +106,7 @@ def _account_fields(account: Account) -> dict:
         "refresh_token": account.refresh_token,
         "client_id": account.client_id or None,
         # Only when staff supplied it: with an account_id the manager imports a placeholder
-        # Team even when ChatGPT cannot be reached (MANAGER_CONTRACT.md §2a).
+        # Team even when ChatGPT cannot be reached (docs/MANAGER.md).
         "account_id": account.account_id or None,
     }
     return {key: value for key, value in fields.items() if value}
@@ -115,7 +115,7 @@ def _account_fields(account: Account) -> dict:
 @sensitive_variables()
 def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
-    # comma fallback drops the session token (MANAGER_CONTRACT.md §2b).
+    # comma fallback drops the session token (docs/MANAGER.md).
     return "----".join(_account_fields(account).values())
 
 
@@ -252,7 +252,7 @@ class ManagerClient:
         """Whether the manager answers and accepts the key, importing nothing.
 
         The manager checks the key before the body: a right key with an unknown import_type gets
-        400 "无效的导入类型", a wrong one 401 (MANAGER_CONTRACT.md §2); a redirect is the login
+        400 "无效的导入类型", a wrong one 401 (docs/MANAGER.md); a redirect is the login
         page a wrong key is sent to.
         """
         started = time.monotonic()

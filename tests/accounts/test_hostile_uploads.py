@@ -1,6 +1,6 @@
 """Hostile upload files, through every way in (admin load page, `load_accounts`, the bulk API).
 
-The invariant ("Bad input anywhere gets a clear error and changes nothing", PRODUCT.md): never a
+The invariant ("Bad input anywhere gets a clear error and changes nothing", docs/RELIABILITY.md): never a
 5xx, never a traceback, the pool (Account rows) unchanged except for lines that were really valid,
 and an error message that says what was wrong.
 """

@@ -1,7 +1,7 @@
 """The fake seat manager, exercised over real HTTP with ``requests``.
 
 Integration tests trust tests/fake_manager.py to behave like the real manager described in
-/work/shared/MANAGER_CONTRACT.md; these tests hold it to that contract: auth (401, 307 → /login),
+docs/MANAGER.md; these tests hold it to that contract: auth (401, 307 → /login),
 single-mode validation and "already present", batch parsing and its NDJSON stream, every scripted
 fault, the inspection API, and the out-of-process variant. No database is needed. Every request
 has a timeout and every delay is short, so no test can hang.
