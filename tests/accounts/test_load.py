@@ -293,6 +293,8 @@ def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(ma
     known, new = material(), material()
     AccountFactory(**{k: v for k, v in known.items() if v is not None})
     monkeypatch.setattr(_Inserter, "insert", failing_insert)
-    with pytest.raises(IntegrityError):
-        _load([fakes.render_line(known, "positional"), fakes.render_line(new, "positional")])
+    report = _load([fakes.render_line(known, "positional"), fakes.render_line(new, "positional")])
+    # Not retried as if it were a new duplicate: the chunk's lines are reported failed, with the reason.
     assert len(inserts) == 1
+    assert (report.failed, report.created) == (2, 0)
+    assert "CHECK constraint failed" in report.error

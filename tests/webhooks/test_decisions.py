@@ -62,18 +62,18 @@ def test_need_rounds_a_part_account_up(seats_per_account, shortfall, expected):
     policy = ReplenishmentPolicy(
         seats_per_account=seats_per_account, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100
     )
-    need, _ = replenishment_need(threshold=shortfall, current_seats=0, policy=policy, landed_last_hour=0)
-    assert need == expected
+    need = replenishment_need(threshold=shortfall, current_seats=0, policy=policy, landed_last_hour=0)
+    assert need.accounts == expected
 
 
 @pytest.mark.parametrize("landed, expected", [(0, 10), (40, 10), (41, 9), (49, 1), (50, 0), (51, 0)])
 def test_need_is_capped_by_the_event_cap_and_the_room_left_in_the_hour(landed, expected):
-    need, _ = replenishment_need(threshold=500, current_seats=0, policy=POLICY, landed_last_hour=landed)
-    assert need == expected
+    need = replenishment_need(threshold=500, current_seats=0, policy=POLICY, landed_last_hour=landed)
+    assert need.accounts == expected
 
 
 def test_the_need_is_explained_with_its_arithmetic():
-    _, explained = replenishment_need(threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45)
+    explained = replenishment_need(threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45).explained
     assert explained == (
         "ceil((10 + 5 - 3) / 5) = 3, at least 1 → 3; cap per event 10; hourly cap 50 with 45 in the last hour → 3"
     )

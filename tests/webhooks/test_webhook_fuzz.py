@@ -15,6 +15,7 @@ import json
 import os
 
 import pytest
+from django.db.models import Sum
 from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
 
 from accounts.models import Account
@@ -191,6 +192,8 @@ def test_hostile_bodies_and_headers(client, settings, raw, key, content_type):
     accounts_before = list(Account.objects.values_list("pk", "status", "updated_at"))
     runs_before = ReplenishmentRun.objects.count()
     last_event = WebhookEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    calls_before = WebhookEvent.objects.aggregate(n=Sum("calls"))["n"] or 0
+    refused_before = dict(WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls"))
     headers = {"HTTP_X_API_KEY": key} if key is not None else {}
     # Django's test client sends no Content-Type with an empty body.
     expected = expected_status(raw=raw, key=key, content_type=content_type if raw else "")
@@ -199,15 +202,20 @@ def test_hostile_bodies_and_headers(client, settings, raw, key, content_type):
 
     assert response.status_code == expected, (raw[:200], key, content_type, response.content[:200])
     assert response["Content-Type"].startswith("application/json")
-    # Every request is recorded as exactly one event, accepted or refused.
-    event = WebhookEvent.objects.get(pk__gt=last_event)
+    # Every request is recorded as exactly one call: an accepted event, or a refusal (a refusal from
+    # the same address for the same reason within a minute is folded into that row's count).
+    assert (WebhookEvent.objects.aggregate(n=Sum("calls"))["n"] or 0) == calls_before + 1
     if expected == 202:
+        event = WebhookEvent.objects.get(pk__gt=last_event)
         body = json.loads(raw)
         assert response.json() == {"event_id": event.pk, "status": event.status}
         assert event.status in (EventStatus.QUEUED, EventStatus.SUPERSEDED)
         assert (event.current_seats, event.threshold) == (body["current_seats"], body["threshold"])
     else:
-        assert event.status == EventStatus.REFUSED and event.key_ok is (expected != 401)
+        refused = dict(WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls"))
+        (counted,) = [pk for pk, calls in refused.items() if calls != refused_before.get(pk)]
+        assert not WebhookEvent.objects.filter(pk__gt=last_event).exclude(status=EventStatus.REFUSED).exists()
+        assert WebhookEvent.objects.get(pk=counted).key_ok is (expected != 401)
         assert "error" in response.json()
         assert ReplenishmentRun.objects.count() == runs_before
     # The pool itself never changes in the request: imports happen in the worker.
