@@ -177,3 +177,44 @@ def test_retry_delays_are_validated(value, ok):
     except ValidationError as exc:
         valid = "retry_backoff" not in exc.message_dict
     assert valid is ok
+
+
+@pytest.mark.parametrize(
+    "current, confirmed, expected",
+    [
+        (0, 2, 1),  # the worked example: ceil((10 + 5 - (0 + 5 × 2)) / 5)
+        (0, 0, 3),
+        (4, 1, 2),  # ceil((15 - 9) / 5)
+        (5, 2, 0),  # exactly met by what landed since
+        (6, 2, 0),  # more than met: never negative
+        (1, 3, 0),
+    ],
+)
+def test_a_follow_up_credits_the_accounts_confirmed_since_its_event_and_asks_for_no_minimum(current, confirmed, expected):
+    need = replenishment_need(
+        threshold=10, current_seats=current, policy=POLICY, landed_last_hour=0, confirmed_since=confirmed, at_least_one=False
+    )
+    assert (need.accounts, need.wanted) == (expected, expected)
+    assert need.explained.endswith("already satisfied") is (expected == 0)
+    if confirmed:
+        assert f"({current} + 5 × {confirmed} confirmed since)" in need.explained
+
+
+def test_a_first_event_always_asks_for_one_even_when_its_count_is_met():
+    policy = ReplenishmentPolicy(seats_per_account=5, margin_seats=0, max_accounts_per_event=10, max_accounts_per_hour=50)
+    first = replenishment_need(threshold=10, current_seats=10, policy=policy, landed_last_hour=0)
+    follow_up = replenishment_need(threshold=10, current_seats=10, policy=policy, landed_last_hour=0, at_least_one=False)
+    assert (first.accounts, follow_up.accounts) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "landed, expected",
+    [(0, (10, 12, "event_cap")), (45, (5, 12, "hourly_cap")), (0, (10, 12, "event_cap")), (38, (10, 12, "event_cap")), (39, (10, 12, "event_cap")), (41, (9, 12, "hourly_cap"))],
+)
+def test_a_capped_need_says_which_cap_cut_it(landed, expected):
+    need = replenishment_need(threshold=60, current_seats=5, policy=POLICY, landed_last_hour=landed)  # wants 12
+    assert (need.accounts, need.wanted, need.capped_by) == expected
+
+
+def test_a_need_within_the_caps_names_no_cap():
+    assert replenishment_need(threshold=10, current_seats=5, policy=POLICY, landed_last_hour=0).capped_by == ""
