@@ -11,6 +11,8 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import formats, timezone
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
@@ -33,9 +35,13 @@ from webhooks.models import (
     ImportAttempt,
     ReplenishmentPolicy,
     ReplenishmentRun,
+    RunStatus,
     RunTrigger,
     WebhookEvent,
 )
+
+# Attempts listed on a run's page; the rest are one click away, in the attempts list.
+RUN_ATTEMPTS_SHOWN = 200
 
 PROBE_NOT_CONFIGURED = "not_configured"
 MSG_PROBE = {
@@ -160,6 +166,45 @@ class ReplenishmentRunAdmin(HistoryAdmin):
         if obj.started_at and obj.finished_at:
             return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
         return ""
+
+    @admin.display(description=_("answers that matched no account sent"))
+    def stray_answers_list(self, obj):
+        if not obj.stray_answers:
+            return "—"
+        return format_html_join(mark_safe("<br>"), "{}", ((answer,) for answer in obj.stray_answers))
+
+    def get_fields(self, request, obj=None):
+        """Every field of the run, in the model's order, the stray answers one a line; the lease
+        only while the run is running (a finished run holds none, whatever the column says)."""
+        fields = [name for name in super().get_fields(request, obj) if name != "stray_answers"]
+        if obj is None or obj.status != RunStatus.RUNNING:
+            fields = [name for name in fields if name != "lease_expires_at"]
+        return [*fields, "stray_answers_list"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "stray_answers_list"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The run and its attempts: the first RUN_ATTEMPTS_SHOWN of them, and a link to them all."""
+        attempts = []
+        if object_id and str(object_id).isdigit() and request.user.has_perm("webhooks.view_importattempt"):
+            attempts = list(
+                ImportAttempt.objects.filter(run_id=int(object_id))
+                .select_related("account")
+                .only(
+                    "id", "created_at", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message",
+                    "error", "account__id", "account__email",
+                )
+                .order_by("id")[: RUN_ATTEMPTS_SHOWN + 1]
+            )
+        extra_context = {
+            **(extra_context or {}),
+            "attempts": attempts[:RUN_ATTEMPTS_SHOWN],
+            "attempts_more": len(attempts) > RUN_ATTEMPTS_SHOWN,
+            "attempts_shown": RUN_ATTEMPTS_SHOWN,
+            "can_view_attempts": request.user.has_perm("webhooks.view_importattempt"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         return [
