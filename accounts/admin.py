@@ -20,6 +20,10 @@ from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountBatch, Accou
 from accounts.selectors import account_batches_of, account_counts_by_status, email_prefix_q
 from accounts.tokens import mask
 
+MSG_SEARCH_EMAIL_START = _(
+    "Matches the start of an email address: type the whole address or its beginning "
+    "(“ann” finds ann@example.com, not joanna@example.com)."
+)
 MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
 MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
@@ -88,7 +92,7 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("status", "usable", RecentBatchFilter)
     list_select_related = ("batch",)
     search_fields = ("email",)
-    search_help_text = _("An email address or its beginning.")
+    search_help_text = MSG_SEARCH_EMAIL_START
     paginator = CappedCountPaginator
     show_full_result_count = False
     # Facet counts would count every row of the pool once per filter choice.

@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
@@ -16,7 +16,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
-from accounts.admin import CappedCountPaginator
+from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
 from accounts.selectors import email_prefix_q
 from poolsite.admin_base import ReadOnlyAdmin
 from webhooks import alerts_admin  # noqa: F401  (registers the notification settings and states)
@@ -39,6 +39,9 @@ from webhooks.models import (
     RunTrigger,
     WebhookEvent,
 )
+
+# An export's period unless another is chosen: the last 30 days, today included.
+EXPORT_DEFAULT_DAYS = 30
 
 # Attempts listed on a run's page; the rest are one click away, in the attempts list.
 RUN_ATTEMPTS_SHOWN = 200
@@ -151,7 +154,10 @@ class ReplenishmentRunAdmin(HistoryAdmin):
     date_hierarchy = "created_at"
     exclude = ("lease_id",)
     search_fields = ("attempts__account__email",)
-    search_help_text = _("The runs that sent an account: its email address or the beginning of it.")
+    search_help_text = _(
+        "The runs that sent an account. Matches the start of its email address: type the whole address "
+        "or its beginning (“ann” finds ann@example.com, not joanna@example.com)."
+    )
 
     def get_search_results(self, request, queryset, search_term):
         # A prefix match is a range scan of the email index; a semi-join needs no DISTINCT.
@@ -283,6 +289,13 @@ class ExportForm(forms.Form):
     first = forms.DateField(label=_("From (first day)"), widget=forms.DateInput(attrs={"type": "date"}))
     last = forms.DateField(label=_("To (last day, included)"), widget=forms.DateInput(attrs={"type": "date"}))
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The last EXPORT_DEFAULT_DAYS days, today included, unless the staff member picks others.
+        today = timezone.localdate()
+        self.fields["first"].initial = today - timedelta(days=EXPORT_DEFAULT_DAYS - 1)
+        self.fields["last"].initial = today
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("first") and cleaned.get("last") and cleaned["first"] > cleaned["last"]:
@@ -297,7 +310,7 @@ class ImportAttemptAdmin(HistoryAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
     search_fields = ("account__email",)
-    search_help_text = _("An email address or its beginning.")
+    search_help_text = MSG_SEARCH_EMAIL_START
 
     def get_queryset(self, request):
         # The list shows each account by its email: the encrypted tokens stay unread (a page would
@@ -385,7 +398,10 @@ class FollowedTeamAdmin(HistoryAdmin):
     list_select_related = ("account__batch",)
     date_hierarchy = "imported_at"
     search_fields = ("account__email",)
-    search_help_text = _("The email address of the imported account, or the beginning of it.")
+    search_help_text = _(
+        "The imported account. Matches the start of its email address: type the whole address or its "
+        "beginning (“ann” finds ann@example.com, not joanna@example.com)."
+    )
 
     def get_queryset(self, request):
         # Only plain columns of the account: no token is read, let alone decrypted.

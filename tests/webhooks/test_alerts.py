@@ -4,6 +4,7 @@ Transactional tests: notifications leave on commit, as they do in production.
 """
 
 import json
+import re
 import socket
 import threading
 from datetime import timedelta
@@ -565,3 +566,24 @@ def test_redirects_are_never_followed_whatever_the_url_says():
 )  # fmt: skip
 def test_which_addresses_a_notification_may_go_to(address, allowed):
     assert alerts.address_allowed(address) is allowed
+
+
+def test_adding_a_destination_shows_a_plain_url_field_and_editing_says_empty_keeps_it(admin_client):
+    add = admin_client.get(reverse("admin:webhooks_notificationtarget_add")).content.decode()
+    field = re.search(r'<input [^>]*name="new_url"[^>]*>', add).group(0)
+    assert 'type="text"' in field and "required" in field
+    assert "field-masked_url" not in add  # no "URL: -" above it
+    assert str(alerts_admin.HELP_URL_NEW) in add and "keep the current one" not in add
+
+    missing = admin_client.post(reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": "", "enabled": "on"})
+    assert str(alerts_admin.MSG_URL_REQUIRED) in missing.content.decode()
+    refused = admin_client.post(
+        reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"}
+    )
+    assert BOT_TOKEN not in refused.content.decode()  # a plain field, never filled back in
+
+    target = NotificationTarget.objects.create(label="ops", url=f"tgram://{BOT_TOKEN}/1", masked_url="tgram://…/1")
+    edit = admin_client.get(reverse("admin:webhooks_notificationtarget_change", args=[target.pk])).content.decode()
+    field = re.search(r'<input [^>]*name="new_url"[^>]*>', edit).group(0)
+    assert 'type="password"' in field and "required" not in field
+    assert "Leave it empty to keep the current one." in edit and "tgram://…/1" in edit
