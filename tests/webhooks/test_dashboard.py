@@ -73,7 +73,8 @@ def test_dashboard_shows_the_pool_consumption_and_runway(admin_client):
     assert counts == {"available": "4", "reserved": "1", "consumed": "2", "rejected": "1", "retired": "1"}
     figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
     assert figures["available_usable"] == "3"
-    assert figures["available_flagged_unusable"] == "1"
+    assert figures["held_for_staff"] == "0"
+    assert figures["flagged_at_load"] == "1"
     assert figures["seats_in_stock"] == "15"  # 3 usable accounts × 5 seats (the default policy)
     assert figures["runway_days"] == "10.5 days"  # 3 accounts at 2 a week
     # One bar a day for 30 days, today's at full height (the busiest day).
@@ -171,6 +172,19 @@ def test_what_a_user_sees_follows_the_permissions(client, django_user_model):
     client.force_login(operator)
     html = client.get(INDEX_URL).content.decode()
     assert 'id="dashboard-push"' in html and 'id="dashboard-policy"' in html
+
+
+def test_held_and_flagged_accounts_are_counted_apart_from_usable_stock(admin_client):
+    AccountFactory.create_batch(2)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.KEY_MISSING)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    html = admin_client.get(INDEX_URL).content.decode()
+    figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
+    assert (figures["available_usable"], figures["held_for_staff"], figures["flagged_at_load"]) == ("2", "2", "1")
+    held = html.split('data-figure="held_for_staff"')[1].split("</div>")[0]
+    assert "?stock=held" in held and f"1 · {UnusableReason.UNKNOWN_OUTCOMES.label}" in held
+    assert f"1 · {UnusableReason.KEY_MISSING.label}" in held
 
 
 # --- Problems first --------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import AccountStatus
-from accounts.selectors import account_key_warnings
+from accounts.models import UnusableReason
+from accounts.selectors import HELD_REASONS, account_key_warnings, account_unusable_by_reason
 from webhooks.models import (
     AlertEvent,
     AlertEventKind,
@@ -62,7 +63,7 @@ def pool_dashboard(context):
         result["manager_configured"] = bool(settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY)
     if can_view_runs:
         result["stopped_run"] = last_run_stopped_on_configuration()
-    result["can_load"] = user.has_perm("accounts.add_account")
+    result["can_load"] = user.has_perm("accounts.add_accountbatch")
     if result["can_view_teams"]:
         result["teams"] = team_dashboard(now=timezone.now())
     if can_view_pool:
@@ -75,6 +76,7 @@ def pool_dashboard(context):
             rate=round(stats["consumed_last_7_days"] / 7, 1),
             key_warnings=account_key_warnings(cached=True),
             no_accounts=not any(counts.values()),
+            **unusable_split(account_unusable_by_reason()),
         )
     if can_view_events:
         result["events"] = list(
@@ -90,6 +92,19 @@ def pool_dashboard(context):
             )[:RECENT]
         )
     return result
+
+
+def unusable_split(by_reason: dict[str, int]) -> dict:
+    """Available accounts that are not stock: held for staff and flagged, each with its reasons."""
+    labels = dict(UnusableReason.choices)
+    held = [(labels.get(r, r), n) for r, n in sorted(by_reason.items()) if r in HELD_REASONS]
+    flagged = [(labels.get(r, r) or "—", n) for r, n in sorted(by_reason.items()) if r not in HELD_REASONS]
+    return {
+        "held": sum(n for _, n in held),
+        "held_reasons": held,
+        "flagged": sum(n for _, n in flagged),
+        "flagged_reasons": flagged,
+    }
 
 
 def active_alerts() -> list[dict]:
