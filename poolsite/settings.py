@@ -207,6 +207,10 @@ NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
 # are refused unless this is set: e.g. a Bark server or a mail relay on the local network.
 NOTIFY_ALLOW_PRIVATE_HOSTS = env.bool("NOTIFY_ALLOW_PRIVATE_HOSTS", default=False)
 
+# --- Monitoring ------------------------------------------------------------------------------
+# GET /metrics for Prometheus answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Deployment behind a proxy / TLS --------------------------------------------------------
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)
 # Proxies in front of this service that each append to X-Forwarded-For (only read behind the proxy).
