@@ -13,7 +13,7 @@ from django.urls import path
 from django.utils import formats, timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
-from django.utils.text import capfirst
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
@@ -39,6 +39,9 @@ from webhooks.models import (
     RunTrigger,
     WebhookEvent,
 )
+
+# Long texts are cut to this in lists; the detail page has them whole.
+LIST_TEXT_CHARS = 80
 
 # An export's period unless another is chosen: the last 30 days, today included.
 EXPORT_DEFAULT_DAYS = 30
@@ -182,7 +185,7 @@ class ReplenishmentRunAdmin(HistoryAdmin):
     def get_fields(self, request, obj=None):
         """Every field of the run, in the model's order, the stray answers one a line; the lease
         only while the run is running (a finished run holds none, whatever the column says)."""
-        fields = [name for name in super().get_fields(request, obj) if name != "stray_answers"]
+        fields = [name for name in super().get_fields(request, obj) if name not in ("stray_answers", "stray_answers_list")]
         if obj is None or obj.status != RunStatus.RUNNING:
             fields = [name for name in fields if name != "lease_expires_at"]
         return [*fields, "stray_answers_list"]
@@ -305,7 +308,8 @@ class ExportForm(forms.Form):
 
 @admin.register(ImportAttempt)
 class ImportAttemptAdmin(HistoryAdmin):
-    list_display = ("id", "created_at", "account", "run", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message", "error")
+    # Chosen for 1366 px: mode and "sent" are filters; the full texts are on each attempt's page.
+    list_display = ("id", "created_at", "account", "run", "outcome", "http_status", "answer", "duration_ms")
     list_filter = ("outcome", "mode", "sent")
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
@@ -323,6 +327,10 @@ class ImportAttemptAdmin(HistoryAdmin):
         if not term:
             return queryset, False
         return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+
+    @admin.display(description=_("the manager's message or the error"))
+    def answer(self, obj):
+        return Truncator(obj.manager_message or obj.error).chars(LIST_TEXT_CHARS) or "—"
 
     def get_urls(self):
         return [
