@@ -39,7 +39,7 @@ PAGES = {
 }
 PASSWORD = "a-long-test-password"
 # Lists whose columns are chosen to fit a 1366 px screen, the side menu open.
-FULL_LISTS = ("pool", "attempts")
+FULL_LISTS = ("pool", "attempts", "runs", "events")
 
 
 @pytest.fixture(scope="module")
