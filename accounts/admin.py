@@ -9,6 +9,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
 from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
@@ -17,9 +19,36 @@ from accounts import services
 from poolsite.admin_base import ReadOnlyAdmin
 from accounts.forms import AccountNotesForm, LoadAccountsForm, RequeueAccountForm
 from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountBatch, AccountStatus, BatchStatus
-from accounts.selectors import account_batches_of, account_counts_by_status, email_prefix_q
+from accounts.selectors import (
+    HELD_REASONS,
+    STOCK_FLAGGED,
+    STOCK_HELD,
+    STOCK_USABLE,
+    account_batches_of,
+    account_counts_by_status,
+    account_stock_q,
+    email_prefix_q,
+)
 from accounts.tokens import mask
 
+MSG_SEARCH_EMAIL_START = _(
+    "Matches the start of an email address: type the whole address or its beginning "
+    "(“ann” finds ann@example.com, not joanna@example.com)."
+)
+MSG_NOT_RETRIED_WHICH = _("Not retried: %(accounts)s.")
+MSG_AND_MORE = ngettext_lazy("and %(n)d more", "and %(n)d more", "n")
+# Why retry skipped an account, by its state.
+WHY_NOT_RETRIED = {
+    "usable": _("usable already: nothing to retry"),
+    AccountStatus.RESERVED: _("being imported right now"),
+    AccountStatus.CONSUMED: _("already in the manager"),
+    AccountStatus.RETIRED: _("retired"),
+    "undecryptable": _("its stored tokens fail authentication: load it again"),
+    "flagged": _("its tokens cannot be imported (%(reason)s): load it again with fresh tokens"),
+}
+SKIPPED_NAMED = 20
+MSG_USABLE = _("usable")
+MSG_RETIRE_CONFIRM_TITLE = _("Retire these accounts?")
 MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
 MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
@@ -43,6 +72,17 @@ MSG_NOT_RESERVED = ngettext_lazy(
     "%(n)d accounts were not released: they are not reserved.",
     "n",
 )
+
+
+def why_not_retried(account: Account) -> str:
+    """Why retry leaves this account as it is (it is neither rejected nor held for a reason retry fixes)."""
+    if account.status != AccountStatus.AVAILABLE:
+        return str(WHY_NOT_RETRIED[account.status])
+    if account.usable:
+        return str(WHY_NOT_RETRIED["usable"])
+    if account.unusable_reason in HELD_REASONS:
+        return str(WHY_NOT_RETRIED["undecryptable"])
+    return str(WHY_NOT_RETRIED["flagged"] % {"reason": account.get_unusable_reason_display()})
 
 
 class CappedCountPaginator(Paginator):
@@ -78,17 +118,35 @@ class RecentBatchFilter(admin.SimpleListFilter):
         return queryset
 
 
+class StockFilter(admin.SimpleListFilter):
+    """Available accounts split as the dashboard splits them: usable stock, held for staff, flagged."""
+
+    title = _("stock")
+    parameter_name = "stock"
+
+    def lookups(self, request, model_admin):
+        return [
+            (STOCK_USABLE, _("usable stock (available, will be sent)")),
+            (STOCK_HELD, _("held for staff (available, never sent until retried)")),
+            (STOCK_FLAGGED, _("flagged at load or when picked (tokens not importable)")),
+        ]
+
+    def queryset(self, request, queryset):
+        if self.value() in (STOCK_USABLE, STOCK_HELD, STOCK_FLAGGED):
+            return queryset.filter(account_stock_q(kind=self.value()))
+        return queryset
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountNotesForm
     list_display = (
-        "id", "email", "status", "usable", "masked_access_token", "masked_session_token",
-        "masked_refresh_token", "at_expires_at", "attempts", "batch", "created_at",
+        "id", "email", "status", "availability", "masked_tokens", "at_expires_at", "attempts", "batch",
     )  # fmt: skip
-    list_filter = ("status", "usable", RecentBatchFilter)
+    list_filter = ("status", StockFilter, "usable", RecentBatchFilter)
     list_select_related = ("batch",)
     search_fields = ("email",)
-    search_help_text = _("An email address or its beginning.")
+    search_help_text = MSG_SEARCH_EMAIL_START
     paginator = CappedCountPaginator
     show_full_result_count = False
     # Facet counts would count every row of the pool once per filter choice.
@@ -122,6 +180,24 @@ class AccountAdmin(admin.ModelAdmin):
         "attempts", "unknown_attempts", "retry_after", "last_error", "lease_expires_at", "consumed_at",
         "created_at", "updated_at",
     )  # fmt: skip
+
+    @admin.display(description=_("usable?"), ordering="usable")
+    def availability(self, obj):
+        """Usable, or why not: held for staff (retry may return it) or flagged (its tokens)."""
+        if obj.usable:
+            return MSG_USABLE
+        return obj.get_unusable_reason_display() or "—"
+
+    @admin.display(description=_("tokens"))
+    def masked_tokens(self, obj):
+        """The three tokens in one narrow column (masked; "—" for a missing one): the list fits 1366 px."""
+        return format_html_join(
+            mark_safe("<br>"),
+            "{} {}",
+            ((label, mask(value) if value else "—") for label, value in (
+                ("AT", obj.access_token), ("ST", obj.session_token), ("RT", obj.refresh_token)
+            )),
+        )  # fmt: skip
 
     @admin.display(description=_("access token"))
     def masked_access_token(self, obj):
@@ -159,6 +235,9 @@ class AccountAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Retire selected accounts"), permissions=["change"])
     def retire_selected(self, request, queryset):
+        """First a page that lists what will be retired and asks to confirm; then retire."""
+        if request.POST.get("confirmed") != "yes":
+            return self._retire_confirmation(request, queryset)
         retired = services.account_retire(account_ids=queryset.values_list("pk", flat=True), by=request.user)
         skipped = queryset.count() - len(retired)
         self.message_user(
@@ -178,6 +257,27 @@ class AccountAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    RETIRE_LISTED = 100
+
+    def _retire_confirmation(self, request, queryset):
+        selected = queryset.select_related(None).order_by("pk").only("id", "email", "status")
+        retirable = queryset.filter(status__in=services.RETIRABLE).count()
+        total = queryset.count()
+        context = self._context(
+            request,
+            title=MSG_RETIRE_CONFIRM_TITLE,
+            accounts=list(selected[: self.RETIRE_LISTED]),
+            # "Select all" re-applies the list's filters (kept in the form's URL), not a million ids.
+            select_across=request.POST.get("select_across") == "1",
+            selected_ids=request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+            form_url=request.get_full_path(),
+            total=total,
+            retirable=retirable,
+            more=max(total - self.RETIRE_LISTED, 0),
+            action_checkbox_name=admin.helpers.ACTION_CHECKBOX_NAME,
+        )
+        return TemplateResponse(request, "admin/accounts/account/retire_confirmation.html", context)
+
     # --- Retry, release, requeue -----------------------------------------------------------
 
     def has_requeue_permission(self, request, obj=None):
@@ -189,9 +289,15 @@ class AccountAdmin(admin.ModelAdmin):
     def retry_selected(self, request, queryset):
         retried = services.account_retry(account_ids=queryset.values_list("pk", flat=True), by=request.user)
         self.message_user(request, MSG_RETRIED % {"n": len(retried)}, messages.SUCCESS)
-        skipped = queryset.count() - len(retried)
-        if skipped:
-            self.message_user(request, MSG_NOT_RETRIED % {"n": skipped}, messages.WARNING)
+        skipped = queryset.exclude(pk__in=[account.pk for account in retried])
+        count = skipped.count()
+        if count:
+            self.message_user(request, MSG_NOT_RETRIED % {"n": count}, messages.WARNING)
+            named = list(skipped.select_related(None).order_by("pk").only("id", "email", "status", "usable", "unusable_reason")[:SKIPPED_NAMED])
+            which = "; ".join(f"{account.email or f'#{account.pk}'} ({why_not_retried(account)})" for account in named)
+            if count > len(named):
+                which += "; " + str(MSG_AND_MORE % {"n": count - len(named)})
+            self.message_user(request, MSG_NOT_RETRIED_WHICH % {"accounts": which}, messages.WARNING)
 
     @admin.action(description=_("Release selected stuck reservations (lease expired)"), permissions=["requeue"])
     def release_selected(self, request, queryset):

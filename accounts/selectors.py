@@ -11,7 +11,7 @@ from django.db.models import Count, Q
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
-from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountBatch, AccountStatus
+from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountBatch, AccountStatus, UnusableReason
 from accounts.tokens import interpolate
 
 
@@ -35,6 +35,39 @@ def account_existing_digests(*, digests: dict[str, list[str]]) -> dict[str, int]
             cursor.execute(f"SELECT {column}, id FROM {table} WHERE {column} IN ({placeholders})", values)
             found.update(cursor.fetchall())
     return found
+
+
+# Available accounts that are not stock, by why: held for staff after something went wrong on
+# the way to the manager (retry returns those it can), or flagged because their tokens cannot be
+# imported (found at load, or when a run picked them).
+HELD_REASONS = (UnusableReason.UNKNOWN_OUTCOMES, UnusableReason.KEY_MISSING, UnusableReason.UNDECRYPTABLE)
+FLAGGED_REASONS = (UnusableReason.AT_EXPIRED, UnusableReason.AT_SHORT_LIVED, UnusableReason.NO_USABLE_TOKEN)
+STOCK_USABLE, STOCK_HELD, STOCK_FLAGGED = "usable", "held", "flagged"
+
+
+def account_stock_q(*, kind: str) -> Q:
+    """The available accounts of one kind: usable stock, held for staff, or flagged unusable."""
+    available = Q(status=AccountStatus.AVAILABLE)
+    if kind == STOCK_USABLE:
+        return available & Q(usable=True)
+    if kind == STOCK_HELD:
+        return available & Q(usable=False, unusable_reason__in=HELD_REASONS)
+    if kind == STOCK_FLAGGED:
+        return available & Q(usable=False) & ~Q(unusable_reason__in=HELD_REASONS)
+    raise ValueError(kind)
+
+
+def account_unusable_by_reason() -> dict[str, int]:
+    """Available accounts flagged unusable, counted by reason (only those rows: the (status,
+    usable) index finds them, however big the usable stock)."""
+    rows = (
+        Account.objects.filter(status=AccountStatus.AVAILABLE, usable=False)
+        .order_by()
+        .values("unusable_reason")
+        .annotate(n=Count("*"))
+        .values_list("unusable_reason", "n")
+    )
+    return dict(rows)
 
 
 def account_counts_by_status() -> dict[str, int]:

@@ -111,6 +111,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Files served at the site's root by whitenoise: /favicon.ico, which browsers ask for on every
+# page (without it the logs fill with 404 warnings).
+WHITENOISE_ROOT = BASE_DIR / "poolsite" / "root"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -206,6 +209,10 @@ NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
 # Notifications to loopback, private, link-local (cloud metadata), multicast or reserved addresses
 # are refused unless this is set: e.g. a Bark server or a mail relay on the local network.
 NOTIFY_ALLOW_PRIVATE_HOSTS = env.bool("NOTIFY_ALLOW_PRIVATE_HOSTS", default=False)
+
+# --- Monitoring ------------------------------------------------------------------------------
+# GET /metrics for Prometheus answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: 404.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 # --- Deployment behind a proxy / TLS --------------------------------------------------------
 BEHIND_TLS_PROXY = env.bool("BEHIND_TLS_PROXY", default=False)

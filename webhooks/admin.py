@@ -1,4 +1,4 @@
-from datetime import date
+from datetime import date, timedelta
 
 from django import forms
 from django.conf import settings
@@ -11,10 +11,12 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import formats, timezone
-from django.utils.text import capfirst
+from django.utils.html import format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import gettext_lazy as _
 
-from accounts.admin import CappedCountPaginator
+from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
 from accounts.selectors import email_prefix_q
 from poolsite.admin_base import ReadOnlyAdmin
 from webhooks import alerts_admin  # noqa: F401  (registers the notification settings and states)
@@ -33,9 +35,19 @@ from webhooks.models import (
     ImportAttempt,
     ReplenishmentPolicy,
     ReplenishmentRun,
+    RunStatus,
     RunTrigger,
     WebhookEvent,
 )
+
+# Long texts are cut to this in lists; the detail page has them whole.
+LIST_TEXT_CHARS = 80
+
+# An export's period unless another is chosen: the last 30 days, today included.
+EXPORT_DEFAULT_DAYS = 30
+
+# Attempts listed on a run's page; the rest are one click away, in the attempts list.
+RUN_ATTEMPTS_SHOWN = 200
 
 PROBE_NOT_CONFIGURED = "not_configured"
 MSG_PROBE = {
@@ -137,15 +149,16 @@ class WebhookEventAdmin(HistoryAdmin):
 
 @admin.register(ReplenishmentRun)
 class ReplenishmentRunAdmin(HistoryAdmin):
-    list_display = (
-        "id", "trigger", "status", "created_at", "need", "reserved", "consumed", "rejected", "unknown",
-        "returned", "duration", "error",
-    )  # fmt: skip
+    # Chosen for 1366 px: reserved and returned are on each run's page, with the whole error.
+    list_display = ("id", "created_at", "trigger", "status", "need", "results", "shortfall", "duration", "error_cut")
     list_filter = ("status", "trigger")
     date_hierarchy = "created_at"
     exclude = ("lease_id",)
     search_fields = ("attempts__account__email",)
-    search_help_text = _("The runs that sent an account: its email address or the beginning of it.")
+    search_help_text = _(
+        "The runs that sent an account. Matches the start of its email address: type the whole address "
+        "or its beginning (“ann” finds ann@example.com, not joanna@example.com)."
+    )
 
     def get_search_results(self, request, queryset, search_term):
         # A prefix match is a range scan of the email index; a semi-join needs no DISTINCT.
@@ -160,6 +173,53 @@ class ReplenishmentRunAdmin(HistoryAdmin):
         if obj.started_at and obj.finished_at:
             return f"{(obj.finished_at - obj.started_at).total_seconds():.1f} s"
         return ""
+
+    @admin.display(description=_("consumed / rejected / unknown"))
+    def results(self, obj):
+        return f"{obj.consumed} / {obj.rejected} / {obj.unknown}"
+
+    @admin.display(description=_("error"))
+    def error_cut(self, obj):
+        return Truncator(obj.error).chars(LIST_TEXT_CHARS) or "—"
+
+    @admin.display(description=_("answers that matched no account sent"))
+    def stray_answers_list(self, obj):
+        if not obj.stray_answers:
+            return "—"
+        return format_html_join(mark_safe("<br>"), "{}", ((answer,) for answer in obj.stray_answers))
+
+    def get_fields(self, request, obj=None):
+        """Every field of the run, in the model's order, the stray answers one a line; the lease
+        only while the run is running (a finished run holds none, whatever the column says)."""
+        fields = [name for name in super().get_fields(request, obj) if name not in ("stray_answers", "stray_answers_list")]
+        if obj is None or obj.status != RunStatus.RUNNING:
+            fields = [name for name in fields if name != "lease_expires_at"]
+        return [*fields, "stray_answers_list"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), "stray_answers_list"]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The run and its attempts: the first RUN_ATTEMPTS_SHOWN of them, and a link to them all."""
+        attempts = []
+        if object_id and str(object_id).isdigit() and request.user.has_perm("webhooks.view_importattempt"):
+            attempts = list(
+                ImportAttempt.objects.filter(run_id=int(object_id))
+                .select_related("account")
+                .only(
+                    "id", "created_at", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message",
+                    "error", "account__id", "account__email",
+                )
+                .order_by("id")[: RUN_ATTEMPTS_SHOWN + 1]
+            )
+        extra_context = {
+            **(extra_context or {}),
+            "attempts": attempts[:RUN_ATTEMPTS_SHOWN],
+            "attempts_more": len(attempts) > RUN_ATTEMPTS_SHOWN,
+            "attempts_shown": RUN_ATTEMPTS_SHOWN,
+            "can_view_attempts": request.user.has_perm("webhooks.view_importattempt"),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
 
     def get_urls(self):
         return [
@@ -238,6 +298,13 @@ class ExportForm(forms.Form):
     first = forms.DateField(label=_("From (first day)"), widget=forms.DateInput(attrs={"type": "date"}))
     last = forms.DateField(label=_("To (last day, included)"), widget=forms.DateInput(attrs={"type": "date"}))
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The last EXPORT_DEFAULT_DAYS days, today included, unless the staff member picks others.
+        today = timezone.localdate()
+        self.fields["first"].initial = today - timedelta(days=EXPORT_DEFAULT_DAYS - 1)
+        self.fields["last"].initial = today
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("first") and cleaned.get("last") and cleaned["first"] > cleaned["last"]:
@@ -247,12 +314,13 @@ class ExportForm(forms.Form):
 
 @admin.register(ImportAttempt)
 class ImportAttemptAdmin(HistoryAdmin):
-    list_display = ("id", "created_at", "account", "run", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message", "error")
+    # Chosen for 1366 px: mode and "sent" are filters; the full texts are on each attempt's page.
+    list_display = ("id", "created_at", "account", "run", "outcome", "http_status", "answer", "duration_ms")
     list_filter = ("outcome", "mode", "sent")
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
     search_fields = ("account__email",)
-    search_help_text = _("An email address or its beginning.")
+    search_help_text = MSG_SEARCH_EMAIL_START
 
     def get_queryset(self, request):
         # The list shows each account by its email: the encrypted tokens stay unread (a page would
@@ -265,6 +333,10 @@ class ImportAttemptAdmin(HistoryAdmin):
         if not term:
             return queryset, False
         return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+
+    @admin.display(description=_("the manager's message or the error"))
+    def answer(self, obj):
+        return Truncator(obj.manager_message or obj.error).chars(LIST_TEXT_CHARS) or "—"
 
     def get_urls(self):
         return [
@@ -340,7 +412,10 @@ class FollowedTeamAdmin(HistoryAdmin):
     list_select_related = ("account__batch",)
     date_hierarchy = "imported_at"
     search_fields = ("account__email",)
-    search_help_text = _("The email address of the imported account, or the beginning of it.")
+    search_help_text = _(
+        "The imported account. Matches the start of its email address: type the whole address or its "
+        "beginning (“ann” finds ann@example.com, not joanna@example.com)."
+    )
 
     def get_queryset(self, request):
         # Only plain columns of the account: no token is read, let alone decrypted.

@@ -248,9 +248,15 @@ def _usable_available(*, limit: int) -> int:
     return Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True).order_by()[:limit].count()
 
 
+def _pool_ever_loaded() -> bool:
+    """Whether any account was ever loaded: until then the pool is not low, only empty, and a
+    fresh install stays quiet (no alert, so no "no destination configured" warning either)."""
+    return Account.objects.exists()
+
+
 def _low_stock(config: AlertSettings, now: datetime) -> dict | None:
     threshold = config.stock_below
-    if not threshold:
+    if not threshold or not _pool_ever_loaded():
         return None
     available = _usable_available(limit=threshold)
     return {"available": available, "threshold": threshold} if available < threshold else None
@@ -263,7 +269,7 @@ def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
     stops there; below it the count, and so the runway, is exact.
     """
     threshold = config.runway_below_days
-    if not threshold:
+    if not threshold or not _pool_ever_loaded():
         return None
     # Eight days back: the last seven calendar days, whatever TIME_ZONE's offset from UTC.
     per_day = account_consumed_per_day(since=now - timedelta(days=8), until=now)

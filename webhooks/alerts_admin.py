@@ -16,6 +16,12 @@ from webhooks.models import AlertDelivery, AlertEvent, AlertSettings, AlertState
 MSG_URL_REQUIRED = _("Enter the apprise URL of this destination.")
 MSG_TEST_SENT = _("Test notification sent to every destination.")
 MSG_TEST_NOT_SENT = _("The test notification did not reach every destination: %(error)s")
+HELP_URL_NEW = _(
+    "An apprise URL, e.g. tgram://BOT_TOKEN/CHAT_ID, wecombot://KEY, dingtalk://TOKEN, "
+    "feishu://TOKEN, bark://HOST/DEVICE_KEY, mailtos://USER:PASSWORD@HOST?to=ADDRESS "
+    "(https://github.com/caronc/apprise/wiki). It is stored encrypted and only its scheme and last "
+    "4 characters are ever shown."
+)
 HELP_URL = _(
     "An apprise URL, e.g. tgram://BOT_TOKEN/CHAT_ID, wecombot://KEY, dingtalk://TOKEN, "
     "feishu://TOKEN, bark://HOST/DEVICE_KEY, mailtos://USER:PASSWORD@HOST?to=ADDRESS "
@@ -39,6 +45,14 @@ class AlertSettingsAdmin(admin.ModelAdmin):
         return redirect("admin:webhooks_alertsettings_change", alerts.alert_settings_get().pk)
 
 
+class UnechoedTextInput(forms.TextInput):
+    """A plain text field that is never filled back in, not even after an error: the URL carries
+    a bot token, which must not come back in a page."""
+
+    def format_value(self, value):
+        return None
+
+
 class NotificationTargetForm(forms.ModelForm):
     # Write-only: the stored URL is never put back into the page, not even after an error.
     new_url = forms.CharField(
@@ -52,6 +66,16 @@ class NotificationTargetForm(forms.ModelForm):
     class Meta:
         model = NotificationTarget
         fields = ("label", "enabled")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is None:
+            # A new destination: a plain, required URL field; nothing to keep.
+            field = self.fields["new_url"]
+            field.required = True
+            field.widget = UnechoedTextInput(attrs={"autocomplete": "off", "size": 80, "spellcheck": "false"})
+            field.help_text = HELP_URL_NEW
+            field.error_messages["required"] = MSG_URL_REQUIRED
 
     def clean_new_url(self):
         url = self.cleaned_data["new_url"]
@@ -79,6 +103,10 @@ class NotificationTargetAdmin(admin.ModelAdmin):
     list_filter = ("enabled",)
     fields = ("label", "masked_url", "new_url", "enabled")
     readonly_fields = ("masked_url",)
+
+    def get_fields(self, request, obj=None):
+        # Adding: no stored URL to show ("URL: -" above the field said nothing).
+        return self.fields if obj is not None else tuple(name for name in self.fields if name != "masked_url")
 
     def get_queryset(self, request):
         # The list and the forms show the mask; the URL is decrypted only to send.

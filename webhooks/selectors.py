@@ -277,3 +277,30 @@ def event_refused_calls_since(*, since: datetime) -> int:
     """Webhook calls refused since `since`, counting the calls folded into each refused row."""
     refused = WebhookEvent.objects.filter(status=EventStatus.REFUSED, received_at__gte=since)
     return refused.aggregate(calls=Sum("calls"))["calls"] or 0
+
+
+def run_counts_by_status() -> dict[str, int]:
+    """Runs by status, zeros included: one grouped count the (status, id) index answers."""
+    counts = dict.fromkeys(RunStatus.values, 0)
+    rows = ReplenishmentRun.objects.order_by().values("status").annotate(n=Count("*")).values_list("status", "n")
+    counts.update(rows)
+    return counts
+
+
+def attempt_counts_by_outcome_since(*, since: datetime) -> dict[str, int]:
+    """Import attempts since `since` by outcome, zeros included: a range of the (outcome,
+    created_at) index per outcome, never the whole history."""
+    counts = dict.fromkeys(AttemptOutcome.values, 0)
+    for outcome in AttemptOutcome.values:
+        counts[outcome] = ImportAttempt.objects.filter(outcome=outcome, created_at__gte=since).count()
+    return counts
+
+
+def attempt_last_confirmed_at() -> datetime | None:
+    """When the manager last confirmed an import (the newest consumed attempt): one index probe."""
+    return (
+        ImportAttempt.objects.filter(outcome=AttemptOutcome.CONSUMED)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts import forms as load_forms
-from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
+from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus, UnusableReason
 from accounts.services import MSG_BATCH_NOT_PENDING
 from tests import fakes
 from tests.factories import AccountFactory
@@ -159,20 +159,51 @@ def test_search_by_email_prefix_and_filters(admin_client):
     assert "bob@example.com" in html and "alice@example.com" not in html
 
 
-def test_retire_action_retires_only_what_nobody_is_working_on(admin_client, admin_user):
+def test_retire_asks_for_confirmation_then_retires_only_what_nobody_is_working_on(admin_client, admin_user):
     available = AccountFactory()
     consumed = AccountFactory(status=AccountStatus.CONSUMED, consumed_at="2026-01-01T00:00Z")
-    response = admin_client.post(
-        LIST_URL,
-        {"action": "retire_selected", "_selected_action": [available.pk, consumed.pk]},
-        follow=True,
-    )
+    selected = {"action": "retire_selected", "_selected_action": [available.pk, consumed.pk]}
+    asked = admin_client.post(LIST_URL, selected)
+    html = asked.content.decode()
+    assert asked.status_code == 200 and 'id="retire-form"' in html
+    assert "1 of the 2 selected accounts will be retired" in html
+    assert available.email in html and consumed.email in html
+    assert not Account.objects.filter(status=AccountStatus.RETIRED).exists()  # nothing yet
+
+    response = admin_client.post(LIST_URL, {**selected, "confirmed": "yes"}, follow=True)
     assert response.status_code == 200
     available.refresh_from_db()
     consumed.refresh_from_db()
     assert (available.status, consumed.status) == (AccountStatus.RETIRED, AccountStatus.CONSUMED)
     entry = LogEntry.objects.get()
     assert (entry.object_id, entry.user_id) == (str(available.pk), admin_user.pk)
+
+
+def test_retiring_every_account_of_a_filtered_list_keeps_the_filter(admin_client):
+    kept = AccountFactory(email="keep@example.com")
+    gone = [AccountFactory(email=f"gone{n}@example.com") for n in range(2)]
+    url = f"{LIST_URL}?q=gone"
+    asked = admin_client.post(url, {"action": "retire_selected", "select_across": "1", "_selected_action": [gone[0].pk]})
+    form_url = re.search(r'<form method="post" action="([^"]+)" id="retire-form"', asked.content.decode()).group(1)
+    assert "q=gone" in form_url
+    admin_client.post(form_url.replace("&amp;", "&"), {"action": "retire_selected", "select_across": "1", "confirmed": "yes", "_selected_action": [gone[0].pk]})
+    assert set(Account.objects.filter(status=AccountStatus.RETIRED).values_list("email", flat=True)) == {a.email for a in gone}
+    kept.refresh_from_db()
+    assert kept.status == AccountStatus.AVAILABLE
+
+
+def test_the_stock_filter_separates_usable_held_and_flagged_accounts(admin_client):
+    usable = AccountFactory(email="usable@example.com")
+    held = AccountFactory(email="held@example.com", usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES)
+    flagged = AccountFactory(email="flagged@example.com", usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    AccountFactory(email="retired@example.com", status=AccountStatus.RETIRED)
+    emails = {}
+    for kind in ("usable", "held", "flagged"):
+        response = admin_client.get(LIST_URL, {"stock": kind})
+        emails[kind] = {account.email for account in response.context["cl"].result_list}
+    assert emails == {"usable": {usable.email}, "held": {held.email}, "flagged": {flagged.email}}
+    html = admin_client.get(LIST_URL).content.decode()
+    assert str(UnusableReason.UNKNOWN_OUTCOMES.label) in html and str(UnusableReason.AT_EXPIRED.label) in html
 
 
 def test_saving_notes_writes_only_the_notes(admin_client):

@@ -1,5 +1,6 @@
 """Staff actions on the pool, through the admin: requeue after editing, retry, release; permissions."""
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -212,6 +213,11 @@ def test_retry_puts_rejected_and_held_accounts_back(admin_client, admin_user):
     html = response.content.decode()
     assert accounts_admin.MSG_RETRIED % {"n": 2} in html
     assert accounts_admin.MSG_NOT_RETRIED % {"n": 2} in html
+    # Which ones, and why: the flagged one needs fresh tokens, the consumed one is in the manager.
+    which = re.search(r"Not retried: (.*?)\.</li>", html).group(1)
+    assert f"{flagged.email} (its tokens cannot be imported (" in which and "load it again with fresh tokens" in which
+    assert f"{consumed.email} (already in the manager)" in which
+    assert was_rejected.email not in which and held.email not in which
 
     for account in (was_rejected, held, flagged, consumed):
         account.refresh_from_db()

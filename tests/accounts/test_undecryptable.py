@@ -109,7 +109,9 @@ def test_admin_list_and_change_page_show_cannot_be_decrypted(admin_client, setti
 
 def test_admin_actions_work_on_rows_that_cannot_be_decrypted(admin_client, settings):
     sealed = account_sealed_with_foreign_key(settings, email="")
-    retired = admin_client.post(LIST_URL, {"action": "retire_selected", "_selected_action": [sealed.pk]})
+    retire = {"action": "retire_selected", "_selected_action": [sealed.pk]}
+    assert 'id="retire-form"' in admin_client.post(LIST_URL, retire).content.decode()  # asks first
+    retired = admin_client.post(LIST_URL, {**retire, "confirmed": "yes"})
     assert retired.status_code == 302
     assert Account.objects.get(pk=sealed.pk).status == AccountStatus.RETIRED
     rejected = account_sealed_with_foreign_key(settings, status=AccountStatus.REJECTED)

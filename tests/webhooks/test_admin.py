@@ -1,12 +1,16 @@
 """The replenishment history and controls in the admin."""
 
+import re
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
 
 from tests.factories import AccountFactory
 from tests.accounts.test_admin import assert_no_secret
 from webhooks import services
-from webhooks.models import ReplenishmentRun, RunStatus, RunTrigger
+from webhooks.models import ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger, Shortfall
 
 pytestmark = pytest.mark.django_db
 
@@ -86,3 +90,47 @@ def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(admi
     page = admin_client.get(reverse(f"admin:webhooks_{model}_changelist"))
 
     assert page.status_code == 200 and b"more than 2" in page.content
+
+
+# --- A run's page tells the whole story ---------------------------------------------------------
+
+
+def test_a_runs_page_lists_its_attempts_and_links_to_them(admin_client, manager):
+    kept, refused = AccountFactory(), AccountFactory()
+    manager.plan(["ok", "reject"])
+    services.event_receive(current_seats=0, threshold=10, message="", payload="{}", remote_addr="127.0.0.1")
+    run = services.run_execute(run_id=ReplenishmentRun.objects.get().pk)
+    other = ReplenishmentRun.objects.create(trigger=RunTrigger.MANUAL, status=RunStatus.FINISHED)
+
+    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+    table = html.split('id="run-attempts"')[1]
+    rows = re.findall(r'<tr data-attempt="\d+">(.*?)</tr>', table, re.S)
+    assert len(rows) == ImportAttempt.objects.filter(run=run).count() >= 2
+    assert kept.email in table and refused.email in table
+    assert 'data-outcome="consumed"' in table and 'data-outcome="rejected"' in table
+    rejection = ImportAttempt.objects.get(run=run, outcome="rejected")
+    assert "<td>200</td>" in table and f"<td>{rejection.http_status}</td>" in table
+    assert rejection.manager_message and escape(rejection.manager_message) in table
+    assert_no_secret(html, kept.access_token, kept.session_token, kept.refresh_token)
+
+    link = re.search(r'href="([^"]+)" id="run-attempts-link"', table).group(1).replace("&amp;", "&")
+    listed = admin_client.get(link)
+    assert listed.status_code == 200  # not a redirect to "?e=1": the filter is allowed
+    assert listed.context["cl"].result_count == len(rows)
+    empty = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[other.pk])).content.decode()
+    assert "This run sent no account." in empty
+
+
+def test_a_finished_run_shows_no_lease_and_says_why_it_was_short(admin_client):
+    run = ReplenishmentRun.objects.create(
+        trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED, need=4, shortfall=3, shortfall_reason=Shortfall.POOL_EMPTY,
+        stray_answers=["stray@example.com: ok"], lease_expires_at=timezone.now(),
+    )  # fmt: skip
+    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+    assert "Lease expires" not in html
+    assert "Accounts short" in html and str(Shortfall.POOL_EMPTY.label) in html
+    assert "stray@example.com: ok" in html and html.count("Answers that matched no account sent") == 1
+
+    ReplenishmentRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=timezone.now())
+    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+    assert "Lease expires" in html

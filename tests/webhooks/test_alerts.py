@@ -4,6 +4,7 @@ Transactional tests: notifications leave on commit, as they do in production.
 """
 
 import json
+import re
 import socket
 import threading
 from datetime import timedelta
@@ -101,6 +102,12 @@ def thresholds(**values):
     AlertSettings.objects.update_or_create(pk=1, defaults={**off, **values})
 
 
+def emptied_pool():
+    """A pool that had accounts and has no usable one left: low stock (an install that never
+    loaded any stays quiet)."""
+    AccountFactory(status=AccountStatus.RETIRED)
+
+
 def evaluate():
     alerts.alert_evaluate(now=timezone.now())
 
@@ -124,6 +131,20 @@ SENT = AlertDelivery.SENT
 
 
 # --- Conditions, each once per episode ------------------------------------------------------
+
+
+def test_a_fresh_install_raises_no_stock_alert_and_warns_of_no_destination(settings, caplog):
+    settings.NOTIFY_URLS = []
+    thresholds(stock_below=10, runway_below_days=3)
+    evaluate()
+    assert not AlertState.objects.filter(active=True).exists()
+    assert not AlertEvent.objects.exists()
+    assert str(alerts.MSG_NO_DESTINATION) not in caplog.text
+
+    emptied_pool()
+    evaluate()
+    assert state(AlertCondition.LOW_STOCK).active
+    assert str(alerts.MSG_NO_DESTINATION) in caplog.text
 
 
 def test_low_stock_notifies_once_and_again_only_after_clearing(receiver):
@@ -230,6 +251,7 @@ def test_unknown_outcomes_in_a_row_notify_once(receiver, manager):
 
 def test_a_threshold_of_zero_turns_its_alert_off_and_clears_it(receiver):
     thresholds(stock_below=1)
+    emptied_pool()
     evaluate()
     assert state(AlertCondition.LOW_STOCK).active
     thresholds()
@@ -240,6 +262,7 @@ def test_a_threshold_of_zero_turns_its_alert_off_and_clears_it(receiver):
 
 def test_every_reconcile_pass_evaluates(receiver):
     thresholds(stock_below=1)
+    emptied_pool()
     services.reconcile(now=timezone.now())
     services.reconcile(now=timezone.now())
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.LOW_STOCK])]
@@ -247,6 +270,7 @@ def test_every_reconcile_pass_evaluates(receiver):
 
 def test_two_processes_evaluating_at_once_send_once(receiver):
     thresholds(stock_below=1, unknown_in_a_row=0)
+    emptied_pool()
     start = threading.Barrier(4)
     errors = []
 
@@ -303,6 +327,7 @@ def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager,
 def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings):
     settings.NOTIFY_URLS = [f"bark://127.0.0.1:{closed_port()}/down"]
     thresholds(stock_below=1)
+    emptied_pool()
     evaluate()
     low = state(AlertCondition.LOW_STOCK)
     assert low.active and low.last_notified_at is None and "NOTIFY_URLS #1" in low.last_error
@@ -320,6 +345,7 @@ def test_a_url_sealed_with_a_key_no_longer_configured_does_not_hide_the_others(r
     NotificationTarget.objects.create(label="old", url="bark://127.0.0.1:1/old", masked_url="bark://…/old")
     settings.POOL_ENCRYPTION_KEY = generate_key()
     thresholds(stock_below=1)
+    emptied_pool()
     evaluate()
     assert len(receiver.posts) == 1
     assert str(alerts.MSG_URL_UNDECRYPTABLE) in state(AlertCondition.LOW_STOCK).last_error
@@ -415,6 +441,7 @@ def test_thresholds_change_only_with_the_change_permission(client, admin_user, d
 
 def test_states_and_history_are_listed(admin_client, receiver):
     thresholds(stock_below=1)
+    emptied_pool()
     evaluate()
     states = admin_client.get(reverse("admin:webhooks_alertstate_changelist"))
     events = admin_client.get(reverse("admin:webhooks_alertevent_changelist"))
@@ -514,6 +541,7 @@ def test_notify_urls_are_checked_at_start_and_again_when_sending(network, settin
     settings.NOTIFY_URLS = ["bark://bark.example.net/KEY"]
     network.addresses = ["10.0.0.5"]
     thresholds(stock_below=1)
+    emptied_pool()
     evaluate()
     assert state(AlertCondition.LOW_STOCK).last_error == f"NOTIFY_URLS #1 bark://…/KEY: {alerts.MSG_HOST_NOT_ALLOWED}"
     assert network.connections == []
@@ -538,3 +566,24 @@ def test_redirects_are_never_followed_whatever_the_url_says():
 )  # fmt: skip
 def test_which_addresses_a_notification_may_go_to(address, allowed):
     assert alerts.address_allowed(address) is allowed
+
+
+def test_adding_a_destination_shows_a_plain_url_field_and_editing_says_empty_keeps_it(admin_client):
+    add = admin_client.get(reverse("admin:webhooks_notificationtarget_add")).content.decode()
+    field = re.search(r'<input [^>]*name="new_url"[^>]*>', add).group(0)
+    assert 'type="text"' in field and "required" in field
+    assert "field-masked_url" not in add  # no "URL: -" above it
+    assert str(alerts_admin.HELP_URL_NEW) in add and "keep the current one" not in add
+
+    missing = admin_client.post(reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": "", "enabled": "on"})
+    assert str(alerts_admin.MSG_URL_REQUIRED) in missing.content.decode()
+    refused = admin_client.post(
+        reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"}
+    )
+    assert BOT_TOKEN not in refused.content.decode()  # a plain field, never filled back in
+
+    target = NotificationTarget.objects.create(label="ops", url=f"tgram://{BOT_TOKEN}/1", masked_url="tgram://…/1")
+    edit = admin_client.get(reverse("admin:webhooks_notificationtarget_change", args=[target.pk])).content.decode()
+    field = re.search(r'<input [^>]*name="new_url"[^>]*>', edit).group(0)
+    assert 'type="password"' in field and "required" not in field
+    assert "Leave it empty to keep the current one." in edit and "tgram://…/1" in edit

@@ -21,7 +21,19 @@ from webhooks.client import (
     PROBE_UNREACHABLE,
     ManagerClient,
 )
-from webhooks.models import EventStatus, ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
+from webhooks.models import (
+    AlertCondition,
+    AlertDelivery,
+    AlertEvent,
+    AlertEventKind,
+    AlertState,
+    EventStatus,
+    ReplenishmentRun,
+    RunStatus,
+    RunTrigger,
+    WebhookEvent,
+)
+from webhooks.templatetags.dashboard import runway
 
 pytestmark = pytest.mark.django_db
 
@@ -61,9 +73,10 @@ def test_dashboard_shows_the_pool_consumption_and_runway(admin_client):
     assert counts == {"available": "4", "reserved": "1", "consumed": "2", "rejected": "1", "retired": "1"}
     figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
     assert figures["available_usable"] == "3"
-    assert figures["available_flagged_unusable"] == "1"
+    assert figures["held_for_staff"] == "0"
+    assert figures["flagged_at_load"] == "1"
     assert figures["seats_in_stock"] == "15"  # 3 usable accounts × 5 seats (the default policy)
-    assert figures["runway_days"] == "10.5"  # 3 accounts at 2 a week
+    assert figures["runway_days"] == "10.5 days"  # 3 accounts at 2 a week
     # One bar a day for 30 days, today's at full height (the busiest day).
     bars = re.findall(r'<rect class="bar" x="[\d.]+" y="([\d.]+)" width="14" height="([\d.]+)" data-day="([\d-]+)" data-consumed="(\d+)"', html)
     assert len(bars) == 30
@@ -159,6 +172,85 @@ def test_what_a_user_sees_follows_the_permissions(client, django_user_model):
     client.force_login(operator)
     html = client.get(INDEX_URL).content.decode()
     assert 'id="dashboard-push"' in html and 'id="dashboard-policy"' in html
+
+
+def test_held_and_flagged_accounts_are_counted_apart_from_usable_stock(admin_client):
+    AccountFactory.create_batch(2)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.KEY_MISSING)
+    AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    html = admin_client.get(INDEX_URL).content.decode()
+    figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
+    assert (figures["available_usable"], figures["held_for_staff"], figures["flagged_at_load"]) == ("2", "2", "1")
+    held = html.split('data-figure="held_for_staff"')[1].split("</div>")[0]
+    assert "?stock=held" in held and f"1 · {UnusableReason.UNKNOWN_OUTCOMES.label}" in held
+    assert f"1 · {UnusableReason.KEY_MISSING.label}" in held
+
+
+# --- Problems first --------------------------------------------------------------------------
+
+
+def problems(html: str) -> str:
+    """The list of problems at the top of the dashboard ("" when there is none)."""
+    found = re.search(r'<ul id="dashboard-problems">(.*?)</ul>', html, re.S)
+    return found.group(1) if found else ""
+
+
+def test_an_active_alert_is_on_top_with_what_to_do(admin_client, settings):
+    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
+    AccountFactory()
+    AlertState.objects.create(condition=AlertCondition.UNKNOWN_OUTCOMES, active=True, since=timezone.now())
+    AlertEvent.objects.create(
+        kind=AlertEventKind.RAISED, condition=AlertCondition.UNKNOWN_OUTCOMES, title="Imports keep failing",
+        message="Check that the manager is up.", delivery=AlertDelivery.SENT,
+    )  # fmt: skip
+    AlertState.objects.create(condition=AlertCondition.LOW_STOCK, active=False)
+    html = admin_client.get(INDEX_URL).content.decode()
+    top = problems(html)
+    assert 'data-alert="unknown_outcomes"' in top and "Check that the manager is up." in top
+    assert "low_stock" not in top
+    assert html.index('id="dashboard-problems"') < html.index('id="dashboard-pool"')
+
+
+def test_a_run_stopped_on_a_configuration_error_stands_out_until_a_run_finishes(admin_client, settings):
+    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
+    AccountFactory()
+    ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED)
+    stopped = ReplenishmentRun.objects.create(
+        trigger=RunTrigger.WEBHOOK, status=RunStatus.CONFIG_ERROR, error="The manager refused the request (HTTP 401)"
+    )
+    top = problems(admin_client.get(INDEX_URL).content.decode())
+    assert 'id="dashboard-stopped-run"' in top and f"#{stopped.pk}" in top and "HTTP 401" in top
+
+    ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED)
+    assert problems(admin_client.get(INDEX_URL).content.decode()) == ""
+
+
+def test_a_fresh_install_says_how_to_load_accounts_and_which_settings_to_set(admin_client, settings):
+    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "", ""
+    html = admin_client.get(INDEX_URL).content.decode()
+    top = problems(html)
+    assert 'id="dashboard-no-accounts"' in top and "manage.py load_accounts" in top
+    assert 'id="dashboard-not-configured"' in top
+    assert "MANAGER_BASE_URL" in top and "MANAGER_API_KEY" in top and ".env" in top and "restart" in top
+    assert f'href="{reverse("admin:accounts_account_load")}" class="button" id="dashboard-load"' in html
+
+    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
+    AccountFactory()
+    assert problems(admin_client.get(INDEX_URL).content.decode()) == ""
+
+
+def test_the_load_button_needs_the_permission_to_add_accounts(client, django_user_model):
+    client.force_login(staff_with(django_user_model, "accounts.view_account", username="viewer"))
+    assert 'id="dashboard-load"' not in client.get(INDEX_URL).content.decode()
+
+
+@pytest.mark.parametrize(
+    "days, reads",
+    [(None, "—"), (0.5, "0.5 days"), (10.5, "10.5 days"), (365, "365 days"), (365.1, "more than a year"), (21199.5, "more than a year")],
+)
+def test_the_runway_reads_sensibly(days, reads):
+    assert runway(days) == reads
 
 
 # --- The manager's reachability --------------------------------------------------------------

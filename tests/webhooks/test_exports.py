@@ -3,7 +3,7 @@
 import csv
 import io
 import re
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -273,3 +273,20 @@ def test_history_is_read_only_for_everyone(client, django_user_model):
     assert client.post(change, {"outcome": "rejected"}).status_code == 403
     assert client.get(reverse("admin:webhooks_webhookevent_changelist")).status_code == 403
     assert ImportAttempt.objects.get(pk=row.pk).outcome == AttemptOutcome.CONSUMED
+
+
+def test_the_export_form_offers_the_last_30_days(admin_client):
+    html = admin_client.get(EXPORT_URL).content.decode()
+    today = timezone.localdate()
+    first = re.search(r'<input [^>]*name="first"[^>]*>', html).group(0)
+    last = re.search(r'<input [^>]*name="last"[^>]*>', html).group(0)
+    assert f'value="{(today - timedelta(days=29)).isoformat()}"' in first
+    assert f'value="{today.isoformat()}"' in last
+
+
+@pytest.mark.parametrize(
+    "page", ["accounts_account", "webhooks_importattempt", "webhooks_replenishmentrun", "webhooks_followedteam"]
+)
+def test_search_help_says_it_matches_the_start_of_an_address(admin_client, page):
+    html = admin_client.get(reverse(f"admin:{page}_changelist")).content.decode()
+    assert "Matches the start of" in html and "not joanna@example.com" in html

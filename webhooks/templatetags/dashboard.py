@@ -7,16 +7,31 @@ asks the manager-status view for it after it has loaded.
 """
 
 from django import template
+from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.models import AccountStatus
-from accounts.selectors import account_key_warnings
-from webhooks.models import ReplenishmentRun, WebhookEvent
+from accounts.models import UnusableReason
+from accounts.selectors import HELD_REASONS, account_key_warnings, account_unusable_by_reason
+from webhooks.models import (
+    AlertEvent,
+    AlertEventKind,
+    AlertState,
+    ReplenishmentRun,
+    RunStatus,
+    WebhookEvent,
+)
 from webhooks.selectors import HOUR, dashboard_stats, event_refused_calls_since, team_dashboard
 
 register = template.Library()
 
 RECENT = 10
+
+# A runway longer than this reads "more than a year", not "21199.5 days".
+RUNWAY_MAX_DAYS = 365
+MSG_RUNWAY_MORE_THAN_A_YEAR = _("more than a year")
+MSG_RUNWAY_DAYS = _("%(days)s days")
 
 # The consumption chart's geometry, in SVG user units (it scales to the width of the page).
 BAR_WIDTH = 14
@@ -43,6 +58,12 @@ def pool_dashboard(context):
         "can_check_teams": user.has_perm("webhooks.check_teams"),
         "can_view_batches": user.has_perm("webhooks.view_followedteam") and user.has_perm("accounts.view_accountbatch"),
     }
+    if can_view_pool or can_view_runs:
+        result["alerts"] = active_alerts()
+        result["manager_configured"] = bool(settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY)
+    if can_view_runs:
+        result["stopped_run"] = last_run_stopped_on_configuration()
+    result["can_load"] = user.has_perm("accounts.add_accountbatch")
     if result["can_view_teams"]:
         result["teams"] = team_dashboard(now=timezone.now())
     if can_view_pool:
@@ -54,6 +75,8 @@ def pool_dashboard(context):
             chart=consumption_chart(stats["consumption_per_day"]),
             rate=round(stats["consumed_last_7_days"] / 7, 1),
             key_warnings=account_key_warnings(cached=True),
+            no_accounts=not any(counts.values()),
+            **unusable_split(account_unusable_by_reason()),
         )
     if can_view_events:
         result["events"] = list(
@@ -69,6 +92,66 @@ def pool_dashboard(context):
             )[:RECENT]
         )
     return result
+
+
+def unusable_split(by_reason: dict[str, int]) -> dict:
+    """Available accounts that are not stock: held for staff and flagged, each with its reasons."""
+    labels = dict(UnusableReason.choices)
+    held = [(labels.get(r, r), n) for r, n in sorted(by_reason.items()) if r in HELD_REASONS]
+    flagged = [(labels.get(r, r) or "—", n) for r, n in sorted(by_reason.items()) if r not in HELD_REASONS]
+    return {
+        "held": sum(n for _, n in held),
+        "held_reasons": held,
+        "flagged": sum(n for _, n in flagged),
+        "flagged_reasons": flagged,
+    }
+
+
+def active_alerts() -> list[dict]:
+    """The alerts raised now, each with the message it was raised with (what to do about it).
+
+    At most one row per condition (a handful), and one query for their latest raise messages.
+    """
+    states = list(AlertState.objects.filter(active=True).order_by("condition"))
+    if not states:
+        return []
+    raised = {}
+    for event in AlertEvent.objects.filter(
+        kind=AlertEventKind.RAISED, condition__in=[state.condition for state in states]
+    ).order_by("-id")[: 10 * len(states)]:
+        raised.setdefault(event.condition, event)
+    return [
+        {
+            "condition": state.condition,
+            "label": state.get_condition_display(),
+            "since": state.since,
+            "title": raised[state.condition].title if state.condition in raised else "",
+            "message": raised[state.condition].message if state.condition in raised else "",
+        }
+        for state in states
+    ]
+
+
+def last_run_stopped_on_configuration() -> ReplenishmentRun | None:
+    """The last run that reached an end, when it stopped on a configuration error: it stays on the
+    dashboard until a later run finishes, whatever the manager's probe says now."""
+    last = (
+        ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
+        .order_by("-id")
+        .only("id", "status", "error", "finished_at")
+        .first()
+    )
+    return last if last is not None and last.status == RunStatus.CONFIG_ERROR else None
+
+
+@register.filter
+def runway(days) -> str:
+    """A runway in days as it reads: "—" when unknown, "more than a year" past 365 days."""
+    if days is None:
+        return "—"
+    if days > RUNWAY_MAX_DAYS:
+        return str(MSG_RUNWAY_MORE_THAN_A_YEAR)
+    return str(MSG_RUNWAY_DAYS % {"days": days})
 
 
 def consumption_chart(days: list[dict]) -> dict:
