@@ -47,17 +47,29 @@ def test_a_burst_wakes_a_single_run(client, django_capture_on_commit_callbacks):
     assert WebhookEvent.objects.filter(status=EventStatus.QUEUED).count() == 20
 
 
-def test_events_during_a_run_wait_for_its_follow_up_with_one_read_and_one_write(client, django_assert_num_queries):
+def test_events_during_a_run_wait_for_its_follow_up_with_one_statement(client, django_assert_num_queries):
     now = timezone.now()
     running = ReplenishmentRun.objects.create(
         trigger=RunTrigger.WEBHOOK, status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + timezone.timedelta(minutes=5)
     )
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         response = post(client)
     assert response.status_code == 202 and response.json()["status"] == "queued"
     event = WebhookEvent.objects.get()
     assert (event.status, event.during_run, event.run_id) == (EventStatus.QUEUED, True, None)
+    assert response.json()["event_id"] == event.pk
     assert ReplenishmentRun.objects.count() == 1 and running.status == RunStatus.RUNNING
+
+
+def test_events_while_a_run_is_queued_wake_nothing_in_one_statement(client, django_assert_num_queries):
+    ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK)
+    with django_assert_num_queries(1):
+        response = post(client)
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.during_run, event.key_ok, event.calls) == (EventStatus.QUEUED, False, True, 1)
+    assert (event.current_seats, event.threshold, event.refusal) == (5, 10, "")
+    assert ReplenishmentRun.objects.count() == 1
 
 
 def test_a_run_whose_worker_died_does_not_swallow_events(client):
