@@ -268,3 +268,24 @@ class Account(models.Model):
 
     def __str__(self):
         return self.email or f"#{self.pk} {mask(self.access_token or self.session_token or self.refresh_token)}"
+
+
+class ConsumptionDay(models.Model):
+    """Accounts consumed on one day (in settings.TIME_ZONE): the rollup every consumption figure reads.
+
+    Counted in the same transaction as each consumption (accounts.services.account_settle_consumed),
+    so the dashboard, /api/stats/, the runway and the alerts read 30 small rows instead of grouping
+    every consumed account by a date cast (which SQLite runs as a Python function, once per row).
+    """
+
+    day = models.DateField(_("day"), primary_key=True)
+    consumed = models.PositiveIntegerField(_("accounts consumed"), default=0)
+
+    class Meta:
+        verbose_name = _("consumption per day")
+        verbose_name_plural = _("consumption per day")
+        ordering = ["-day"]
+        constraints = [models.CheckConstraint(condition=Q(consumed__gte=0), name="consumption_day_not_negative")]
+
+    def __str__(self):
+        return f"{self.day}: {self.consumed}"

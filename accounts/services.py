@@ -1265,17 +1265,41 @@ def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:
 
 
 def account_settle_consumed(*, account_id: int, lease_id, now: datetime) -> bool:
-    """The manager confirmed the import: the account is spent."""
-    return _settle(
-        account_id=account_id,
-        lease_id=lease_id,
-        now=now,
-        status=AccountStatus.CONSUMED,
-        consumed_at=now,
-        attempts=F("attempts") + 1,
-        retry_after=None,
-        last_error="",
-    )
+    """The manager confirmed the import: the account is spent, and counted in its day's rollup.
+
+    The only writer of CONSUMED (and nothing moves an account out of it), so the rollup counts
+    every consumption exactly once: in the same transaction, only when the UPDATE settled the row.
+    """
+    with transaction.atomic(savepoint=False):
+        settled = _settle(
+            account_id=account_id,
+            lease_id=lease_id,
+            now=now,
+            status=AccountStatus.CONSUMED,
+            consumed_at=now,
+            attempts=F("attempts") + 1,
+            retry_after=None,
+            last_error="",
+        )
+        if settled:
+            consumption_count(at=now)
+    return settled
+
+
+_COUNT_CONSUMPTION_SQL = (
+    "INSERT INTO accounts_consumptionday (day, consumed) VALUES (%s, %s)"
+    " ON CONFLICT (day) DO UPDATE SET consumed = accounts_consumptionday.consumed + excluded.consumed"
+)
+
+
+def consumption_count(*, at: datetime, accounts: int = 1) -> None:
+    """Add `accounts` consumed at `at` to that day's rollup (the day in settings.TIME_ZONE): one upsert.
+
+    Call it in the transaction that marks them consumed.
+    """
+    day = timezone.localdate(at)
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_CONSUMPTION_SQL, [connection.ops.adapt_datefield_value(day), accounts])
 
 
 def account_settle_rejected(*, account_id: int, lease_id, now: datetime, error: str, sent: bool = True) -> bool:
