@@ -32,9 +32,15 @@ from rest_framework.response import Response
 from accounts import services
 from accounts.parser import label_problem
 from accounts.selectors import account_batches_of, email_prefix_q
-from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountStatus, BatchSource, BatchStatus
+from accounts.models import (
+    BATCH_RUNNING_STATUSES,
+    Account,
+    AccountStatus,
+    BatchSource,
+    BatchStatus,
+    accounts_for_list,
+)
 from accounts.services import LineOutcome
-from accounts.tokens import mask
 
 MSG_EMPTY = _("Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”.")
 MSG_TOO_BIG = _("The body is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
@@ -77,9 +83,15 @@ class StaffCanView(BasePermission):
 
 
 @extend_schema_field(OpenApiTypes.STR)
-class MaskedSecretField(serializers.ReadOnlyField):
+class MaskedSecretField(serializers.Field):
+    """A token as its stored hint (its mask): nothing is decrypted to show it."""
+
+    def __init__(self, *, token: str, **kwargs):
+        self.token = token
+        super().__init__(source="*", read_only=True, **kwargs)
+
     def to_representation(self, value):
-        return mask(value)
+        return value.token_shown(self.token)
 
 
 class PlainTextParser(BaseParser):
@@ -101,9 +113,9 @@ class PlainTextParser(BaseParser):
 
 
 class AccountSerializer(serializers.ModelSerializer):
-    access_token_masked = MaskedSecretField(source="access_token")
-    session_token_masked = MaskedSecretField(source="session_token")
-    refresh_token_masked = MaskedSecretField(source="refresh_token")
+    access_token_masked = MaskedSecretField(token="access_token")
+    session_token_masked = MaskedSecretField(token="session_token")
+    refresh_token_masked = MaskedSecretField(token="refresh_token")
 
     class Meta:
         model = Account
@@ -222,7 +234,7 @@ class RetireResultSerializer(serializers.Serializer):
 class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     """Accounts in the pool, newest first. Tokens are shown masked, never in full."""
 
-    queryset = Account.objects.all()
+    queryset = accounts_for_list(Account.objects.all())  # tokens shown by their hints, never decrypted
     serializer_class = AccountSerializer
     permission_classes = [StaffCanView]
     filter_backends = [OrderingFilter]
