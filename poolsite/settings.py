@@ -40,6 +40,8 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The low-stock webhook skips the rest (what it skips and why it is safe: poolsite/middleware.py).
+    "poolsite.middleware.WebhookFastPath",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",

@@ -226,3 +226,25 @@ def test_errors_are_utf8_json_not_escaped(client):
     response = post(client, raw='{"event": "low_stock", "消息": "a", "消息": "b", "current_seats": 1, "threshold": 2}')
     assert response.status_code == 400
     assert "消息".encode() in response.content
+
+
+# --- The short path through the middleware -------------------------------------------------------
+
+
+def test_the_webhook_skips_the_admins_middleware_but_keeps_the_security_headers(client):
+    response = post(client)
+    assert response.status_code == 202
+    assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs
+    assert "X-Frame-Options" not in response  # the admin's stack (clickjacking and the rest) does not
+    assert response.wsgi_request.__dict__.get("session") is None and not hasattr(response.wsgi_request, "user")
+
+
+def test_the_admin_still_takes_the_whole_stack(client):
+    response = client.get("/admin/login/")
+    assert response.status_code == 200 and response["X-Frame-Options"] == "DENY"
+    assert hasattr(response.wsgi_request, "user") and "csrftoken" in response.cookies
+
+
+def test_a_webhook_for_a_host_not_allowed_is_refused_and_records_nothing(client):
+    response = post(client, HTTP_HOST="pool.evil.example")
+    assert response.status_code == 400 and not WebhookEvent.objects.exists()
