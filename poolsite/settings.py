@@ -159,8 +159,6 @@ FOLLOW_UP_EVERY_HOURS = env.float("FOLLOW_UP_EVERY_HOURS", default=6)
 # text the service stores or logs (a manager's answer, an exception, a log record).
 REDACTED_SETTINGS = ["MANAGER_API_KEY"]
 
-# Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
-BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
