@@ -1,6 +1,7 @@
 from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.http import JsonResponse, StreamingHttpResponse
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -24,7 +25,12 @@ from accounts.models import (
     BatchStatus,
     accounts_for_list,
 )
-from accounts.selectors import account_batches_of, account_counts_by_status, email_prefix_q
+from accounts.selectors import (
+    account_batches_of,
+    account_counts_by_status,
+    account_token_heads_load,
+    email_prefix_q,
+)
 
 MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
@@ -82,6 +88,13 @@ class RecentBatchFilter(admin.SimpleListFilter):
         if self.value() and self.value().isdigit():
             return queryset.filter(batch_id=int(self.value()))
         return queryset
+
+
+class AccountChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        # The page's rows only: their tokens' headers, so "cannot be decrypted" shows undecrypted.
+        self.result_list = account_token_heads_load(accounts=list(self.result_list))
 
 
 @admin.register(Account)
@@ -144,6 +157,13 @@ class AccountAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         # Tokens are shown by their stored hints: loading them would decrypt three per row.
         return accounts_for_list(super().get_queryset(request))
+
+    def get_changelist(self, request, **kwargs):
+        return AccountChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        account = super().get_object(request, object_id, from_field)
+        return account if account is None else account_token_heads_load(accounts=[account])[0]
 
     def get_search_results(self, request, queryset, search_term):
         # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.

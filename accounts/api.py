@@ -31,7 +31,7 @@ from rest_framework.response import Response
 
 from accounts import services
 from accounts.parser import label_problem
-from accounts.selectors import account_batches_of, email_prefix_q
+from accounts.selectors import account_batches_of, account_token_heads_load, email_prefix_q
 from accounts.models import (
     BATCH_RUNNING_STATUSES,
     Account,
@@ -241,6 +241,13 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ["id"]
     ordering = ["-id"]
     lookup_value_regex = "[0-9]{1,18}"  # larger would overflow a 64-bit key (a 500 on SQLite)
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return page if page is None else account_token_heads_load(accounts=list(page))
+
+    def get_object(self):
+        return account_token_heads_load(accounts=[super().get_object()])[0]
 
     def get_queryset(self):
         queryset = super().get_queryset()

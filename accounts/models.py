@@ -1,7 +1,6 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
-from django.db.models.functions import Substr
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto, tokens
@@ -25,8 +24,8 @@ def token_hint(value) -> str:
 def hint_shown(hint: str, head: bytes | None = None) -> str:
     """A stored hint as lists show it: the mask, or "cannot be decrypted".
 
-    `head`, when given, is the start of the stored ciphertext (see Account.objects_for_list): a
-    token sealed under a key this service no longer has shows as such, still without decrypting.
+    `head`, when given, is the start of the stored ciphertext (account_token_heads_load): a token
+    sealed under a key this service no longer has shows as such, still without decrypting.
     """
     if hint == HINT_UNDECRYPTABLE or (head is not None and not crypto.header_opens(head)):
         return str(crypto.MSG_CANNOT_BE_DECRYPTED)
@@ -34,12 +33,10 @@ def hint_shown(hint: str, head: bytes | None = None) -> str:
 
 
 def accounts_for_list(queryset):
-    """Accounts as lists show them: tokens not loaded (loading decrypts), each one's hint and the
-    clear header of its ciphertext instead (Account.token_shown reads them)."""
-    heads = {
-        f"{name}_head": Substr(name, 1, crypto.HEADER_BYTES, output_field=models.BinaryField()) for name in TOKEN_FIELDS
-    }
-    return queryset.defer(*TOKEN_FIELDS).annotate(**heads)
+    """Accounts as lists show them: the tokens not loaded (loading one decrypts it); each token is
+    shown by its stored hint (Account.token_shown), with accounts.selectors.account_token_heads_load
+    for the page's rows."""
+    return queryset.defer(*TOKEN_FIELDS)
 
 
 # The keyed hashes that identify an account without decrypting it: who it is, and each secret.

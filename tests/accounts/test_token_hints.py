@@ -69,3 +69,16 @@ def test_the_migration_fills_the_hints_of_existing_accounts():
     for account in accounts:
         account.refresh_from_db()
         assert hints(account) == masks(account) and account.access_token_hint
+
+
+def test_the_pool_list_reads_the_token_columns_of_its_page_only(admin_client, settings):
+    """Counting the list (up to its cap) must not read a token column of every row counted."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    AccountFactory.create_batch(3)
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(reverse("admin:accounts_account_changelist"))
+    assert page.status_code == 200
+    reading = [q["sql"] for q in queries.captured_queries if '"access_token"' in q["sql"]]
+    assert len(reading) == 1 and " IN (" in reading[0] and "COUNT(" not in reading[0]
