@@ -1,6 +1,7 @@
 from datetime import datetime
 
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
 from django.http import JsonResponse, StreamingHttpResponse
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -18,7 +19,14 @@ from django.utils.translation import ngettext, ngettext_lazy
 from accounts import services
 from poolsite.admin_base import ReadOnlyAdmin
 from accounts.forms import AccountNotesForm, LoadAccountsForm, RequeueAccountForm
-from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountBatch, AccountStatus, BatchStatus
+from accounts.models import (
+    BATCH_RUNNING_STATUSES,
+    Account,
+    AccountBatch,
+    AccountStatus,
+    BatchStatus,
+    accounts_for_list,
+)
 from accounts.selectors import (
     HELD_REASONS,
     STOCK_FLAGGED,
@@ -27,9 +35,9 @@ from accounts.selectors import (
     account_batches_of,
     account_counts_by_status,
     account_stock_q,
+    account_token_heads_load,
     email_prefix_q,
 )
-from accounts.tokens import mask
 
 MSG_SEARCH_EMAIL_START = _(
     "Matches the start of an email address: type the whole address or its beginning "
@@ -137,6 +145,13 @@ class StockFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AccountChangeList(ChangeList):
+    def get_results(self, request):
+        super().get_results(request)
+        # The page's rows only: their tokens' headers, so "cannot be decrypted" shows undecrypted.
+        self.result_list = account_token_heads_load(accounts=list(self.result_list))
+
+
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
     form = AccountNotesForm
@@ -194,22 +209,33 @@ class AccountAdmin(admin.ModelAdmin):
         return format_html_join(
             mark_safe("<br>"),
             "{} {}",
-            ((label, mask(value) if value else "—") for label, value in (
-                ("AT", obj.access_token), ("ST", obj.session_token), ("RT", obj.refresh_token)
+            ((label, obj.token_shown(field) or "—") for label, field in (
+                ("AT", "access_token"), ("ST", "session_token"), ("RT", "refresh_token")
             )),
         )  # fmt: skip
 
     @admin.display(description=_("access token"))
     def masked_access_token(self, obj):
-        return mask(obj.access_token)
+        return obj.token_shown("access_token")
 
     @admin.display(description=_("session token"))
     def masked_session_token(self, obj):
-        return mask(obj.session_token)
+        return obj.token_shown("session_token")
 
     @admin.display(description=_("refresh token"))
     def masked_refresh_token(self, obj):
-        return mask(obj.refresh_token)
+        return obj.token_shown("refresh_token")
+
+    def get_queryset(self, request):
+        # Tokens are shown by their stored hints: loading them would decrypt three per row.
+        return accounts_for_list(super().get_queryset(request))
+
+    def get_changelist(self, request, **kwargs):
+        return AccountChangeList
+
+    def get_object(self, request, object_id, from_field=None):
+        account = super().get_object(request, object_id, from_field)
+        return account if account is None else account_token_heads_load(accounts=[account])[0]
 
     def get_search_results(self, request, queryset, search_term):
         # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.

@@ -31,10 +31,16 @@ from rest_framework.response import Response
 
 from accounts import services
 from accounts.parser import label_problem
-from accounts.selectors import account_batches_of, email_prefix_q
-from accounts.models import BATCH_RUNNING_STATUSES, Account, AccountStatus, BatchSource, BatchStatus
+from accounts.selectors import account_batches_of, account_token_heads_load, email_prefix_q
+from accounts.models import (
+    BATCH_RUNNING_STATUSES,
+    Account,
+    AccountStatus,
+    BatchSource,
+    BatchStatus,
+    accounts_for_list,
+)
 from accounts.services import LineOutcome
-from accounts.tokens import mask
 
 MSG_EMPTY = _("Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”.")
 MSG_TOO_BIG = _("The body is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
@@ -77,9 +83,15 @@ class StaffCanView(BasePermission):
 
 
 @extend_schema_field(OpenApiTypes.STR)
-class MaskedSecretField(serializers.ReadOnlyField):
+class MaskedSecretField(serializers.Field):
+    """A token as its stored hint (its mask): nothing is decrypted to show it."""
+
+    def __init__(self, *, token: str, **kwargs):
+        self.token = token
+        super().__init__(source="*", read_only=True, **kwargs)
+
     def to_representation(self, value):
-        return mask(value)
+        return value.token_shown(self.token)
 
 
 class PlainTextParser(BaseParser):
@@ -101,9 +113,9 @@ class PlainTextParser(BaseParser):
 
 
 class AccountSerializer(serializers.ModelSerializer):
-    access_token_masked = MaskedSecretField(source="access_token")
-    session_token_masked = MaskedSecretField(source="session_token")
-    refresh_token_masked = MaskedSecretField(source="refresh_token")
+    access_token_masked = MaskedSecretField(token="access_token")
+    session_token_masked = MaskedSecretField(token="session_token")
+    refresh_token_masked = MaskedSecretField(token="refresh_token")
 
     class Meta:
         model = Account
@@ -222,13 +234,20 @@ class RetireResultSerializer(serializers.Serializer):
 class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     """Accounts in the pool, newest first. Tokens are shown masked, never in full."""
 
-    queryset = Account.objects.all()
+    queryset = accounts_for_list(Account.objects.all())  # tokens shown by their hints, never decrypted
     serializer_class = AccountSerializer
     permission_classes = [StaffCanView]
     filter_backends = [OrderingFilter]
     ordering_fields = ["id"]
     ordering = ["-id"]
     lookup_value_regex = "[0-9]{1,18}"  # larger would overflow a 64-bit key (a 500 on SQLite)
+
+    def paginate_queryset(self, queryset):
+        page = super().paginate_queryset(queryset)
+        return page if page is None else account_token_heads_load(accounts=list(page))
+
+    def get_object(self):
+        return account_token_heads_load(accounts=[super().get_object()])[0]
 
     def get_queryset(self):
         queryset = super().get_queryset()

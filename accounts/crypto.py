@@ -205,6 +205,14 @@ def decrypt_or_mark(blob: bytes, *, context: str) -> str | Undecryptable:
         return Undecryptable(cause=exc.cause, key_id=exc.key_id, blob=blob)
 
 
+def header_opens(head: bytes) -> bool:
+    """Whether a ciphertext's clear header (its first HEADER_BYTES) names a format and a configured
+    key: what a list can tell of a token without decrypting it (a tampered body still fails later).
+    """
+    head = bytes(head)
+    return len(head) >= HEADER_BYTES and head[:1] in _FORMATS and key_id_of(head) in configured_key_ids()
+
+
 def configured_key_ids() -> list[bytes]:
     """The ids of the configured keys, newest first."""
     return [key.key_id for key in _keyring()]

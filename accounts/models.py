@@ -8,6 +8,37 @@ from accounts.fields import EncryptedTextField
 from accounts.tokens import mask
 
 
+# The sealed secrets, each shown only as its hint (accounts.tokens.mask of it), stored when sealed.
+TOKEN_FIELDS = ("access_token", "session_token", "refresh_token")
+# The hint of a token that no configured key opened when the hint was taken (never a mask's output).
+HINT_UNDECRYPTABLE = "?"
+
+
+def token_hint(value) -> str:
+    """What is stored beside a sealed token to show it without decrypting: its mask."""
+    if isinstance(value, crypto.Undecryptable):
+        return HINT_UNDECRYPTABLE
+    return mask(value)
+
+
+def hint_shown(hint: str, head: bytes | None = None) -> str:
+    """A stored hint as lists show it: the mask, or "cannot be decrypted".
+
+    `head`, when given, is the start of the stored ciphertext (account_token_heads_load): a token
+    sealed under a key this service no longer has shows as such, still without decrypting.
+    """
+    if hint == HINT_UNDECRYPTABLE or (head is not None and not crypto.header_opens(head)):
+        return str(crypto.MSG_CANNOT_BE_DECRYPTED)
+    return hint
+
+
+def accounts_for_list(queryset):
+    """Accounts as lists show them: the tokens not loaded (loading one decrypts it); each token is
+    shown by its stored hint (Account.token_shown), with accounts.selectors.account_token_heads_load
+    for the page's rows."""
+    return queryset.defer(*TOKEN_FIELDS)
+
+
 # The keyed hashes that identify an account without decrypting it: who it is, and each secret.
 LOOKUP_HASH_FIELDS = ("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash")
 
@@ -162,6 +193,11 @@ class Account(models.Model):
     access_token = EncryptedTextField(_("access token"), null=True)
     session_token = EncryptedTextField(_("session token"), null=True)
     refresh_token = EncryptedTextField(_("refresh token"), null=True)
+    # Each token's mask, stored when it is sealed: list pages, the API and exports show these and
+    # never decrypt (a page of 100 accounts used to open 300 ciphertexts).
+    access_token_hint = models.CharField(max_length=5, blank=True, default="", editable=False)
+    session_token_hint = models.CharField(max_length=5, blank=True, default="", editable=False)
+    refresh_token_hint = models.CharField(max_length=5, blank=True, default="", editable=False)
     client_id = models.CharField(_("client id"), max_length=200, blank=True)
     account_id = models.CharField(_("account id"), max_length=64, blank=True)
 
@@ -267,4 +303,44 @@ class Account(models.Model):
         ]
 
     def __str__(self):
-        return self.email or f"#{self.pk} {mask(self.access_token or self.session_token or self.refresh_token)}"
+        hint = self.access_token_hint or self.session_token_hint or self.refresh_token_hint
+        return self.email or f"#{self.pk} {hint_shown(hint)}"
+
+    def token_shown(self, name: str) -> str:
+        """A token as lists show it, from its stored hint: never decrypted (see accounts_for_list)."""
+        return hint_shown(getattr(self, f"{name}_hint"), getattr(self, f"{name}_head", None))
+
+    def save(self, *args, update_fields=None, **kwargs):
+        # Any write through the ORM keeps each loaded token's hint beside it (the bulk loader and
+        # requeue, which write with SQL / update(), set the hints themselves).
+        deferred = self.get_deferred_fields()
+        extra = []
+        for name in TOKEN_FIELDS:
+            if name in deferred or (update_fields is not None and name not in update_fields):
+                continue
+            setattr(self, f"{name}_hint", token_hint(getattr(self, name)))
+            extra.append(f"{name}_hint")
+        if update_fields is not None:
+            update_fields = [*update_fields, *extra]
+        super().save(*args, update_fields=update_fields, **kwargs)
+
+
+class ConsumptionDay(models.Model):
+    """Accounts consumed on one day (in settings.TIME_ZONE): the rollup every consumption figure reads.
+
+    Counted in the same transaction as each consumption (accounts.services.account_settle_consumed),
+    so the dashboard, /api/stats/, the runway and the alerts read 30 small rows instead of grouping
+    every consumed account by a date cast (which SQLite runs as a Python function, once per row).
+    """
+
+    day = models.DateField(_("day"), primary_key=True)
+    consumed = models.PositiveIntegerField(_("accounts consumed"), default=0)
+
+    class Meta:
+        verbose_name = _("consumption per day")
+        verbose_name_plural = _("consumption per day")
+        ordering = ["-day"]
+        constraints = [models.CheckConstraint(condition=Q(consumed__gte=0), name="consumption_day_not_negative")]
+
+    def __str__(self):
+        return f"{self.day}: {self.consumed}"

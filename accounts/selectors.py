@@ -7,11 +7,21 @@ from dataclasses import dataclass
 from django.apps import apps
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import Count, Q
+from django.db.models import BinaryField, Count, Q
+from django.db.models.functions import Substr
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto
-from accounts.models import LOOKUP_HASH_FIELDS, Account, AccountBatch, AccountStatus, UnusableReason
+from accounts.models import (
+    LOOKUP_HASH_FIELDS,
+    TOKEN_FIELDS,
+    Account,
+    AccountBatch,
+    AccountStatus,
+    ConsumptionDay,
+    UnusableReason,
+)
 from accounts.tokens import interpolate
 
 
@@ -92,17 +102,29 @@ def account_pool_summary() -> dict:
 
 
 def account_consumed_per_day(*, since, until) -> dict:
-    """{date: accounts consumed that day} from the partial index on consumed_at."""
-    from django.db.models.functions import TruncDate
+    """{date: accounts consumed that day} for the days (in settings.TIME_ZONE) from `since` to `until`.
 
-    rows = (
-        Account.objects.filter(status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until)
-        .annotate(day=TruncDate("consumed_at"))
-        .order_by()
-        .values("day")
-        .annotate(n=Count("*"))  # not COUNT(id): the partial index on consumed_at then suffices
-    )
-    return {row["day"]: row["n"] for row in rows}
+    Read from the per-day rollup (ConsumptionDay), at most a row a day: no grouping of accounts.
+    """
+    rows = ConsumptionDay.objects.filter(
+        day__gte=timezone.localdate(since), day__lte=timezone.localdate(until)
+    ).values_list("day", "consumed")
+    return dict(rows)
+
+
+def account_token_heads_load(*, accounts: list[Account]) -> list[Account]:
+    """Give each of these accounts (a page) its tokens' clear ciphertext headers, in one query of
+    their first bytes: what Account.token_shown needs to say "cannot be decrypted" without
+    decrypting. Per page, not in the list's queryset, so that counting the list reads no token."""
+    heads = {
+        f"{name}_head": Substr(name, 1, crypto.HEADER_BYTES, output_field=BinaryField()) for name in TOKEN_FIELDS
+    }
+    rows = Account.objects.filter(pk__in=[a.pk for a in accounts]).annotate(**heads).values("pk", *heads)
+    by_pk = {row.pop("pk"): row for row in rows}
+    for account in accounts:
+        for name, head in by_pk.get(account.pk, {}).items():
+            setattr(account, name, head)
+    return accounts
 
 
 def email_prefix_q(*, term: str, field: str = "email") -> Q:

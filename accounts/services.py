@@ -28,6 +28,7 @@ from accounts.fields import EncryptedTextField
 from accounts.models import (
     LOOKUP_HASH_FIELDS,
     MATERIAL_FIELDS,
+    TOKEN_FIELDS,
     Account,
     BATCH_RUNNING_STATUSES,
     AccountBatch,
@@ -38,6 +39,7 @@ from accounts.models import (
     UnusableReason,
     lookup_hashes,
     lookup_values,
+    token_hint,
 )
 from accounts.parser import ParsedAccount, ParsedLine, parse_lines
 from accounts.selectors import account_existing_digests
@@ -144,7 +146,7 @@ class _Inserter:
         table = connection.ops.quote_name(Account._meta.db_table)
         self.columns = (
             "email", "access_token", "session_token", "refresh_token", "client_id", "account_id",
-            *LOOKUP_HASH_FIELDS, "at_email", "at_expires_at", "usable", "unusable_reason",
+            "access_token_hint", "session_token_hint", "refresh_token_hint", *LOOKUP_HASH_FIELDS, "at_email", "at_expires_at", "usable", "unusable_reason",
             "status", "batch_id", "created_at", "updated_at", "attempts", "unknown_attempts",
             "last_error", "notes",
         )  # fmt: skip
@@ -168,6 +170,7 @@ class _Inserter:
             a.email or "", seal(a.access_token, "access_token"), seal(a.session_token, "session_token"),
             seal(a.refresh_token, "refresh_token"),
             a.client_id or "", a.account_id or "",
+            mask(a.access_token), mask(a.session_token), mask(a.refresh_token),  # the hints shown in lists
             d["identity_hash"], d["access_token_hash"], d["session_token_hash"], d["refresh_token_hash"],
             a.at_email or "", self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
             a.usable, _unusable_code(pending.parsed),
@@ -966,6 +969,9 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
                 access_token=got.access_token,
                 session_token=got.session_token,
                 refresh_token=got.refresh_token,
+                access_token_hint=mask(got.access_token),
+                session_token_hint=mask(got.session_token),
+                refresh_token_hint=mask(got.refresh_token),
                 client_id=got.client_id or "",
                 account_id=got.account_id or "",
                 **pending.digests,
@@ -1093,7 +1099,9 @@ def account_rotate_keys() -> RotationResult:
 
 
 def _account_hashes(row) -> dict:
-    return lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS})
+    # The hints too: a token that was unopenable when its hint was taken shows again once re-sealed.
+    hints = {f"{name}_hint": token_hint(getattr(row, name)) for name in TOKEN_FIELDS}
+    return {**lookup_hashes(**{f: getattr(row, f) for f in MATERIAL_FIELDS}), **hints}
 
 
 def encrypted_rows_reseal(*, model, rehash=None) -> ResealResult:
@@ -1265,17 +1273,41 @@ def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:
 
 
 def account_settle_consumed(*, account_id: int, lease_id, now: datetime) -> bool:
-    """The manager confirmed the import: the account is spent."""
-    return _settle(
-        account_id=account_id,
-        lease_id=lease_id,
-        now=now,
-        status=AccountStatus.CONSUMED,
-        consumed_at=now,
-        attempts=F("attempts") + 1,
-        retry_after=None,
-        last_error="",
-    )
+    """The manager confirmed the import: the account is spent, and counted in its day's rollup.
+
+    The only writer of CONSUMED (and nothing moves an account out of it), so the rollup counts
+    every consumption exactly once: in the same transaction, only when the UPDATE settled the row.
+    """
+    with transaction.atomic(savepoint=False):
+        settled = _settle(
+            account_id=account_id,
+            lease_id=lease_id,
+            now=now,
+            status=AccountStatus.CONSUMED,
+            consumed_at=now,
+            attempts=F("attempts") + 1,
+            retry_after=None,
+            last_error="",
+        )
+        if settled:
+            consumption_count(at=now)
+    return settled
+
+
+_COUNT_CONSUMPTION_SQL = (
+    "INSERT INTO accounts_consumptionday (day, consumed) VALUES (%s, %s)"
+    " ON CONFLICT (day) DO UPDATE SET consumed = accounts_consumptionday.consumed + excluded.consumed"
+)
+
+
+def consumption_count(*, at: datetime, accounts: int = 1) -> None:
+    """Add `accounts` consumed at `at` to that day's rollup (the day in settings.TIME_ZONE): one upsert.
+
+    Call it in the transaction that marks them consumed.
+    """
+    day = timezone.localdate(at)
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_CONSUMPTION_SQL, [connection.ops.adapt_datefield_value(day), accounts])
 
 
 def account_settle_rejected(*, account_id: int, lease_id, now: datetime, error: str, sent: bool = True) -> bool:

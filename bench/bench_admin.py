@@ -12,7 +12,7 @@ superuser, the server time of:
 Server time is the whole Django stack in-process (middleware, view, queries, template rendering),
 without a WSGI server or network. Each page gets one warm-up request, then --repeat timed requests (min / median / max ms), then
 one more request under CaptureQueriesContext for its query count and SQL time. Target (from the
-issue): median under 300 ms on PostgreSQL; SQLite figures are printed for information. For every
+issue): median under 300 ms on both databases. For every
 page over 300 ms the slowest query of that request is printed with its plan (EXPLAIN (ANALYZE,
 BUFFERS) on PostgreSQL, EXPLAIN QUERY PLAN on SQLite), for whoever fixes it. Not a test: the
 figures are written to bench/results/admin-*.json (bench/render.py puts them in the README).
@@ -48,6 +48,7 @@ What the seed is, and why it is honest enough:
 """
 
 import argparse
+from collections import Counter
 import hashlib
 import json
 import itertools
@@ -69,9 +70,9 @@ sys.path.insert(0, str(ROOT))
 BENCH_KEY = "YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4="
 TARGET_MS = 300.0
 # Bump when the shape of the seed changes, so --keep does not reuse a database seeded otherwise.
-SEED_VERSION = 2
+SEED_VERSION = 3
 SEED_MARKER = f"bench_admin seed v{SEED_VERSION}"
-PG_DB = "bench_admin"
+PG_DB = os.environ.get("BENCH_ADMIN_PG_DB", "bench_admin")  # another name keeps parallel runs apart
 SQLITE_PATH = ROOT / "bench" / "out" / "bench_admin.sqlite3"
 CHUNK = 20_000
 SQL_SHOWN = 3000  # characters of a slow query printed
@@ -297,10 +298,16 @@ def sample_ciphertexts() -> dict[str, bytes]:
     from accounts.models import Account
     from tests import fakes
 
+    from accounts.tokens import mask
+
     material = fakes.make_account(rng=random.Random(1), email="user1@example.com")
     return {
-        name: crypto.encrypt(material[name], context=Account._meta.get_field(name).context)
-        for name in ("access_token", "session_token", "refresh_token")
+        **{
+            name: crypto.encrypt(material[name], context=Account._meta.get_field(name).context)
+            for name in ("access_token", "session_token", "refresh_token")
+        },
+        # The hint stored beside each token when it is sealed (what the lists show).
+        **{f"{name}_hint": mask(material[name]) for name in ("access_token", "session_token", "refresh_token")},
     }
 
 
@@ -309,7 +316,7 @@ ACCOUNT_COLUMNS = (
     "identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash", "at_email",
     "at_expires_at", "usable", "unusable_reason", "status", "created_at", "updated_at", "attempts",
     "unknown_attempts", "retry_after", "last_error", "lease_id", "lease_expires_at", "consumed_at",
-    "notes", "batch_id",
+    "notes", "batch_id", "access_token_hint", "session_token_hint", "refresh_token_hint",
 )  # fmt: skip
 
 
@@ -355,7 +362,9 @@ def seed_batches(s: Seeder, accounts: int) -> int:
 
 
 def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[str, list[int]]:
-    """Insert the accounts; return the ids of each status (and of those waiting for a retry)."""
+    """Insert the accounts and the consumption rollup; return the ids of each status (and of those waiting for a retry)."""
+    from django.utils import timezone
+
     rng = random.Random(2)
     now, n_batches = s.now, batch_count(accounts)
     start, span = now - timedelta(days=120), timedelta(days=120) - timedelta(hours=1)
@@ -363,6 +372,8 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
     leases = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(20)]
     ids: dict[str, list[int]] = {k: [] for k in ("consumed", "available", "rejected", "retired", "reserved", "retry")}
     at_c, st_c, rt_c = cipher["access_token"], cipher["session_token"], cipher["refresh_token"]
+    at_h, st_h, rt_h = cipher["access_token_hint"], cipher["session_token_hint"], cipher["refresh_token_hint"]
+    per_day: Counter = Counter()  # the consumption rollup, as account_settle_consumed counts it
     rejections = ("400: 账号已在其他 Team 中", "400: invalid access token", "400: account already present")
 
     def rows():
@@ -384,6 +395,7 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
                 status = "consumed"
                 low = max(created, window)
                 consumed_at = low + (now - low) * rng.random()
+                per_day[timezone.localdate(consumed_at)] += 1
                 attempts = 1 if rng.random() < 0.9 else 2
                 updated = consumed_at
             elif r < 0.90:
@@ -428,9 +440,11 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
                 email if has_at else "", s.ts(at_expires if has_at else None),
                 usable, reason, status, s.ts(created), s.ts(updated), attempts, unknown, s.ts(retry_after),
                 last_error, s.uid(lease_id), s.ts(lease_expires), s.ts(consumed_at), notes, b,
+                at_h if has_at else "", st_h if has_st else "", rt_h if has_rt else "",
             )  # fmt: skip
 
     s.insert("accounts_account", ACCOUNT_COLUMNS, rows())
+    s.insert("accounts_consumptionday", ("day", "consumed"), ((d.isoformat(), n) for d, n in sorted(per_day.items())))
     return ids
 
 
@@ -790,11 +804,8 @@ def child(args) -> int:
         median = statistics.median(t)
         sql_ms = sum(float(q["time"]) for q in r["queries"]) * 1000
         over = median > TARGET_MS
-        if is_pg:
-            verdict = "FAIL" if over else "PASS"
-            all_ok &= not over
-        else:
-            verdict = "(over 300 ms)" if over else "(info)"
+        verdict = "FAIL" if over else "PASS"
+        all_ok &= not over
         floor = statistics.median(r["floor_times"]) if r.get("floor_times") else None
         floor_text = f"{floor:7.1f}" if floor is not None else f"{'':>7}"
         print(f"{name:<22} {r['url']:<52} {min(t):7.1f} {median:7.1f} {max(t):7.1f} {floor_text} {len(r['queries']):7d} {sql_ms:7.1f}  {verdict}")
@@ -805,9 +816,8 @@ def child(args) -> int:
         })  # fmt: skip
         if over:
             slow.append((name, r))
-    if is_pg:
-        print(f"target (median under {TARGET_MS:.0f} ms on PostgreSQL, every page answering 200): "
-              f"{'met' if all_ok else 'NOT met'}")  # fmt: skip
+    print(f"target (median under {TARGET_MS:.0f} ms on {engine}, every page answering 200): "
+          f"{'met' if all_ok else 'NOT met'}")  # fmt: skip
 
     from bench.results import record
 

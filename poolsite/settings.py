@@ -40,6 +40,8 @@ TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # The low-stock webhook skips the rest (what it skips and why it is safe: poolsite/middleware.py).
+    "poolsite.middleware.WebhookFastPath",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -160,8 +162,6 @@ FOLLOW_UP_EVERY_HOURS = env.float("FOLLOW_UP_EVERY_HOURS", default=6)
 # text the service stores or logs (a manager's answer, an exception, a log record).
 REDACTED_SETTINGS = ["MANAGER_API_KEY"]
 
-# Routes /webhooks/bench-floor/ (the floor of `make bench-webhook`); never set it in production.
-BENCH_ENDPOINTS = env.bool("BENCH_ENDPOINTS", default=False)
 
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

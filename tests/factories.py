@@ -2,8 +2,10 @@ import factory
 from factory.django import DjangoModelFactory
 
 from django.conf import settings
+from django.utils.dateparse import parse_datetime
 
-from accounts.models import Account, AccountBatch, BatchSource, BatchStatus
+from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus
+from accounts.services import consumption_count
 from tests import fakes
 from tests.support.lookup_hashes import account_lookup_hashes
 
@@ -39,7 +41,12 @@ class AccountFactory(DjangoModelFactory):
     def _create(cls, model_class, *args, **kwargs):
         material = {f: kwargs.get(f) for f in ("email", "account_id", "access_token", "session_token", "refresh_token")}
         kwargs.update(account_lookup_hashes(**material, encryption_keys=settings.POOL_ENCRYPTION_KEY))
-        return super()._create(model_class, *args, **kwargs)
+        account = super()._create(model_class, *args, **kwargs)
+        if account.status == AccountStatus.CONSUMED and account.consumed_at:
+            # As account_settle_consumed does: every consumption is counted in its day's rollup.
+            at = account.consumed_at
+            consumption_count(at=parse_datetime(at) if isinstance(at, str) else at)
+        return account
 
 
 def staff_with(django_user_model, *perms, username="staff"):

@@ -67,30 +67,55 @@ MSG_PUSH_BUSY = _("A run is already queued; try again in a moment.")
 # --- Receiving ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AcceptedEvent:
+    """What the webhook answers about an event it accepted (no model instance on the hot path)."""
+
+    pk: int
+    status: str
+    during_run: bool
+
+
+# One statement (INSERT … VALUES with subqueries) records the event and reads what the webhook needs to decide: the event's
+# during_run is whether a live run (running, lease not run out) is in flight, and the RETURNING
+# clause tells whether a run is queued or live-running (then nothing needs waking). Portable to
+# SQLite (RETURNING since 3.35) and PostgreSQL; `received_at` is bound like the ORM binds it.
+_LIVE_RUNNING = "SELECT 1 FROM webhooks_replenishmentrun WHERE status = %s AND lease_expires_at > %s"
+_QUEUED = "SELECT 1 FROM webhooks_replenishmentrun WHERE status = %s"
+_ACCEPT_SQL = (
+    "INSERT INTO webhooks_webhookevent"
+    " (received_at, status, key_ok, current_seats, threshold, message, payload, refusal, remote_addr, calls, during_run)"
+    f" VALUES (%s, %s, %s, %s, %s, %s, %s, '', %s, 1, EXISTS ({_LIVE_RUNNING}))"
+    f" RETURNING id, during_run, EXISTS ({_QUEUED})"
+)
+
+
 def event_receive(
     *, current_seats: int, threshold: int, message: str, payload: str, remote_addr: str | None
-) -> WebhookEvent:
+) -> AcceptedEvent:
     """Record an accepted low-stock event and wake a run unless one is already under way.
 
-    One read decides. Every accepted event waits (queued) for a run; one that arrives while a run
-    is in flight wakes nothing: that run queues one follow-up run when it finishes, which acts on
-    the newest such event and credits the accounts confirmed since it was received. The common
-    case, during a burst, is one INSERT.
+    Every accepted event waits (queued) for a run; one that arrives while a run is in flight
+    wakes nothing: that run queues one follow-up run when it finishes, which acts on the newest
+    such event and credits the accounts confirmed since it was received. The common case, during
+    a burst, is one SQL statement (an INSERT whose subqueries decide during_run and answers whether
+    a run is queued or running); only when none is does run_wake add its own.
     """
-    running, queued = run_activity(now=timezone.now())
-    event = WebhookEvent.objects.create(
-        status=EventStatus.QUEUED,
-        during_run=running is not None,
-        key_ok=True,
-        current_seats=current_seats,
-        threshold=threshold,
-        message=_storable(message),
-        payload=_storable(payload),
-        remote_addr=remote_addr,
-    )
-    if not running and not queued:
+    now = timezone.now()
+    connection = transaction.get_connection()
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ACCEPT_SQL,
+            [
+                stamp, EventStatus.QUEUED.value, True, current_seats, threshold, _storable(message),
+                _storable(payload), remote_addr or None, RunStatus.RUNNING.value, stamp, RunStatus.QUEUED.value,
+            ],
+        )  # fmt: skip
+        pk, during_run, queued = cursor.fetchone()
+    if not during_run and not queued:
         run_wake(trigger=RunTrigger.WEBHOOK)
-    return event
+    return AcceptedEvent(pk=pk, status=EventStatus.QUEUED.value, during_run=bool(during_run))
 
 
 def _storable(text: str) -> str:

@@ -6,12 +6,10 @@ import json
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
 from poolsite.client_ip import client_ip
 from poolsite.parsers import json_problem, printable
 from webhooks import services
-from webhooks.models import EventStatus, WebhookEvent
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_COUNT = 10**9
@@ -115,13 +113,3 @@ def low_stock(request):
     event = services.event_receive(**data, payload=payload, remote_addr=remote)
     return JsonResponse({"event_id": event.pk, "status": event.status}, status=202)
 
-
-@csrf_exempt
-@require_POST
-def bench_floor(request):
-    """The floor `make bench-webhook` compares the webhook with: one INSERT, answer 202.
-
-    Routed only when settings.BENCH_ENDPOINTS is true (see webhooks/urls.py).
-    """
-    WebhookEvent.objects.create(status=EventStatus.REFUSED, key_ok=True, refusal="bench floor")
-    return JsonResponse({"ok": True}, status=202)

@@ -1,11 +1,12 @@
 """Driving replenishment runs in-process: an event as the webhook records it, a run carried out now."""
 
 from webhooks import services
-from webhooks.models import ReplenishmentRun, RunStatus, RunTrigger
+from webhooks.models import ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
 
 
 def event(current_seats=5, threshold=10):
-    return services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    accepted = services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    return WebhookEvent.objects.get(pk=accepted.pk)
 
 
 def run_now(trigger=RunTrigger.WEBHOOK, **kwargs):

@@ -11,7 +11,7 @@ from poolsite.log_filters import RedactSecrets
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.checks import manager_key_check
-from webhooks.models import AlertEvent, ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger
+from webhooks.models import AlertEvent, ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
 
 BAD_KEYS = {
     "not latin-1": "mk_密钥ключ-0123456789",
@@ -75,9 +75,10 @@ def test_redaction_removes_the_configured_key_as_it_removes_tokens(settings):
 @pytest.mark.django_db
 def test_text_the_webhook_stores_has_the_key_redacted(settings):
     settings.MANAGER_API_KEY = "mk_short-key!"
-    event = services.event_receive(
+    accepted = services.event_receive(
         current_seats=1, threshold=5, message="key mk_short-key!", payload='{"k": "mk_short-key!"}', remote_addr=None
     )
+    event = WebhookEvent.objects.get(pk=accepted.pk)
     assert "mk_short-key!" not in event.message + event.payload
 
 

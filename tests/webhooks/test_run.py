@@ -25,7 +25,8 @@ pytestmark = pytest.mark.django_db
 
 
 def event(current_seats=5, threshold=10):
-    return services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    accepted = services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    return WebhookEvent.objects.get(pk=accepted.pk)
 
 
 def run_now(trigger=RunTrigger.WEBHOOK, **kwargs):

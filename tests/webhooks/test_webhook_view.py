@@ -47,17 +47,29 @@ def test_a_burst_wakes_a_single_run(client, django_capture_on_commit_callbacks):
     assert WebhookEvent.objects.filter(status=EventStatus.QUEUED).count() == 20
 
 
-def test_events_during_a_run_wait_for_its_follow_up_with_one_read_and_one_write(client, django_assert_num_queries):
+def test_events_during_a_run_wait_for_its_follow_up_with_one_statement(client, django_assert_num_queries):
     now = timezone.now()
     running = ReplenishmentRun.objects.create(
         trigger=RunTrigger.WEBHOOK, status=RunStatus.RUNNING, started_at=now, lease_expires_at=now + timezone.timedelta(minutes=5)
     )
-    with django_assert_num_queries(2):
+    with django_assert_num_queries(1):
         response = post(client)
     assert response.status_code == 202 and response.json()["status"] == "queued"
     event = WebhookEvent.objects.get()
     assert (event.status, event.during_run, event.run_id) == (EventStatus.QUEUED, True, None)
+    assert response.json()["event_id"] == event.pk
     assert ReplenishmentRun.objects.count() == 1 and running.status == RunStatus.RUNNING
+
+
+def test_events_while_a_run_is_queued_wake_nothing_in_one_statement(client, django_assert_num_queries):
+    ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK)
+    with django_assert_num_queries(1):
+        response = post(client)
+    assert response.status_code == 202
+    event = WebhookEvent.objects.get()
+    assert (event.status, event.during_run, event.key_ok, event.calls) == (EventStatus.QUEUED, False, True, 1)
+    assert (event.current_seats, event.threshold, event.refusal) == (5, 10, "")
+    assert ReplenishmentRun.objects.count() == 1
 
 
 def test_a_run_whose_worker_died_does_not_swallow_events(client):
@@ -214,3 +226,25 @@ def test_errors_are_utf8_json_not_escaped(client):
     response = post(client, raw='{"event": "low_stock", "消息": "a", "消息": "b", "current_seats": 1, "threshold": 2}')
     assert response.status_code == 400
     assert "消息".encode() in response.content
+
+
+# --- The short path through the middleware -------------------------------------------------------
+
+
+def test_the_webhook_skips_the_admins_middleware_but_keeps_the_security_headers(client):
+    response = post(client)
+    assert response.status_code == 202
+    assert response["X-Content-Type-Options"] == "nosniff"  # SecurityMiddleware still runs
+    assert "X-Frame-Options" not in response  # the admin's stack (clickjacking and the rest) does not
+    assert response.wsgi_request.__dict__.get("session") is None and not hasattr(response.wsgi_request, "user")
+
+
+def test_the_admin_still_takes_the_whole_stack(client):
+    response = client.get("/admin/login/")
+    assert response.status_code == 200 and response["X-Frame-Options"] == "DENY"
+    assert hasattr(response.wsgi_request, "user") and "csrftoken" in response.cookies
+
+
+def test_a_webhook_for_a_host_not_allowed_is_refused_and_records_nothing(client):
+    response = post(client, HTTP_HOST="pool.evil.example")
+    assert response.status_code == 400 and not WebhookEvent.objects.exists()
