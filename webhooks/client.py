@@ -113,10 +113,20 @@ def _account_fields(account: Account) -> dict:
 
 
 @sensitive_variables()
+BATCH_SEPARATOR = "----"
+
+
+def batch_safe(account: Account) -> bool:
+    """Whether the manager reads this account's batch line back as it was sent: it has an email
+    (the stream's answers are matched by it) and no field holds the separator (a token's base64url
+    can hold "----": the manager would cut it there). Any other account goes single."""
+    return bool(account.email) and not any(BATCH_SEPARATOR in value for value in _account_fields(account).values())
+
+
 def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
     # comma fallback drops the session token (docs/MANAGER.md).
-    return "----".join(_account_fields(account).values())
+    return BATCH_SEPARATOR.join(_account_fields(account).values())
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from webhooks.client import (
     FAILURE_UNRECORDED,
     ManagerAnswer,
     ManagerClient,
+    batch_safe,
 )
 from webhooks.models import (
     AttemptOutcome,
@@ -486,7 +487,7 @@ class _RunWork:
             # accounts with one email never share a batch: the second goes single below.
             emails = set()
             for account, lease in self.unsent:
-                if account.email and account.email.lower() not in emails:
+                if batch_safe(account) and account.email.lower() not in emails:
                     emails.add(account.email.lower())
                     batchable.append((account, lease))
         if len(batchable) > 1:

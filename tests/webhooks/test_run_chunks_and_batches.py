@@ -167,3 +167,18 @@ def test_an_answer_lost_while_recording_leaves_its_account_unknown_never_unsent(
     assert states_of(*accounts) == [AccountStatus.CONSUMED] * 3
     assert len(manager.imported) == 3
     assert ImportAttempt.objects.filter(outcome=AttemptOutcome.REJECTED).count() == 0
+
+
+def test_an_account_whose_token_holds_the_batch_separator_goes_single(manager):
+    batch_mode()
+    cut = AccountFactory()
+    cut.session_token = cut.session_token[:100] + "----" + cut.session_token[104:]
+    cut.save()
+    others = AccountFactory.create_batch(2)
+    event(current_seats=0)  # 3 accounts
+    run = run_now()
+    assert run.consumed == 3
+    batch = next(r["body"]["content"] for r in manager.requests if r["body"].get("import_type") == "batch")
+    assert cut.email not in batch and all(a.email in batch for a in others)
+    single = next(r["body"] for r in manager.requests if r["body"].get("import_type") == "single")
+    assert single["session_token"] == cut.session_token  # whole, as stored
