@@ -112,10 +112,10 @@ def _account_fields(account: Account) -> dict:
     return {key: value for key, value in fields.items() if value}
 
 
-@sensitive_variables()
 BATCH_SEPARATOR = "----"
 
 
+@sensitive_variables()
 def batch_safe(account: Account) -> bool:
     """Whether the manager reads this account's batch line back as it was sent: it has an email
     (the stream's answers are matched by it) and no field holds the separator (a token's base64url
@@ -123,6 +123,7 @@ def batch_safe(account: Account) -> bool:
     return bool(account.email) and not any(BATCH_SEPARATOR in value for value in _account_fields(account).values())
 
 
+@sensitive_variables()
 def batch_line(account: Account) -> str:
     # Joined with ----: the manager's batch parser does not split on a single comma and its
     # comma fallback drops the session token (docs/MANAGER.md).
