@@ -238,22 +238,19 @@ def _report_row(base: dict) -> dict:
 
 def _report_lifetimes(rows: dict, row, *, now: datetime) -> None:
     """Days to a ban, and survival: each Team's import time and first death, read once."""
-    deaths: dict[int, tuple] = {}
-    changes = (
-        TeamStatusChange.objects.filter(new_status__in=DEAD_STATUSES)
-        .order_by("at")
-        .values_list("team_id", "at", "new_status")
-    )
+    # One pass over the dead statuses, oldest first: each Team's first death and first ban.
+    died_at: dict[int, datetime] = {}
+    banned_at: dict[int, datetime] = {}
+    changes = TeamStatusChange.objects.filter(new_status__in=DEAD_STATUSES).order_by("at").values_list("team_id", "at", "new_status")
     for team_id, at, status in changes:
-        deaths.setdefault(team_id, (at, status))
-    banned_at: dict[int, datetime] = dict(
-        TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED).order_by("-at").values_list("team_id", "at")
-    )
+        died_at.setdefault(team_id, at)
+        if status == TeamStatus.BANNED:
+            banned_at.setdefault(team_id, at)
     for pk, batch_id, imported_at in FollowedTeam.objects.values_list("pk", "account__batch_id", "imported_at"):
         entry = row(batch_id)
         if pk in banned_at:
             entry["_ban_days"].append((banned_at[pk] - imported_at).total_seconds() / 86400)
-        died = deaths.get(pk, (None, None))[0]
+        died = died_at.get(pk)
         for days in SURVIVAL_DAYS:
             if imported_at <= now - timedelta(days=days):
                 entry["_survival"][days]["eligible"] += 1
