@@ -283,3 +283,15 @@ def test_the_batches_page_is_made_by_the_round_not_by_the_request(admin_client, 
     with django_assert_max_num_queries(8):  # session, user, the newest report: never the pool itself
         page = admin_client.get("/admin/webhooks/followedteam/batches/")
     assert sum(row["consumed"] for row in page.context["report"]["batches"]) == 2
+
+
+def test_reconcile_queues_the_periodic_round_as_make_run_relies_on(manager, settings, django_capture_on_commit_callbacks):
+    from webhooks import services
+
+    imported(manager, 1)
+    settings.FOLLOW_UP_EVERY_HOURS = 6
+    with django_capture_on_commit_callbacks() as callbacks:
+        result = services.reconcile(now=timezone.now())
+    assert result.follow_up_queued and FollowUpRound.objects.get().status == RoundStatus.QUEUED
+    assert callbacks  # the round's task is handed to the worker on commit
+    assert not services.reconcile(now=timezone.now()).follow_up_queued  # one at a time, not again before it is due
