@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test proof mutate bench-load bench-webhook bench-follow-up bench-admin messages clean
+.PHONY: run test lint proof mutate bench-load bench-webhook bench-follow-up bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev
 	scripts/ensure_chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The repo's style (ruff.toml): formatting, import order, undefined names, unused code.
+lint: $(VENV)/.dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
 
 # The long version of the proof (docs/RELIABILITY.md), on SQLite and PostgreSQL; writes its figures there.
 proof: $(VENV)/.dev

@@ -2,22 +2,20 @@ from datetime import datetime
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.http import JsonResponse, StreamingHttpResponse
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.functional import cached_property
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
-from django.utils import translation
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext, ngettext_lazy
 
 from accounts import services
-from poolsite.admin_base import ReadOnlyAdmin
 from accounts.forms import AccountNotesForm, LoadAccountsForm, RequeueAccountForm
 from accounts.models import (
     BATCH_RUNNING_STATUSES,
@@ -38,6 +36,7 @@ from accounts.selectors import (
     account_token_heads_load,
     email_prefix_q,
 )
+from poolsite.admin_base import ReadOnlyAdmin
 
 MSG_SEARCH_EMAIL_START = _(
     "Matches the start of an email address: type the whole address or its beginning "
@@ -59,7 +58,9 @@ MSG_USABLE = _("usable")
 MSG_RETIRE_CONFIRM_TITLE = _("Retire these accounts?")
 MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
-MSG_RETRIED = ngettext_lazy("Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n")
+MSG_RETRIED = ngettext_lazy(
+    "Put %(n)d account back in the pool.", "Put %(n)d accounts back in the pool.", "n"
+)
 MSG_NOT_RETRIED = ngettext_lazy(
     "%(n)d account was not retried: only rejected accounts and accounts held for staff can be.",
     "%(n)d accounts were not retried: only rejected accounts and accounts held for staff can be.",
@@ -117,8 +118,16 @@ class RecentBatchFilter(admin.SimpleListFilter):
 
     def lookups(self, request, model_admin):
         # Only batches that may hold accounts: not those still read, awaiting confirmation, checked or cancelled.
-        empty = (BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.CHECKED, BatchStatus.CANCELLED)
-        return [(str(b.pk), str(b)) for b in AccountBatch.objects.exclude(status__in=empty)[: self.RECENT]]
+        empty = (
+            BatchStatus.PREVIEWING,
+            BatchStatus.PENDING,
+            BatchStatus.CHECKED,
+            BatchStatus.CANCELLED,
+        )
+        return [
+            (str(b.pk), str(b))
+            for b in AccountBatch.objects.exclude(status__in=empty)[: self.RECENT]
+        ]
 
     def queryset(self, request, queryset):
         if self.value() and self.value().isdigit():
@@ -156,8 +165,15 @@ class AccountChangeList(ChangeList):
 class AccountAdmin(admin.ModelAdmin):
     form = AccountNotesForm
     list_display = (
-        "id", "email", "status", "availability", "masked_tokens", "at_expires_at", "attempts", "batch",
-    )  # fmt: skip
+        "id",
+        "email",
+        "status",
+        "availability",
+        "masked_tokens",
+        "at_expires_at",
+        "attempts",
+        "batch",
+    )
     list_filter = ("status", StockFilter, "usable", RecentBatchFilter)
     list_select_related = ("batch",)
     search_fields = ("email",)
@@ -174,27 +190,54 @@ class AccountAdmin(admin.ModelAdmin):
             _("Credentials"),
             {
                 "fields": (
-                    "masked_access_token", "at_email", "at_expires_at", "masked_session_token",
-                    "masked_refresh_token", "client_id", "account_id",
-                )  # fmt: skip
+                    "masked_access_token",
+                    "at_email",
+                    "at_expires_at",
+                    "masked_session_token",
+                    "masked_refresh_token",
+                    "client_id",
+                    "account_id",
+                )
             },
         ),
         (
             _("Imports"),
             {
                 "fields": (
-                    "attempts", "unknown_attempts", "retry_after", "last_error", "lease_expires_at", "consumed_at",
-                    "created_at", "updated_at",
-                )  # fmt: skip
+                    "attempts",
+                    "unknown_attempts",
+                    "retry_after",
+                    "last_error",
+                    "lease_expires_at",
+                    "consumed_at",
+                    "created_at",
+                    "updated_at",
+                )
             },
         ),
     )
     readonly_fields = (
-        "email", "status", "usable", "unusable_reason", "batch", "masked_access_token", "at_email",
-        "at_expires_at", "masked_session_token", "masked_refresh_token", "client_id", "account_id",
-        "attempts", "unknown_attempts", "retry_after", "last_error", "lease_expires_at", "consumed_at",
-        "created_at", "updated_at",
-    )  # fmt: skip
+        "email",
+        "status",
+        "usable",
+        "unusable_reason",
+        "batch",
+        "masked_access_token",
+        "at_email",
+        "at_expires_at",
+        "masked_session_token",
+        "masked_refresh_token",
+        "client_id",
+        "account_id",
+        "attempts",
+        "unknown_attempts",
+        "retry_after",
+        "last_error",
+        "lease_expires_at",
+        "consumed_at",
+        "created_at",
+        "updated_at",
+    )
 
     @admin.display(description=_("usable?"), ordering="usable")
     def availability(self, obj):
@@ -209,10 +252,15 @@ class AccountAdmin(admin.ModelAdmin):
         return format_html_join(
             mark_safe("<br>"),
             "{} {}",
-            ((label, obj.token_shown(field) or "—") for label, field in (
-                ("AT", "access_token"), ("ST", "session_token"), ("RT", "refresh_token")
-            )),
-        )  # fmt: skip
+            (
+                (label, obj.token_shown(field) or "—")
+                for label, field in (
+                    ("AT", "access_token"),
+                    ("ST", "session_token"),
+                    ("RT", "refresh_token"),
+                )
+            ),
+        )
 
     @admin.display(description=_("access token"))
     def masked_access_token(self, obj):
@@ -264,11 +312,14 @@ class AccountAdmin(admin.ModelAdmin):
         """First a page that lists what will be retired and asks to confirm; then retire."""
         if request.POST.get("confirmed") != "yes":
             return self._retire_confirmation(request, queryset)
-        retired = services.account_retire(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        retired = services.account_retire(
+            account_ids=queryset.values_list("pk", flat=True), by=request.user
+        )
         skipped = queryset.count() - len(retired)
         self.message_user(
             request,
-            ngettext("Retired %(n)d account.", "Retired %(n)d accounts.", len(retired)) % {"n": len(retired)},
+            ngettext("Retired %(n)d account.", "Retired %(n)d accounts.", len(retired))
+            % {"n": len(retired)},
             messages.SUCCESS,
         )
         if skipped:
@@ -310,24 +361,41 @@ class AccountAdmin(admin.ModelAdmin):
         return request.user.has_perm("accounts.requeue_account")
 
     @admin.action(
-        description=_("Retry selected accounts (rejected, or held for staff)"), permissions=["requeue"]
+        description=_("Retry selected accounts (rejected, or held for staff)"),
+        permissions=["requeue"],
     )
     def retry_selected(self, request, queryset):
-        retried = services.account_retry(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        retried = services.account_retry(
+            account_ids=queryset.values_list("pk", flat=True), by=request.user
+        )
         self.message_user(request, MSG_RETRIED % {"n": len(retried)}, messages.SUCCESS)
         skipped = queryset.exclude(pk__in=[account.pk for account in retried])
         count = skipped.count()
         if count:
             self.message_user(request, MSG_NOT_RETRIED % {"n": count}, messages.WARNING)
-            named = list(skipped.select_related(None).order_by("pk").only("id", "email", "status", "usable", "unusable_reason")[:SKIPPED_NAMED])
-            which = "; ".join(f"{account.email or f'#{account.pk}'} ({why_not_retried(account)})" for account in named)
+            named = list(
+                skipped.select_related(None)
+                .order_by("pk")
+                .only("id", "email", "status", "usable", "unusable_reason")[:SKIPPED_NAMED]
+            )
+            which = "; ".join(
+                f"{account.email or f'#{account.pk}'} ({why_not_retried(account)})"
+                for account in named
+            )
             if count > len(named):
                 which += "; " + str(MSG_AND_MORE % {"n": count - len(named)})
-            self.message_user(request, MSG_NOT_RETRIED_WHICH % {"accounts": which}, messages.WARNING)
+            self.message_user(
+                request, MSG_NOT_RETRIED_WHICH % {"accounts": which}, messages.WARNING
+            )
 
-    @admin.action(description=_("Release selected stuck reservations (lease expired)"), permissions=["requeue"])
+    @admin.action(
+        description=_("Release selected stuck reservations (lease expired)"),
+        permissions=["requeue"],
+    )
     def release_selected(self, request, queryset):
-        result = services.account_release_stuck(account_ids=queryset.values_list("pk", flat=True), by=request.user)
+        result = services.account_release_stuck(
+            account_ids=queryset.values_list("pk", flat=True), by=request.user
+        )
         released, in_flight = len(result.released), len(result.in_flight)
         not_reserved = queryset.count() - released - in_flight
         if released:
@@ -339,7 +407,9 @@ class AccountAdmin(admin.ModelAdmin):
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         context["can_requeue"] = (
-            obj is not None and obj.status == AccountStatus.REJECTED and self.has_requeue_permission(request)
+            obj is not None
+            and obj.status == AccountStatus.REJECTED
+            and self.has_requeue_permission(request)
         )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -350,20 +420,28 @@ class AccountAdmin(admin.ModelAdmin):
         change_url = reverse("admin:accounts_account_change", args=[account.pk])
         if account.status != AccountStatus.REJECTED:
             self.message_user(
-                request, services.MSG_NOT_REJECTED % {"status": account.get_status_display()}, messages.ERROR
+                request,
+                services.MSG_NOT_REJECTED % {"status": account.get_status_display()},
+                messages.ERROR,
             )
             return redirect(change_url)
-        form = RequeueAccountForm(request.POST if request.method == "POST" else None, account=account)
+        form = RequeueAccountForm(
+            request.POST if request.method == "POST" else None, account=account
+        )
         if request.method == "POST" and form.is_valid():
             try:
-                services.account_requeue(account_id=account.pk, changes=form.changes, by=request.user)
+                services.account_requeue(
+                    account_id=account.pk, changes=form.changes, by=request.user
+                )
             except services.RequeueRefused as refused:
                 for field, message in refused.problems:
                     form.add_error(field, str(message))
             else:
                 self.message_user(request, MSG_REQUEUED % {"account": account}, messages.SUCCESS)
                 return redirect(change_url)
-        context = self._context(request, title=_("Edit and requeue %(account)s") % {"account": account})
+        context = self._context(
+            request, title=_("Edit and requeue %(account)s") % {"account": account}
+        )
         context.update(account=account, form=form, original=account, change_url=change_url)
         return TemplateResponse(request, "admin/accounts/account/requeue.html", context)
 
@@ -391,7 +469,9 @@ class AccountAdmin(admin.ModelAdmin):
             path("<int:account_id>/requeue/", requeue, name="accounts_account_requeue"),
             path("load/<int:batch_id>/", preview, name="accounts_account_load_preview"),
             path("load/<int:batch_id>/status/", status, name="accounts_account_load_status"),
-            path("load/<int:batch_id>/problems.csv", problems, name="accounts_account_load_problems"),
+            path(
+                "load/<int:batch_id>/problems.csv", problems, name="accounts_account_load_problems"
+            ),
             *super().get_urls(),
         ]
 
@@ -399,7 +479,12 @@ class AccountAdmin(admin.ModelAdmin):
         return request.user.has_perm("accounts.add_accountbatch")
 
     def _context(self, request, **extra):
-        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": _("Load accounts"), **extra}
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": _("Load accounts"),
+            **extra,
+        }
 
     def _own_batch(self, request, batch_id) -> AccountBatch:
         """The uploader's own batch (any batch for a superuser); anyone else's is a 404."""
@@ -410,16 +495,26 @@ class AccountAdmin(admin.ModelAdmin):
     def load_view(self, request):
         if not self._can_load(request):
             raise PermissionDenied
-        form = LoadAccountsForm(request.POST, request.FILES) if request.method == "POST" else LoadAccountsForm()
+        form = (
+            LoadAccountsForm(request.POST, request.FILES)
+            if request.method == "POST"
+            else LoadAccountsForm()
+        )
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             label = data["label"] or data["filename"] or f"{timezone.localtime():%Y-%m-%d %H:%M}"
             batch = services.account_batch_stage(
-                content=data["content"], label=label, supplier=data["supplier"], filename=data["filename"],
-                user=request.user, language=translation.get_language() or "",
-            )  # fmt: skip
+                content=data["content"],
+                label=label,
+                supplier=data["supplier"],
+                filename=data["filename"],
+                user=request.user,
+                language=translation.get_language() or "",
+            )
             return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
-        return TemplateResponse(request, "admin/accounts/account/load.html", self._context(request, form=form))
+        return TemplateResponse(
+            request, "admin/accounts/account/load.html", self._context(request, form=form)
+        )
 
     def load_preview_view(self, request, batch_id):
         """The batch's page: its progress while the worker reads or saves it, then the preview
@@ -452,7 +547,8 @@ class AccountAdmin(admin.ModelAdmin):
             hidden_problems=detail.get("hidden_problems", 0),
             has_problem_list=batch.problem_chunks.exists(),
             status_url=reverse("admin:accounts_account_load_status", args=[batch.pk]),
-            confirmed=batch.status in (BatchStatus.LOADED, BatchStatus.LOADING) or bool(batch.confirmed_at and batch.status == BatchStatus.FAILED),
+            confirmed=batch.status in (BatchStatus.LOADED, BatchStatus.LOADING)
+            or bool(batch.confirmed_at and batch.status == BatchStatus.FAILED),
             progress_percent=_percent(batch),
         )
         return TemplateResponse(request, "admin/accounts/account/load_preview.html", context)
@@ -482,7 +578,8 @@ class AccountAdmin(admin.ModelAdmin):
         """Every line of the batch that was not saved, or saved with a warning, as CSV (no secrets)."""
         batch = self._own_batch(request, batch_id)
         response = StreamingHttpResponse(
-            services.account_batch_problem_csv(batch_id=batch.pk), content_type="text/csv; charset=utf-8"
+            services.account_batch_problem_csv(batch_id=batch.pk),
+            content_type="text/csv; charset=utf-8",
         )
         response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-problems.csv"'
         return response
@@ -502,11 +599,24 @@ def _shown_row(row: dict) -> dict:
 @admin.register(AccountBatch)
 class AccountBatchAdmin(ReadOnlyAdmin):
     list_display = (
-        "id", "label", "supplier", "source", "status", "loaded_by", "created_at", "created_count",
-        "duplicate_count", "invalid_count", "flagged_count",
-    )  # fmt: skip
+        "id",
+        "label",
+        "supplier",
+        "source",
+        "status",
+        "loaded_by",
+        "created_at",
+        "created_count",
+        "duplicate_count",
+        "invalid_count",
+        "flagged_count",
+    )
     list_filter = ("supplier", "source", "status")
     search_fields = ("label", "supplier")
     # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
     exclude = ("content", "detail", "worker_token")
-    readonly_fields = [f.name for f in AccountBatch._meta.fields if f.name not in ("content", "detail", "worker_token")]
+    readonly_fields = [
+        f.name
+        for f in AccountBatch._meta.fields
+        if f.name not in ("content", "detail", "worker_token")
+    ]

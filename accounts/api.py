@@ -3,13 +3,11 @@
 Secrets never leave: token fields are only ever shown masked (last 4 characters).
 """
 
-
 from django.conf import settings
-from django.template.defaultfilters import filesizeformat
-from django.utils import timezone
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -23,15 +21,11 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.filters import OrderingFilter
-from poolsite.pagination import MAX_ID
-from poolsite.parsers import JSONParser
 from rest_framework.parsers import BaseParser
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import services
-from accounts.parser import label_problem
-from accounts.selectors import account_batches_of, account_token_heads_load, email_prefix_q
 from accounts.models import (
     BATCH_RUNNING_STATUSES,
     Account,
@@ -40,9 +34,15 @@ from accounts.models import (
     BatchStatus,
     accounts_for_list,
 )
+from accounts.parser import label_problem
+from accounts.selectors import account_batches_of, account_token_heads_load, email_prefix_q
 from accounts.services import LineOutcome
+from poolsite.pagination import MAX_ID
+from poolsite.parsers import JSONParser
 
-MSG_EMPTY = _("Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”.")
+MSG_EMPTY = _(
+    "Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”."
+)
 MSG_TOO_BIG = _("The body is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
 MSG_NOT_TEXT = _("The body is not text (it contains binary data).")
 MSG_NOT_UTF8 = _("The body is not UTF-8 text.")
@@ -120,20 +120,43 @@ class AccountSerializer(serializers.ModelSerializer):
     class Meta:
         model = Account
         fields = (
-            "id", "email", "status", "usable", "unusable_reason", "batch", "access_token_masked",
-            "session_token_masked", "refresh_token_masked", "client_id", "account_id", "at_email",
-            "at_expires_at", "attempts", "unknown_attempts", "retry_after", "last_error",
-            "lease_expires_at", "consumed_at", "created_at", "updated_at", "notes",
-        )  # fmt: skip
+            "id",
+            "email",
+            "status",
+            "usable",
+            "unusable_reason",
+            "batch",
+            "access_token_masked",
+            "session_token_masked",
+            "refresh_token_masked",
+            "client_id",
+            "account_id",
+            "at_email",
+            "at_expires_at",
+            "attempts",
+            "unknown_attempts",
+            "retry_after",
+            "last_error",
+            "lease_expires_at",
+            "consumed_at",
+            "created_at",
+            "updated_at",
+            "notes",
+        )
         read_only_fields = fields
 
 
 class AccountFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=AccountStatus.choices, required=False)
     usable = serializers.BooleanField(required=False)
-    batch = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Batch id."))
+    batch = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text=_("Batch id.")
+    )
     email = serializers.CharField(
-        max_length=254, required=False, allow_blank=True, help_text=_("An email address or its beginning.")
+        max_length=254,
+        required=False,
+        allow_blank=True,
+        help_text=_("An email address or its beginning."),
     )
 
 
@@ -146,7 +169,11 @@ class BulkLoadSerializer(serializers.Serializer):
     )
     label = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
     supplier = serializers.CharField(
-        max_length=100, required=False, allow_blank=True, default="", help_text=_("Who sold these accounts.")
+        max_length=100,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=_("Who sold these accounts."),
     )
     dry_run = serializers.BooleanField(
         required=False, default=False, help_text=_("Check every line, save nothing.")
@@ -173,7 +200,12 @@ class BulkLoadSerializer(serializers.Serializer):
 class LoadLineSerializer(serializers.Serializer):
     line = serializers.IntegerField(source="lineno")
     outcome = serializers.ChoiceField(
-        choices=[LineOutcome.CREATED, LineOutcome.DUPLICATE, LineOutcome.INVALID, LineOutcome.FAILED]
+        choices=[
+            LineOutcome.CREATED,
+            LineOutcome.DUPLICATE,
+            LineOutcome.INVALID,
+            LineOutcome.FAILED,
+        ]
     )
     messages = serializers.ListField(child=serializers.CharField())
 
@@ -205,18 +237,24 @@ class BatchStatusSerializer(serializers.Serializer):
     duplicates = serializers.IntegerField(source="duplicate_count")
     invalid = serializers.IntegerField(source="invalid_count")
     flagged_unusable = serializers.IntegerField(source="flagged_count")
-    failed = serializers.IntegerField(source="failed_count", help_text=_("Refused by the database, not saved."))
+    failed = serializers.IntegerField(
+        source="failed_count", help_text=_("Refused by the database, not saved.")
+    )
     error = serializers.CharField()
     lines = LoadLineSerializer(
         many=True,
-        help_text=_("The first 1,000 lines not saved or saved with a warning, once the worker is done."),
+        help_text=_(
+            "The first 1,000 lines not saved or saved with a warning, once the worker is done."
+        ),
     )
     more_lines = serializers.IntegerField(help_text=_("How many more such lines there are."))
 
 
 class RetireSerializer(serializers.Serializer):
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), allow_empty=False, max_length=MAX_RETIRE_IDS
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        allow_empty=False,
+        max_length=MAX_RETIRE_IDS,
     )
 
 
@@ -224,7 +262,9 @@ class RetireResultSerializer(serializers.Serializer):
     retired = serializers.ListField(child=serializers.IntegerField())
     skipped = serializers.ListField(
         child=serializers.IntegerField(),
-        help_text=_("Not retired: only available or rejected accounts can be (or there is no such account)."),
+        help_text=_(
+            "Not retired: only available or rejected accounts can be (or there is no such account)."
+        ),
     )
 
 
@@ -234,7 +274,9 @@ class RetireResultSerializer(serializers.Serializer):
 class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     """Accounts in the pool, newest first. Tokens are shown masked, never in full."""
 
-    queryset = accounts_for_list(Account.objects.all())  # tokens shown by their hints, never decrypted
+    queryset = accounts_for_list(
+        Account.objects.all()
+    )  # tokens shown by their hints, never decrypted
     serializer_class = AccountSerializer
     permission_classes = [StaffCanView]
     filter_backends = [OrderingFilter]
@@ -271,13 +313,21 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(
         request={"application/json": BulkLoadSerializer, "text/plain": OpenApiTypes.STR},
         responses={
-            202: OpenApiResponse(BulkAcceptedSerializer, _("Stored; the worker reads and loads it.")),
-            400: OpenApiResponse(description=_("Empty, oversized or unreadable body, or a bad label.")),
+            202: OpenApiResponse(
+                BulkAcceptedSerializer, _("Stored; the worker reads and loads it.")
+            ),
+            400: OpenApiResponse(
+                description=_("Empty, oversized or unreadable body, or a bad label.")
+            ),
         },
         examples=[
             OpenApiExample(
                 "JSON",
-                value={"text": "a@example.com----eyJ…\nb@example.com|eyJ…", "label": "november", "dry_run": True},
+                value={
+                    "text": "a@example.com----eyJ…\nb@example.com|eyJ…",
+                    "label": "november",
+                    "dry_run": True,
+                },
                 request_only=True,
             )
         ],
@@ -309,13 +359,24 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
             strict=data["strict"],
             language=translation.get_language() or "",
         )
-        url = request.build_absolute_uri(reverse("api-account-batch", kwargs={"batch_id": batch.pk}))
+        url = request.build_absolute_uri(
+            reverse("api-account-batch", kwargs={"batch_id": batch.pk})
+        )
         body = {"batch": batch.pk, "status": batch.status, "status_url": url}
-        return Response(BulkAcceptedSerializer(body).data, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+        return Response(
+            BulkAcceptedSerializer(body).data,
+            status=status.HTTP_202_ACCEPTED,
+            headers={"Location": url},
+        )
 
     @extend_schema(
-        responses={200: BatchStatusSerializer, 404: OpenApiResponse(description=_("No such batch of yours."))},
-        description=_("A load's state and counts, updated by the worker as it goes. Only its uploader sees it."),
+        responses={
+            200: BatchStatusSerializer,
+            404: OpenApiResponse(description=_("No such batch of yours.")),
+        },
+        description=_(
+            "A load's state and counts, updated by the worker as it goes. Only its uploader sees it."
+        ),
     )
     @action(
         detail=False,
@@ -340,7 +401,9 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
         given = RetireSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         ids = set(given.validated_data["ids"])
-        retired = {account.pk for account in services.account_retire(account_ids=ids, by=request.user)}
+        retired = {
+            account.pk for account in services.account_retire(account_ids=ids, by=request.user)
+        }
         return Response({"retired": sorted(retired), "skipped": sorted(ids - retired)})
 
 
@@ -357,21 +420,38 @@ def _bulk_input(request) -> dict:
     if not isinstance(request.data, str):
         return request.data
     options = ("label", "supplier", "dry_run", "strict")
-    return {"text": request.data, **{key: request.query_params[key] for key in options if key in request.query_params}}
+    return {
+        "text": request.data,
+        **{key: request.query_params[key] for key in options if key in request.query_params},
+    }
 
 
 def _batch_status(batch) -> dict:
     done = batch.status not in BATCH_RUNNING_STATUSES
     detail = batch.detail or {}
-    lines = [row for row in detail.get("rows", []) if row["outcome"] != LineOutcome.CREATED or row["messages"]]
+    lines = [
+        row
+        for row in detail.get("rows", [])
+        if row["outcome"] != LineOutcome.CREATED or row["messages"]
+    ]
     body = {
-        "pk": batch.pk, "label": batch.label, "status": batch.status, "done": done, "dry_run": batch.dry_run,
-        "strict": batch.strict, "total_lines": batch.total_lines, "lines_read": batch.lines_read,
-        "created_count": batch.created_count, "duplicate_count": batch.duplicate_count,
-        "invalid_count": batch.invalid_count, "flagged_count": batch.flagged_count,
-        "failed_count": batch.failed_count, "error": batch.error, "lines": lines,
+        "pk": batch.pk,
+        "label": batch.label,
+        "status": batch.status,
+        "done": done,
+        "dry_run": batch.dry_run,
+        "strict": batch.strict,
+        "total_lines": batch.total_lines,
+        "lines_read": batch.lines_read,
+        "created_count": batch.created_count,
+        "duplicate_count": batch.duplicate_count,
+        "invalid_count": batch.invalid_count,
+        "flagged_count": batch.flagged_count,
+        "failed_count": batch.failed_count,
+        "error": batch.error,
+        "lines": lines,
         "more_lines": detail.get("hidden_problems", 0),
-    }  # fmt: skip
+    }
     if batch.status == BatchStatus.ABORTED:
         body["detail"] = MSG_STRICT_ABORTED
     return BatchStatusSerializer(body).data

@@ -119,7 +119,9 @@ def _decode_key(text: str, position: int) -> bytes:
 def _build_key(raw: bytes) -> _Key:
     # The key id is derived from the key, so it cannot be mislabelled by hand.
     key_id = hashlib.sha256(b"pool key id\x00" + raw).digest()[:KEY_ID_BYTES]
-    hash_key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"pool lookup hash v1").derive(raw)
+    hash_key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"pool lookup hash v1"
+    ).derive(raw)
     return _Key(key_id=key_id, aead=AESGCM(raw), hash_key=hash_key)
 
 
@@ -163,7 +165,11 @@ def encrypt(plaintext: str, *, context: str) -> bytes:
     key = _keyring()[0]
     header = FORMAT_VERSION + key.key_id
     nonce = os.urandom(NONCE_BYTES)
-    return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), _associated_data(header, context))
+    return (
+        header
+        + nonce
+        + key.aead.encrypt(nonce, plaintext.encode(), _associated_data(header, context))
+    )
 
 
 def key_id_of(blob: bytes) -> bytes:
@@ -180,7 +186,11 @@ def decrypt(blob: bytes, *, context: str) -> str:
     blob = bytes(blob)
     if len(blob) < HEADER_BYTES + NONCE_BYTES + 16 or blob[:1] not in _FORMATS:
         raise DecryptionError(MSG_NOT_CIPHERTEXT, cause=CAUSE_NOT_CIPHERTEXT)
-    header, nonce, sealed = blob[:HEADER_BYTES], blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES], blob[HEADER_BYTES + NONCE_BYTES :]
+    header, nonce, sealed = (
+        blob[:HEADER_BYTES],
+        blob[HEADER_BYTES : HEADER_BYTES + NONCE_BYTES],
+        blob[HEADER_BYTES + NONCE_BYTES :],
+    )
     wanted = key_id_of(blob)
     for key in _keyring():
         if key.key_id == wanted:
@@ -210,7 +220,11 @@ def header_opens(head: bytes) -> bool:
     key: what a list can tell of a token without decrypting it (a tampered body still fails later).
     """
     head = bytes(head)
-    return len(head) >= HEADER_BYTES and head[:1] in _FORMATS and key_id_of(head) in configured_key_ids()
+    return (
+        len(head) >= HEADER_BYTES
+        and head[:1] in _FORMATS
+        and key_id_of(head) in configured_key_ids()
+    )
 
 
 def configured_key_ids() -> list[bytes]:

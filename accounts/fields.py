@@ -47,7 +47,9 @@ class EncryptedTextField(models.BinaryField):
     def get_lookup(self, lookup_name):
         # Ciphertext differs on every write, so any comparison would silently never match.
         if lookup_name != "isnull":
-            raise TypeError("Encrypted fields cannot be compared; query their lookup hashes instead.")
+            raise TypeError(
+                "Encrypted fields cannot be compared; query their lookup hashes instead."
+            )
         return super().get_lookup(lookup_name)
 
     def value_to_string(self, obj):

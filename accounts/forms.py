@@ -25,21 +25,27 @@ class LoadAccountsForm(forms.Form):
         label=_("Paste accounts, one per line"),
         required=False,
         strip=False,
-        widget=forms.Textarea(attrs={"rows": 12, "cols": 110, "spellcheck": "false", "autocomplete": "off"}),
+        widget=forms.Textarea(
+            attrs={"rows": 12, "cols": 110, "spellcheck": "false", "autocomplete": "off"}
+        ),
     )
     file = forms.FileField(label=_("or upload a .txt / .csv file"), required=False)
     label = forms.CharField(
         label=_("Batch label"),
         max_length=100,
         required=False,
-        help_text=_("Shown in the pool list to tell loads apart. Default: the file name or the date."),
+        help_text=_(
+            "Shown in the pool list to tell loads apart. Default: the file name or the date."
+        ),
     )
 
     supplier = forms.CharField(
         label=_("Supplier"),
         max_length=100,
         required=False,
-        help_text=_("Who sold these accounts: the batches page compares suppliers by how long their accounts last."),
+        help_text=_(
+            "Who sold these accounts: the batches page compares suppliers by how long their accounts last."
+        ),
     )
 
     def clean_label(self):
@@ -59,7 +65,9 @@ class LoadAccountsForm(forms.Form):
     def clean_text(self):
         text = self.cleaned_data["text"]
         if len(text.encode()) > settings.POOL_UPLOAD_MAX_BYTES:
-            raise forms.ValidationError(MSG_TOO_BIG % {"limit": filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)})
+            raise forms.ValidationError(
+                MSG_TOO_BIG % {"limit": filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)}
+            )
         return text
 
     def clean_file(self):
@@ -69,7 +77,9 @@ class LoadAccountsForm(forms.Form):
         if not upload.name.lower().endswith((".txt", ".csv")):
             raise forms.ValidationError(MSG_BAD_EXTENSION)
         if upload.size > settings.POOL_UPLOAD_MAX_BYTES:
-            raise forms.ValidationError(MSG_TOO_BIG % {"limit": filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)})
+            raise forms.ValidationError(
+                MSG_TOO_BIG % {"limit": filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)}
+            )
         raw = upload.read()
         if b"\x00" in raw:
             raise forms.ValidationError(MSG_NOT_TEXT)
@@ -112,7 +122,9 @@ class _SecretInput(forms.PasswordInput):
     """A pasted secret is never sent back to the browser, not even when the form shows errors."""
 
     def __init__(self):
-        super().__init__(render_value=False, attrs={"autocomplete": "off", "spellcheck": "false", "size": 80})
+        super().__init__(
+            render_value=False, attrs={"autocomplete": "off", "spellcheck": "false", "size": 80}
+        )
 
 
 class RequeueAccountForm(forms.Form):
@@ -137,7 +149,9 @@ class RequeueAccountForm(forms.Form):
             shown = mask(current) if name in self.SECRETS else current
             # Django's form templates show help text unescaped, and an opaque refresh token may end
             # in markup: escaped here and marked safe, it shows the same in every template.
-            field.help_text = mark_safe(MSG_KEEP % {"value": escape(shown)}) if current else MSG_KEEP_NONE
+            field.help_text = (
+                mark_safe(MSG_KEEP % {"value": escape(shown)}) if current else MSG_KEEP_NONE
+            )
 
     def clean(self):
         cleaned = super().clean()

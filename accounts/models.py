@@ -7,7 +7,6 @@ from accounts import crypto, tokens
 from accounts.fields import EncryptedTextField
 from accounts.tokens import mask
 
-
 # The sealed secrets, each shown only as its hint (accounts.tokens.mask of it), stored when sealed.
 TOKEN_FIELDS = ("access_token", "session_token", "refresh_token")
 # The hint of a token that no configured key opened when the hint was taken (never a mask's output).
@@ -40,7 +39,12 @@ def accounts_for_list(queryset):
 
 
 # The keyed hashes that identify an account without decrypting it: who it is, and each secret.
-LOOKUP_HASH_FIELDS = ("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash")
+LOOKUP_HASH_FIELDS = (
+    "identity_hash",
+    "access_token_hash",
+    "session_token_hash",
+    "refresh_token_hash",
+)
 
 
 # What the hashes are taken of.
@@ -56,7 +60,10 @@ def lookup_values(*, email, account_id, access_token, session_token, refresh_tok
 def lookup_hashes(**material) -> dict[str, str | None]:
     """The lookup hash columns of an account, under the newest key."""
     values = lookup_values(**material)
-    return {field: crypto.digest(value) if value else None for field, value in zip(LOOKUP_HASH_FIELDS, values)}
+    return {
+        field: crypto.digest(value) if value else None
+        for field, value in zip(LOOKUP_HASH_FIELDS, values)
+    }
 
 
 class AccountStatus(models.TextChoices):
@@ -69,9 +76,15 @@ class AccountStatus(models.TextChoices):
 
 class UnusableReason(models.TextChoices):
     AT_EXPIRED = tokens.AT_EXPIRED, _("access token expired, nothing to renew it with")
-    AT_SHORT_LIVED = tokens.AT_SHORT_LIVED, _("access token about to expire, nothing to renew it with")
+    AT_SHORT_LIVED = (
+        tokens.AT_SHORT_LIVED,
+        _("access token about to expire, nothing to renew it with"),
+    )
     NO_USABLE_TOKEN = tokens.NO_USABLE_TOKEN, _("no usable token")
-    UNKNOWN_OUTCOMES = "unknown_outcomes", _("held for staff: several imports with an unknown outcome")
+    UNKNOWN_OUTCOMES = (
+        "unknown_outcomes",
+        _("held for staff: several imports with an unknown outcome"),
+    )
     # No configured key opens its tokens: held, never sent, until staff restore the key and retry.
     KEY_MISSING = "key_missing", _("held for staff: sealed with a key this service does not have")
     UNDECRYPTABLE = "undecryptable", _("held for staff: its stored tokens fail authentication")
@@ -98,7 +111,12 @@ class BatchStatus(models.TextChoices):
 BATCH_RUNNING_STATUSES = (BatchStatus.PREVIEWING, BatchStatus.LOADING)
 # The uploaded text is kept only while a batch may still be read or loaded (a failed one can be
 # run again).
-BATCH_CONTENT_STATUSES = (BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.LOADING, BatchStatus.FAILED)
+BATCH_CONTENT_STATUSES = (
+    BatchStatus.PREVIEWING,
+    BatchStatus.PENDING,
+    BatchStatus.LOADING,
+    BatchStatus.FAILED,
+)
 
 
 class AccountBatch(models.Model):
@@ -156,8 +174,12 @@ class AccountBatch(models.Model):
         verbose_name_plural = _("batches")
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(source__in=BatchSource.values), name="batch_source_valid"),
-            models.CheckConstraint(condition=Q(status__in=BatchStatus.values), name="batch_status_valid"),
+            models.CheckConstraint(
+                condition=Q(source__in=BatchSource.values), name="batch_source_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=BatchStatus.values), name="batch_status_valid"
+            ),
             # Uploaded secrets live only as long as the batch is waiting to be loaded.
             models.CheckConstraint(
                 condition=Q(content__isnull=True) | Q(status__in=BATCH_CONTENT_STATUSES),
@@ -179,7 +201,12 @@ class BatchProblemChunk(models.Model):
     data = models.BinaryField()
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["batch", "seq"], name="batch_problem_chunk_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "seq"], name="batch_problem_chunk_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.batch_id}/{self.seq}"
 
 
 class Account(models.Model):
@@ -229,7 +256,9 @@ class Account(models.Model):
     retry_after = models.DateTimeField(_("retry after"), null=True, blank=True, editable=False)
     last_error = models.TextField(_("last error"), blank=True)
     lease_id = models.UUIDField(_("lease"), null=True, blank=True, editable=False)
-    lease_expires_at = models.DateTimeField(_("lease expires"), null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(
+        _("lease expires"), null=True, blank=True, editable=False
+    )
     consumed_at = models.DateTimeField(_("consumed at"), null=True, blank=True, editable=False)
     notes = models.TextField(_("notes"), blank=True)
 
@@ -258,8 +287,15 @@ class Account(models.Model):
             # A reservation without a lease could never be recovered; a lease outside one is stale.
             models.CheckConstraint(
                 condition=(
-                    Q(status=AccountStatus.RESERVED, lease_id__isnull=False, lease_expires_at__isnull=False)
-                    | (~Q(status=AccountStatus.RESERVED) & Q(lease_id__isnull=True, lease_expires_at__isnull=True))
+                    Q(
+                        status=AccountStatus.RESERVED,
+                        lease_id__isnull=False,
+                        lease_expires_at__isnull=False,
+                    )
+                    | (
+                        ~Q(status=AccountStatus.RESERVED)
+                        & Q(lease_id__isnull=True, lease_expires_at__isnull=True)
+                    )
                 ),
                 name="account_reserved_has_lease",
             ),
@@ -292,7 +328,9 @@ class Account(models.Model):
             models.Index(fields=["status", "usable"], name="account_status_usable_idx"),
             # Consumption per day, for the dashboard and exports.
             models.Index(
-                fields=["consumed_at"], condition=Q(status=AccountStatus.CONSUMED), name="account_consumed_idx"
+                fields=["consumed_at"],
+                condition=Q(status=AccountStatus.CONSUMED),
+                name="account_consumed_idx",
             ),
             # Leases to recover.
             models.Index(
@@ -305,10 +343,6 @@ class Account(models.Model):
     def __str__(self):
         hint = self.access_token_hint or self.session_token_hint or self.refresh_token_hint
         return self.email or f"#{self.pk} {hint_shown(hint)}"
-
-    def token_shown(self, name: str) -> str:
-        """A token as lists show it, from its stored hint: never decrypted (see accounts_for_list)."""
-        return hint_shown(getattr(self, f"{name}_hint"), getattr(self, f"{name}_head", None))
 
     def save(self, *args, update_fields=None, **kwargs):
         # Any write through the ORM keeps each loaded token's hint beside it (the bulk loader and
@@ -323,6 +357,10 @@ class Account(models.Model):
         if update_fields is not None:
             update_fields = [*update_fields, *extra]
         super().save(*args, update_fields=update_fields, **kwargs)
+
+    def token_shown(self, name: str) -> str:
+        """A token as lists show it, from its stored hint: never decrypted (see accounts_for_list)."""
+        return hint_shown(getattr(self, f"{name}_hint"), getattr(self, f"{name}_head", None))
 
 
 class ConsumptionDay(models.Model):
@@ -340,7 +378,11 @@ class ConsumptionDay(models.Model):
         verbose_name = _("consumption per day")
         verbose_name_plural = _("consumption per day")
         ordering = ["-day"]
-        constraints = [models.CheckConstraint(condition=Q(consumed__gte=0), name="consumption_day_not_negative")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(consumed__gte=0), name="consumption_day_not_negative"
+            )
+        ]
 
     def __str__(self):
         return f"{self.day}: {self.consumed}"

@@ -168,8 +168,7 @@ MSG_CSV_TOO_MANY_COLUMNS = _(
 )
 MSG_UNREADABLE_ROW = _("The CSV row cannot be read: %(reason)s.")
 MSG_RT_ONLY = _(
-    "The refresh token cannot be used without a client ID (app_…), and the "
-    "line has no other token."
+    "The refresh token cannot be used without a client ID (app_…), and the line has no other token."
 )
 MSG_RT_IGNORED = _(
     "The refresh token has no client ID (app_…), so it cannot renew the access "
@@ -179,7 +178,9 @@ MSG_INVALID_AT_EMAIL = _(
     "The access token's email claim (%(length)s characters) is not a valid email address of at "
     "most %(limit)s characters."
 )
-MSG_CLIENT_ID_TOO_LONG = _("The client ID has %(length)s characters; at most %(limit)s are allowed.")
+MSG_CLIENT_ID_TOO_LONG = _(
+    "The client ID has %(length)s characters; at most %(limit)s are allowed."
+)
 MSG_LABEL_TOO_LONG = _("The label has %(length)s characters; at most %(limit)s are allowed.")
 MSG_NOTES_TOO_LONG = _("The notes have %(length)s characters; at most %(limit)s are allowed.")
 MSG_CONTROL_CHARACTERS = _("The text contains control characters or invalid Unicode.")
@@ -606,7 +607,9 @@ def _finish(
             errors.append(
                 Problem(
                     INVALID_AT_EMAIL,
-                    interpolate(MSG_INVALID_AT_EMAIL, {"length": len(at_email), "limit": EMAIL_MAX_LENGTH}),
+                    interpolate(
+                        MSG_INVALID_AT_EMAIL, {"length": len(at_email), "limit": EMAIL_MAX_LENGTH}
+                    ),
                 )
             )
             at_email = None
@@ -623,7 +626,9 @@ def _finish(
         errors.append(
             Problem(
                 INVALID_CLIENT_ID,
-                interpolate(MSG_CLIENT_ID_TOO_LONG, {"length": len(cid), "limit": CLIENT_ID_MAX_LENGTH}),
+                interpolate(
+                    MSG_CLIENT_ID_TOO_LONG, {"length": len(cid), "limit": CLIENT_ID_MAX_LENGTH}
+                ),
             )
         )
     # When a value was rejected it may well have been the token, so "no
@@ -773,9 +778,13 @@ def _text_problem(value: str, *, limit: int, too_long: Any, bad: re.Pattern) -> 
 
 def label_problem(value: str) -> Problem | None:
     """Why a batch label cannot be stored, or None: the same check for the admin, API and command."""
-    return _text_problem(value, limit=LABEL_MAX_LENGTH, too_long=MSG_LABEL_TOO_LONG, bad=_LABEL_BAD_RE)
+    return _text_problem(
+        value, limit=LABEL_MAX_LENGTH, too_long=MSG_LABEL_TOO_LONG, bad=_LABEL_BAD_RE
+    )
 
 
 def notes_problem(value: str) -> Problem | None:
     """Why an account's notes cannot be stored, or None."""
-    return _text_problem(value, limit=NOTES_MAX_LENGTH, too_long=MSG_NOTES_TOO_LONG, bad=_NOTES_BAD_RE)
+    return _text_problem(
+        value, limit=NOTES_MAX_LENGTH, too_long=MSG_NOTES_TOO_LONG, bad=_NOTES_BAD_RE
+    )

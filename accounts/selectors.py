@@ -42,7 +42,9 @@ def account_existing_digests(*, digests: dict[str, list[str]]) -> dict[str, int]
             if not values:
                 continue
             placeholders = ", ".join(["%s"] * len(values))
-            cursor.execute(f"SELECT {column}, id FROM {table} WHERE {column} IN ({placeholders})", values)
+            cursor.execute(
+                f"SELECT {column}, id FROM {table} WHERE {column} IN ({placeholders})", values
+            )
             found.update(cursor.fetchall())
     return found
 
@@ -50,8 +52,16 @@ def account_existing_digests(*, digests: dict[str, list[str]]) -> dict[str, int]
 # Available accounts that are not stock, by why: held for staff after something went wrong on
 # the way to the manager (retry returns those it can), or flagged because their tokens cannot be
 # imported (found at load, or when a run picked them).
-HELD_REASONS = (UnusableReason.UNKNOWN_OUTCOMES, UnusableReason.KEY_MISSING, UnusableReason.UNDECRYPTABLE)
-FLAGGED_REASONS = (UnusableReason.AT_EXPIRED, UnusableReason.AT_SHORT_LIVED, UnusableReason.NO_USABLE_TOKEN)
+HELD_REASONS = (
+    UnusableReason.UNKNOWN_OUTCOMES,
+    UnusableReason.KEY_MISSING,
+    UnusableReason.UNDECRYPTABLE,
+)
+FLAGGED_REASONS = (
+    UnusableReason.AT_EXPIRED,
+    UnusableReason.AT_SHORT_LIVED,
+    UnusableReason.NO_USABLE_TOKEN,
+)
 STOCK_USABLE, STOCK_HELD, STOCK_FLAGGED = "usable", "held", "flagged"
 
 
@@ -93,12 +103,21 @@ def account_pool_summary() -> dict:
     """
     counts = dict.fromkeys(AccountStatus.values, 0)
     usable = {True: 0, False: 0}
-    rows = Account.objects.order_by().values("status", "usable").annotate(n=Count("*")).values_list("status", "usable", "n")
+    rows = (
+        Account.objects.order_by()
+        .values("status", "usable")
+        .annotate(n=Count("*"))
+        .values_list("status", "usable", "n")
+    )
     for status, is_usable, n in rows:
         counts[status] += n
         if status == AccountStatus.AVAILABLE:
             usable[is_usable] += n
-    return {"counts": counts, "available_usable": usable[True], "available_flagged_unusable": usable[False]}
+    return {
+        "counts": counts,
+        "available_usable": usable[True],
+        "available_flagged_unusable": usable[False],
+    }
 
 
 def account_consumed_per_day(*, since, until) -> dict:
@@ -117,9 +136,14 @@ def account_token_heads_load(*, accounts: list[Account]) -> list[Account]:
     their first bytes: what Account.token_shown needs to say "cannot be decrypted" without
     decrypting. Per page, not in the list's queryset, so that counting the list reads no token."""
     heads = {
-        f"{name}_head": Substr(name, 1, crypto.HEADER_BYTES, output_field=BinaryField()) for name in TOKEN_FIELDS
+        f"{name}_head": Substr(name, 1, crypto.HEADER_BYTES, output_field=BinaryField())
+        for name in TOKEN_FIELDS
     }
-    rows = Account.objects.filter(pk__in=[a.pk for a in accounts]).annotate(**heads).values("pk", *heads)
+    rows = (
+        Account.objects.filter(pk__in=[a.pk for a in accounts])
+        .annotate(**heads)
+        .values("pk", *heads)
+    )
     by_pk = {row.pop("pk"): row for row in rows}
     for account in accounts:
         for name, head in by_pk.get(account.pk, {}).items():
@@ -148,7 +172,10 @@ def account_ids_leased(*, account_ids, lease_id, now) -> set[int]:
     """
     return set(
         Account.objects.filter(
-            pk__in=list(account_ids), status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at__gt=now
+            pk__in=list(account_ids),
+            status=AccountStatus.RESERVED,
+            lease_id=lease_id,
+            lease_expires_at__gt=now,
         ).values_list("pk", flat=True)
     )
 
@@ -157,6 +184,8 @@ def account_batches_of(*, user):
     """The batches a user may see and act on: their own uploads; every batch for a superuser."""
     batches = AccountBatch.objects.all()
     return batches if user.is_superuser else batches.filter(loaded_by_id=user.pk)
+
+
 @dataclass(frozen=True)
 class KeyCensus:
     """How many rows of one table hold a value sealed with one key id."""
@@ -175,7 +204,9 @@ def _encrypted_models() -> list[tuple[type, tuple[str, ...]]]:
 
     found = []
     for model in apps.get_models():
-        columns = tuple(f.column for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField))
+        columns = tuple(
+            f.column for f in model._meta.concrete_fields if isinstance(f, EncryptedTextField)
+        )
         if columns:
             found.append((model, columns))
     return found
@@ -195,7 +226,11 @@ def account_key_census() -> list[KeyCensus]:
     start = len(crypto.FORMAT_VERSION) + 1
     with connection.cursor() as cursor:
         for model, columns in _encrypted_models():
-            first = f"COALESCE({', '.join(quote(c) for c in columns)})" if len(columns) > 1 else quote(columns[0])
+            first = (
+                f"COALESCE({', '.join(quote(c) for c in columns)})"
+                if len(columns) > 1
+                else quote(columns[0])
+            )
             cursor.execute(
                 f"SELECT SUBSTR({first}, {start}, {crypto.KEY_ID_BYTES}) AS k, COUNT(*) "
                 f"FROM {quote(model._meta.db_table)} WHERE {first} IS NOT NULL GROUP BY 1 ORDER BY 1"
@@ -225,15 +260,25 @@ MSG_KEY_NOT_CONFIGURED = _(
 KEY_CENSUS_CACHE_SECONDS = 60
 
 
-def account_key_warnings(*, census: list[KeyCensus] | None = None, cached: bool = False) -> list[str]:
+def account_key_warnings(
+    *, census: list[KeyCensus] | None = None, cached: bool = False
+) -> list[str]:
     """One message per table and key id found in the database but not configured (check, dashboard).
 
     With `cached` (the dashboard) the census may be up to KEY_CENSUS_CACHE_SECONDS old.
     """
     if census is None:
-        census = cache.get_or_set("pool-key-census", account_key_census, KEY_CENSUS_CACHE_SECONDS) if cached else account_key_census()
+        census = (
+            cache.get_or_set("pool-key-census", account_key_census, KEY_CENSUS_CACHE_SECONDS)
+            if cached
+            else account_key_census()
+        )
     return [
-        str(interpolate(MSG_KEY_NOT_CONFIGURED, {"rows": c.rows, "table": c.table, "key_id": c.key_id}))
+        str(
+            interpolate(
+                MSG_KEY_NOT_CONFIGURED, {"rows": c.rows, "table": c.table, "key_id": c.key_id}
+            )
+        )
         for c in census
         if not c.configured
     ]

@@ -18,19 +18,18 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import Case, DateTimeField, F, Q, Value, When
 from django.db.models.functions import Least
-from django.utils import timezone
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.debug import sensitive_variables
 
 from accounts import crypto
 from accounts.fields import EncryptedTextField
 from accounts.models import (
+    BATCH_RUNNING_STATUSES,
     LOOKUP_HASH_FIELDS,
     MATERIAL_FIELDS,
     TOKEN_FIELDS,
     Account,
-    BATCH_RUNNING_STATUSES,
     AccountBatch,
     AccountStatus,
     BatchProblemChunk,
@@ -115,7 +114,9 @@ class LoadReport:
 class _Pending:
     parsed: ParsedLine
     digests: dict[str, str | None]  # stored with the row: under the newest key
-    lookups: dict[str, list[str]]  # compared with the pool: under every key, so unrotated rows still match
+    lookups: dict[
+        str, list[str]
+    ]  # compared with the pool: under every key, so unrotated rows still match
     row: tuple | None = None  # the INSERT parameters, secrets already sealed
 
 
@@ -131,7 +132,10 @@ def _pending(parsed: ParsedLine) -> _Pending:
 
 
 # Each secret column's encryption context (accounts.fields.EncryptedTextField.context).
-_CONTEXTS = {name: Account._meta.get_field(name).context for name in ("access_token", "session_token", "refresh_token")}
+_CONTEXTS = {
+    name: Account._meta.get_field(name).context
+    for name in ("access_token", "session_token", "refresh_token")
+}
 
 
 class _Inserter:
@@ -145,18 +149,43 @@ class _Inserter:
         self.now = timezone.now()
         table = connection.ops.quote_name(Account._meta.db_table)
         self.columns = (
-            "email", "access_token", "session_token", "refresh_token", "client_id", "account_id",
-            "access_token_hint", "session_token_hint", "refresh_token_hint", *LOOKUP_HASH_FIELDS, "at_email", "at_expires_at", "usable", "unusable_reason",
-            "status", "batch_id", "created_at", "updated_at", "attempts", "unknown_attempts",
-            "last_error", "notes",
-        )  # fmt: skip
+            "email",
+            "access_token",
+            "session_token",
+            "refresh_token",
+            "client_id",
+            "account_id",
+            "access_token_hint",
+            "session_token_hint",
+            "refresh_token_hint",
+            *LOOKUP_HASH_FIELDS,
+            "at_email",
+            "at_expires_at",
+            "usable",
+            "unusable_reason",
+            "status",
+            "batch_id",
+            "created_at",
+            "updated_at",
+            "attempts",
+            "unknown_attempts",
+            "last_error",
+            "notes",
+        )
         quoted = ", ".join(connection.ops.quote_name(c) for c in self.columns)
         placeholders = ", ".join(["%s"] * len(self.columns))
         self.sql = f"INSERT INTO {table} ({quoted}) VALUES ({placeholders})"
         adapt = connection.ops.adapt_datetimefield_value
         self.adapt_dt = adapt
         self.constant_tail = (
-            AccountStatus.AVAILABLE.value, batch_id, adapt(self.now), adapt(self.now), 0, 0, "", ""
+            AccountStatus.AVAILABLE.value,
+            batch_id,
+            adapt(self.now),
+            adapt(self.now),
+            0,
+            0,
+            "",
+            "",
         )
 
     def row(self, pending: _Pending) -> tuple:
@@ -167,15 +196,25 @@ class _Inserter:
             return crypto.encrypt(value, context=_CONTEXTS[field]) if value else None
 
         return (
-            a.email or "", seal(a.access_token, "access_token"), seal(a.session_token, "session_token"),
+            a.email or "",
+            seal(a.access_token, "access_token"),
+            seal(a.session_token, "session_token"),
             seal(a.refresh_token, "refresh_token"),
-            a.client_id or "", a.account_id or "",
-            mask(a.access_token), mask(a.session_token), mask(a.refresh_token),  # the hints shown in lists
-            d["identity_hash"], d["access_token_hash"], d["session_token_hash"], d["refresh_token_hash"],
-            a.at_email or "", self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
-            a.usable, _unusable_code(pending.parsed),
+            a.client_id or "",
+            a.account_id or "",
+            mask(a.access_token),
+            mask(a.session_token),
+            mask(a.refresh_token),  # the hints shown in lists
+            d["identity_hash"],
+            d["access_token_hash"],
+            d["session_token_hash"],
+            d["refresh_token_hash"],
+            a.at_email or "",
+            self.adapt_dt(a.at_expires_at) if a.at_expires_at else None,
+            a.usable,
+            _unusable_code(pending.parsed),
             *self.constant_tail,
-        )  # fmt: skip
+        )
 
     def insert(self, rows: list[tuple]) -> None:
         with connection.cursor() as cursor:
@@ -250,10 +289,19 @@ def account_load(
             reason = _database_reason(exc)
             report.error = report.error or interpolate(
                 MSG_CHUNK_REFUSED,
-                {"n": len(chunk), "first": chunk[0].parsed.lineno, "last": chunk[-1].parsed.lineno, "reason": reason},
+                {
+                    "n": len(chunk),
+                    "first": chunk[0].parsed.lineno,
+                    "last": chunk[-1].parsed.lineno,
+                    "reason": reason,
+                },
             )
             for pending in chunk:
-                record(pending.parsed, LineOutcome.FAILED, str(interpolate(MSG_LINE_REFUSED, {"reason": reason})))
+                record(
+                    pending.parsed,
+                    LineOutcome.FAILED,
+                    str(interpolate(MSG_LINE_REFUSED, {"reason": reason})),
+                )
 
     def flush() -> None:
         outcomes.sort(key=lambda line: line.lineno)
@@ -267,7 +315,11 @@ def account_load(
             on_chunk(report)
 
     def run() -> None:
-        preparer = _Preparer(parsed_lines, inserter, in_process=helper_process and inserter is not None and not keep_lines)
+        preparer = _Preparer(
+            parsed_lines,
+            inserter,
+            in_process=helper_process and inserter is not None and not keep_lines,
+        )
         with preparer:
             for items in preparer.chunks():
                 chunk = []
@@ -315,7 +367,9 @@ class _Preparer:
     preparing process.
     """
 
-    def __init__(self, parsed_lines: Iterable[ParsedLine], inserter: _Inserter | None, *, in_process: bool):
+    def __init__(
+        self, parsed_lines: Iterable[ParsedLine], inserter: _Inserter | None, *, in_process: bool
+    ):
         self.parsed_lines = parsed_lines
         self.inserter = inserter
         self.in_process = in_process
@@ -347,7 +401,9 @@ class _Preparer:
                 try:
                     kind, payload = receive.recv()
                 except EOFError:
-                    raise RuntimeError("The process preparing the accounts stopped unexpectedly.") from None
+                    raise RuntimeError(
+                        "The process preparing the accounts stopped unexpectedly."
+                    ) from None
                 if kind == "done":
                     return
                 if kind == "error":
@@ -389,7 +445,13 @@ class _Preparer:
                     items.append((parsed, None, pending))
                     writable += 1
                 else:
-                    items.append((parsed, LineOutcome.DUPLICATE, str(MSG_DUPLICATE_IN_UPLOAD % {"line": first})))
+                    items.append(
+                        (
+                            parsed,
+                            LineOutcome.DUPLICATE,
+                            str(MSG_DUPLICATE_IN_UPLOAD % {"line": first}),
+                        )
+                    )
             if writable >= LOAD_CHUNK or len(items) >= 4 * LOAD_CHUNK:
                 yield items
                 items, writable = [], 0
@@ -398,18 +460,23 @@ class _Preparer:
 
 
 def _drop_pool_duplicates(chunk: list[_Pending], record) -> list[_Pending]:
-    wanted: dict[str, list[str]] = {field: [] for field in LOOKUP_HASH_FIELDS}
+    wanted: dict[str, list[str]] = {name: [] for name in LOOKUP_HASH_FIELDS}
     for pending in chunk:
-        for field, values in pending.lookups.items():
-            wanted[field].extend(values)
+        for name, values in pending.lookups.items():
+            wanted[name].extend(values)
     existing = account_existing_digests(digests=wanted)
     fresh = []
     for pending in chunk:
-        match = next((existing[d] for values in pending.lookups.values() for d in values if d in existing), None)
+        match = next(
+            (existing[d] for values in pending.lookups.values() for d in values if d in existing),
+            None,
+        )
         if match is None:
             fresh.append(pending)
         else:
-            record(pending.parsed, LineOutcome.DUPLICATE, str(MSG_DUPLICATE_IN_POOL % {"id": match}))
+            record(
+                pending.parsed, LineOutcome.DUPLICATE, str(MSG_DUPLICATE_IN_POOL % {"id": match})
+            )
     return fresh
 
 
@@ -424,13 +491,15 @@ def _insert_chunk(inserter: _Inserter, chunk: list[_Pending], record) -> None:
         duplicates = []
         try:
             with transaction.atomic():
-                fresh = _drop_pool_duplicates(chunk, lambda *args: duplicates.append(args))
+                fresh = _drop_pool_duplicates(chunk, lambda *args, d=duplicates: d.append(args))
                 if fresh:
                     inserter.insert([p.row for p in fresh])
         except IntegrityError:
             # Retry only if the pool gained one of these accounts since the check; anything else
             # is a real error.
-            if len(_drop_pool_duplicates(chunk, lambda *args: None)) == len(chunk) - len(duplicates):
+            if len(_drop_pool_duplicates(chunk, lambda *args: None)) == len(chunk) - len(
+                duplicates
+            ):
                 raise
             continue
         for args in duplicates:
@@ -450,7 +519,9 @@ MSG_BATCH_ABANDONED = _(
     "The worker stopped while it was working on this batch. Run it again: lines already saved are "
     "skipped as duplicates."
 )
-MSG_BATCH_NOT_TAKEN = _("No worker took this batch. Check that the worker is running, then run it again.")
+MSG_BATCH_NOT_TAKEN = _(
+    "No worker took this batch. Check that the worker is running, then run it again."
+)
 MSG_BATCH_CRASHED = _("The worker failed: %(reason)s")
 
 # A worker stamps its batch after every chunk (a few seconds at most); one silent this long died.
@@ -545,8 +616,14 @@ def account_batch_cancel(*, batch_id: int) -> None:
     and its problem list are deleted. A batch being saved cannot be cancelled."""
     with transaction.atomic():
         cancelled = AccountBatch.objects.filter(
-            pk=batch_id, status__in=[BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.FAILED]
-        ).update(status=BatchStatus.CANCELLED, content=None, worker_token=None, finished_at=timezone.now())
+            pk=batch_id,
+            status__in=[BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.FAILED],
+        ).update(
+            status=BatchStatus.CANCELLED,
+            content=None,
+            worker_token=None,
+            finished_at=timezone.now(),
+        )
         if cancelled != 1:
             raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
         BatchProblemChunk.objects.filter(batch_id=batch_id).delete()
@@ -558,8 +635,13 @@ def account_batch_retry(*, batch_id: int, now: datetime | None = None) -> None:
     now = now or timezone.now()
     load_again = Q(confirmed_at__isnull=False, dry_run=False, strict=False)
     with transaction.atomic():
-        updated = AccountBatch.objects.filter(pk=batch_id, status=BatchStatus.FAILED, content__isnull=False).update(
-            status=Case(When(load_again, then=Value(BatchStatus.LOADING)), default=Value(BatchStatus.PREVIEWING)),
+        updated = AccountBatch.objects.filter(
+            pk=batch_id, status=BatchStatus.FAILED, content__isnull=False
+        ).update(
+            status=Case(
+                When(load_again, then=Value(BatchStatus.LOADING)),
+                default=Value(BatchStatus.PREVIEWING),
+            ),
             worker_token=None,
             progress_at=now,
             finished_at=None,
@@ -585,9 +667,9 @@ def account_batch_fail_abandoned(*, now: datetime) -> int:
         message = MSG_BATCH_ABANDONED if token else MSG_BATCH_NOT_TAKEN
         with translation.override(language or settings.LANGUAGE_CODE):
             error = str(message)
-        failed += running.filter(pk=pk, worker_token=token, progress_at__lt=now - BATCH_HEARTBEAT_TIMEOUT).update(
-            status=BatchStatus.FAILED, worker_token=None, error=error, finished_at=now
-        )
+        failed += running.filter(
+            pk=pk, worker_token=token, progress_at__lt=now - BATCH_HEARTBEAT_TIMEOUT
+        ).update(status=BatchStatus.FAILED, worker_token=None, error=error, finished_at=now)
     return failed
 
 
@@ -608,9 +690,15 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
     now = timezone.now()
     token = uuid.uuid4()
     fresh = {
-        "lines_read": 0, "created_count": 0, "duplicate_count": 0, "invalid_count": 0, "flagged_count": 0,
-        "failed_count": 0, "error": "", "detail": {},
-    }  # fmt: skip
+        "lines_read": 0,
+        "created_count": 0,
+        "duplicate_count": 0,
+        "invalid_count": 0,
+        "flagged_count": 0,
+        "failed_count": 0,
+        "error": "",
+        "detail": {},
+    }
     with transaction.atomic():
         claimed = (
             AccountBatch.objects.filter(pk=batch.pk, status=status)
@@ -635,13 +723,19 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
         recorder.close()
     except _BatchLost:
         # A cancel deletes the problem list; a piece this worker stored meanwhile goes too.
-        BatchProblemChunk.objects.filter(batch_id=batch.pk, batch__status=BatchStatus.CANCELLED).delete()
+        BatchProblemChunk.objects.filter(
+            batch_id=batch.pk, batch__status=BatchStatus.CANCELLED
+        ).delete()
         return
     except Exception as exc:
         AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
             status=BatchStatus.FAILED,
             worker_token=None,
-            error=str(interpolate(MSG_BATCH_CRASHED, {"reason": redact(str(exc))[:300] or type(exc).__name__})),
+            error=str(
+                interpolate(
+                    MSG_BATCH_CRASHED, {"reason": redact(str(exc))[:300] or type(exc).__name__}
+                )
+            ),
             finished_at=timezone.now(),
         )
         raise
@@ -705,7 +799,12 @@ class _BatchRecorder:
         if noteworthy:
             messages = line.messages
             self.writer.writerow(
-                (line.lineno, line.outcome, _neutralise(line.parsed.email or ""), _neutralise("; ".join(messages)))
+                (
+                    line.lineno,
+                    line.outcome,
+                    _neutralise(line.parsed.email or ""),
+                    _neutralise("; ".join(messages)),
+                )
             )
             if self.problems_shown >= PREVIEW_PROBLEM_ROWS:
                 self.hidden_problems += 1
@@ -729,7 +828,9 @@ class _BatchRecorder:
                 "refresh_token": mask(account.refresh_token) if account else "",
                 "client_id": (account.client_id or "") if account else "",
                 "account_id": (account.account_id or "") if account else "",
-                "at_expires_at": account.at_expires_at.isoformat() if account and account.at_expires_at else None,
+                "at_expires_at": account.at_expires_at.isoformat()
+                if account and account.at_expires_at
+                else None,
                 "usable": account.usable if account else None,
             }
         )
@@ -745,7 +846,9 @@ class _BatchRecorder:
 
     def chunk(self, report: LoadReport) -> None:
         # The batch first: once it is cancelled (or another worker took it), nothing more is stored.
-        updated = AccountBatch.objects.filter(pk=self.batch_id, status=self.status, worker_token=self.token).update(
+        updated = AccountBatch.objects.filter(
+            pk=self.batch_id, status=self.status, worker_token=self.token
+        ).update(
             progress_at=timezone.now(),
             lines_read=report.lines_read,
             created_count=report.created,
@@ -762,12 +865,20 @@ class _BatchRecorder:
         self._store(final=True)
 
     def detail(self) -> dict:
-        return {"rows": self.rows, "hidden_problems": self.hidden_problems, "hidden_valid": self.hidden_valid}
+        return {
+            "rows": self.rows,
+            "hidden_problems": self.hidden_problems,
+            "hidden_valid": self.hidden_valid,
+        }
 
 
 def account_batch_problem_csv(*, batch_id: int) -> Iterator[str]:
     """A batch's full problem list as CSV text, piece by piece, as the worker stored it."""
-    pieces = BatchProblemChunk.objects.filter(batch_id=batch_id).order_by("seq").values_list("data", flat=True)
+    pieces = (
+        BatchProblemChunk.objects.filter(batch_id=batch_id)
+        .order_by("seq")
+        .values_list("data", flat=True)
+    )
     for data in pieces.iterator(chunk_size=20):
         yield zlib.decompress(bytes(data)).decode()
 
@@ -787,15 +898,27 @@ def account_batch_load(
     """Load lines as a new batch in this process, streaming, recording the batch and its counts
     (the command line). A chunk the database refused leaves the batch failed with the reason."""
     batch = AccountBatch.objects.create(
-        label=label[:100], supplier=supplier[:100], source=source, status=BatchStatus.LOADING, filename=filename[:255], loaded_by=user,
-        confirmed_at=timezone.now(), progress_at=timezone.now(),
-    )  # fmt: skip
+        label=label[:100],
+        supplier=supplier[:100],
+        source=source,
+        status=BatchStatus.LOADING,
+        filename=filename[:255],
+        loaded_by=user,
+        confirmed_at=timezone.now(),
+        progress_at=timezone.now(),
+    )
     try:
-        report = account_load(lines=lines, batch=batch, strict=strict, on_line=on_line, helper_process=helper_process)
+        report = account_load(
+            lines=lines, batch=batch, strict=strict, on_line=on_line, helper_process=helper_process
+        )
     except LoadAborted as exc:
         _batch_finish(batch=batch, report=exc.report, status=BatchStatus.ABORTED)
         raise
-    _batch_finish(batch=batch, report=report, status=BatchStatus.FAILED if report.failed else BatchStatus.LOADED)
+    _batch_finish(
+        batch=batch,
+        report=report,
+        status=BatchStatus.FAILED if report.failed else BatchStatus.LOADED,
+    )
     return batch, report
 
 
@@ -840,10 +963,16 @@ def account_retire(*, account_ids: Iterable[int], by) -> list[Account]:
     now and settles on its own; a consumed one is already in the manager.
     """
     with transaction.atomic():
-        targets = list(_lock(Account.objects.filter(pk__in=list(account_ids), status__in=RETIRABLE).order_by("pk")))
-        changed = Account.objects.filter(pk__in=[a.pk for a in targets], status__in=RETIRABLE).update(
-            status=AccountStatus.RETIRED, updated_at=timezone.now()
+        targets = list(
+            _lock(
+                Account.objects.filter(pk__in=list(account_ids), status__in=RETIRABLE).order_by(
+                    "pk"
+                )
+            )
         )
+        changed = Account.objects.filter(
+            pk__in=[a.pk for a in targets], status__in=RETIRABLE
+        ).update(status=AccountStatus.RETIRED, updated_at=timezone.now())
         if changed != len(targets):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
         _log(by=by, objects=targets, message=LOG_RETIRED)
@@ -864,14 +993,25 @@ def account_set_notes(*, account: Account, notes: str, by) -> None:
 
 # The fields staff may replace when requeueing, in the order the line for the parser is built:
 # in the ----format the first JWT is read as the access token, so it must come before the session token.
-REQUEUE_FIELDS = ("email", "access_token", "session_token", "refresh_token", "client_id", "account_id")
+REQUEUE_FIELDS = (
+    "email",
+    "access_token",
+    "session_token",
+    "refresh_token",
+    "client_id",
+    "account_id",
+)
 
 MSG_NOT_REJECTED = _("Only a rejected account can be edited and requeued; this one is %(status)s.")
 MSG_REQUEUE_MISREAD = _("This was not read as the %(field)s: check that it is in the right box.")
 MSG_REQUEUE_UNUSABLE = _("Not requeued, it could still not be imported: %(reason)s")
 MSG_REQUEUE_DUPLICATE = _("Another pool account (#%(id)s) has the same %(what)s.")
-MSG_REQUEUE_SEALED = _("The stored %(field)s cannot be decrypted with the configured keys: enter it again.")
-MSG_REQUEUE_CONFLICT = _("Another pool account was given the same credentials meanwhile; nothing was changed.")
+MSG_REQUEUE_SEALED = _(
+    "The stored %(field)s cannot be decrypted with the configured keys: enter it again."
+)
+MSG_REQUEUE_CONFLICT = _(
+    "Another pool account was given the same credentials meanwhile; nothing was changed."
+)
 _DUPLICATE_WHAT = {
     "identity_hash": _("email and account id"),
     "access_token_hash": _("access token"),
@@ -888,7 +1028,9 @@ RETRYABLE = Q(status=AccountStatus.REJECTED) | Q(
     unusable_reason__in=[UnusableReason.UNKNOWN_OUTCOMES, UnusableReason.KEY_MISSING],
 )
 LOG_RETRIED = "Retried: back in the pool."
-LOG_RELEASED = "Released a reservation whose lease had expired; counted as an attempt with an unknown outcome."
+LOG_RELEASED = (
+    "Released a reservation whose lease had expired; counted as an attempt with an unknown outcome."
+)
 
 
 class RequeueRefused(Exception):
@@ -908,12 +1050,18 @@ def _fresh_retry_budget(now: datetime) -> dict:
     """
     return {
         "unknown_attempts": Least(F("unknown_attempts"), Value(1)),
-        "retry_after": Case(When(unknown_attempts__gt=0, then=Value(now)), default=None, output_field=DateTimeField()),
+        "retry_after": Case(
+            When(unknown_attempts__gt=0, then=Value(now)),
+            default=None,
+            output_field=DateTimeField(),
+        ),
     }
 
 
 @sensitive_variables("changes", "material", "line", "parsed", "got", "pending")
-def account_requeue(*, account_id: int, changes: dict[str, str], by, now: datetime | None = None) -> Account:
+def account_requeue(
+    *, account_id: int, changes: dict[str, str], by, now: datetime | None = None
+) -> Account:
     """Put a rejected account back in the pool after staff edited it. Blank changes keep a value.
 
     The edited account is read by the one parser, as a line of the manager's ----format, so it
@@ -928,10 +1076,22 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
     account = Account.objects.get(pk=account_id)
     if account.status != AccountStatus.REJECTED:
         raise RequeueRefused([(None, MSG_NOT_REJECTED % {"status": account.get_status_display()})])
-    sealed = [f for f in REQUEUE_FIELDS if isinstance(getattr(account, f), crypto.Undecryptable) and not changes.get(f)]
+    sealed = [
+        f
+        for f in REQUEUE_FIELDS
+        if isinstance(getattr(account, f), crypto.Undecryptable) and not changes.get(f)
+    ]
     if sealed:
         raise RequeueRefused(
-            [(f, interpolate(MSG_REQUEUE_SEALED, {"field": Account._meta.get_field(f).verbose_name})) for f in sealed]
+            [
+                (
+                    f,
+                    interpolate(
+                        MSG_REQUEUE_SEALED, {"field": Account._meta.get_field(f).verbose_name}
+                    ),
+                )
+                for f in sealed
+            ]
         )
     material = {f: (changes.get(f) or getattr(account, f) or "").strip() for f in REQUEUE_FIELDS}
     line = "----".join(value for value in material.values() if value)
@@ -940,13 +1100,17 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
     if parsed is not None and not parsed.valid:
         raise RequeueRefused([(None, problem.message) for problem in parsed.errors])
     misread = [
-        f for f in REQUEUE_FIELDS if material[f] and (parsed is None or not _read_as(parsed.account, f, material[f]))
+        f
+        for f in REQUEUE_FIELDS
+        if material[f] and (parsed is None or not _read_as(parsed.account, f, material[f]))
     ]
     if misread:
         problems = []
         for f in misread:
             label = Account._meta.get_field(f).verbose_name
-            problems.append((f if changes.get(f) else None, interpolate(MSG_REQUEUE_MISREAD, {"field": label})))
+            problems.append(
+                (f if changes.get(f) else None, interpolate(MSG_REQUEUE_MISREAD, {"field": label}))
+            )
         raise RequeueRefused(problems)
     if _unusable_code(parsed):
         reason = next(p.message for p in parsed.warnings if p.code in UnusableReason.values)
@@ -954,7 +1118,12 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
     pending = _pending(parsed)
     existing = account_existing_digests(digests=pending.lookups)
     clashes = [
-        (None, interpolate(MSG_REQUEUE_DUPLICATE, {"id": existing[d], "what": _DUPLICATE_WHAT[column]}))
+        (
+            None,
+            interpolate(
+                MSG_REQUEUE_DUPLICATE, {"id": existing[d], "what": _DUPLICATE_WHAT[column]}
+            ),
+        )
         for column, values in pending.lookups.items()
         for d in values
         if existing.get(d, account.pk) != account.pk
@@ -986,7 +1155,9 @@ def account_requeue(*, account_id: int, changes: dict[str, str], by, now: dateti
             )
             if updated != 1:
                 account.refresh_from_db(fields=["status"])
-                raise RequeueRefused([(None, MSG_NOT_REJECTED % {"status": account.get_status_display()})])
+                raise RequeueRefused(
+                    [(None, MSG_NOT_REJECTED % {"status": account.get_status_display()})]
+                )
             edited = [f for f in REQUEUE_FIELDS if changes.get(f)]
             message = LOG_REQUEUED % ", ".join(edited) if edited else LOG_REQUEUED_UNCHANGED
             _log(by=by, objects=[account], message=message)
@@ -1007,7 +1178,9 @@ def account_retry(*, account_ids: Iterable[int], by, now: datetime | None = None
     """Back to the pool: accounts the manager rejected, and those held after unknown outcomes."""
     now = now or timezone.now()
     with transaction.atomic():
-        targets = list(_lock(Account.objects.filter(RETRYABLE, pk__in=list(account_ids)).order_by("pk")))
+        targets = list(
+            _lock(Account.objects.filter(RETRYABLE, pk__in=list(account_ids)).order_by("pk"))
+        )
         changed = Account.objects.filter(RETRYABLE, pk__in=[a.pk for a in targets]).update(
             status=AccountStatus.AVAILABLE,
             usable=True,
@@ -1029,7 +1202,9 @@ class ReleaseResult:
     in_flight: list[Account]
 
 
-def account_release_stuck(*, account_ids: Iterable[int], by, now: datetime | None = None) -> ReleaseResult:
+def account_release_stuck(
+    *, account_ids: Iterable[int], by, now: datetime | None = None
+) -> ReleaseResult:
     """Return reservations whose lease expired to the pool, as account_recover_expired_leases does.
 
     Whether the dead worker's request reached the manager is unknown, so each counts one unknown
@@ -1046,14 +1221,18 @@ def account_release_stuck(*, account_ids: Iterable[int], by, now: datetime | Non
         if changed != len(targets):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
         _log(by=by, objects=targets, message=LOG_RELEASED)
-    return ReleaseResult(released=targets, in_flight=list(reserved.filter(lease_expires_at__gte=now).order_by("pk")))
+    return ReleaseResult(
+        released=targets, in_flight=list(reserved.filter(lease_expires_at__gte=now).order_by("pk"))
+    )
 
 
 def _log(*, by, objects, message: str) -> None:
     from django.contrib.admin.models import CHANGE, LogEntry
 
     if by is not None and objects:
-        LogEntry.objects.log_actions(user_id=by.pk, queryset=objects, action_flag=CHANGE, change_message=message)
+        LogEntry.objects.log_actions(
+            user_id=by.pk, queryset=objects, action_flag=CHANGE, change_message=message
+        )
 
 
 @dataclass
@@ -1122,7 +1301,11 @@ def encrypted_rows_reseal(*, model, rehash=None) -> ResealResult:
     last = 0
     while True:
         with transaction.atomic():
-            rows = list(_lock(model.objects.filter(pk__gt=last).order_by("pk")).only(*dict.fromkeys(loaded))[:ROTATE_CHUNK])
+            rows = list(
+                _lock(model.objects.filter(pk__gt=last).order_by("pk")).only(
+                    *dict.fromkeys(loaded)
+                )[:ROTATE_CHUNK]
+            )
             if not rows:
                 break
             last = rows[-1].pk
@@ -1144,11 +1327,16 @@ def _raw_blobs(model, pks: list[int], columns: tuple[str, ...]) -> dict[int, tup
     """The stored ciphertexts' headers (version and key id) of `columns`, read without decrypting."""
     table = connection.ops.quote_name(model._meta.db_table)
     pk = connection.ops.quote_name(model._meta.pk.column)
-    heads = ", ".join(f"SUBSTR({connection.ops.quote_name(c)}, 1, {crypto.HEADER_BYTES})" for c in columns)
+    heads = ", ".join(
+        f"SUBSTR({connection.ops.quote_name(c)}, 1, {crypto.HEADER_BYTES})" for c in columns
+    )
     placeholders = ", ".join(["%s"] * len(pks))
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {pk}, {heads} FROM {table} WHERE {pk} IN ({placeholders})", pks)
-        return {row[0]: tuple(None if blob is None else bytes(blob) for blob in row[1:]) for row in cursor.fetchall()}
+        return {
+            row[0]: tuple(None if blob is None else bytes(blob) for blob in row[1:])
+            for row in cursor.fetchall()
+        }
 
 
 def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, set[bytes]]:
@@ -1165,7 +1353,9 @@ def _raw_key_ids(model, pks: list[int], fields: tuple[str, ...]) -> dict[int, se
 # so an account is never taken by two leases and a late answer cannot settle a recovered one.
 # Callers write their history row in the same transaction.
 
-MSG_LEASE_EXPIRED = "Recovered after its lease expired: the worker stopped mid-import, outcome unknown."
+MSG_LEASE_EXPIRED = (
+    "Recovered after its lease expired: the worker stopped mid-import, outcome unknown."
+)
 
 
 def account_reserve_batch(
@@ -1186,7 +1376,11 @@ def account_reserve_batch(
     taken: list[Account] = []
     while len(taken) < count:
         opened, held = _reserve_once(
-            count=count - len(taken), lease_id=lease_id, lease_until=lease_until, now=now, unresolved=unresolved
+            count=count - len(taken),
+            lease_id=lease_id,
+            lease_until=lease_until,
+            now=now,
+            unresolved=unresolved,
         )
         taken.extend(opened)
         if not held:
@@ -1200,7 +1394,9 @@ def _reserve_once(
     """(accounts reserved that open, how many were held instead) in one transaction."""
     available = Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
     if unresolved:
-        candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by("retry_after", "id")
+        candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by(
+            "retry_after", "id"
+        )
     else:
         candidates = available.filter(unknown_attempts=0).order_by("id")
     with transaction.atomic():
@@ -1210,7 +1406,10 @@ def _reserve_once(
         if not ids:
             return [], 0
         taken = Account.objects.filter(pk__in=ids, status=AccountStatus.AVAILABLE).update(
-            status=AccountStatus.RESERVED, lease_id=lease_id, lease_expires_at=lease_until, updated_at=now
+            status=AccountStatus.RESERVED,
+            lease_id=lease_id,
+            lease_expires_at=lease_until,
+            updated_at=now,
         )
         if taken != len(ids):  # pragma: no cover - the lock above makes this impossible
             raise RuntimeError("Accounts changed while locked.")
@@ -1239,17 +1438,29 @@ MSG_HELD_UNDECRYPTABLE = (
 def account_undecryptable(*, account: Account) -> crypto.Undecryptable | None:
     """The first of the account's tokens that no configured key opens, or None if all open."""
     return next(
-        (v for v in (getattr(account, f) for f in SECRET_FIELDS) if isinstance(v, crypto.Undecryptable)), None
+        (
+            v
+            for v in (getattr(account, f) for f in SECRET_FIELDS)
+            if isinstance(v, crypto.Undecryptable)
+        ),
+        None,
     )
 
 
-def _hold_sealed(*, account: Account, sealed: crypto.Undecryptable, lease_id, now: datetime) -> None:
+def _hold_sealed(
+    *, account: Account, sealed: crypto.Undecryptable, lease_id, now: datetime
+) -> None:
     """End the reservation of an account that cannot be opened, and hold it for staff."""
     if sealed.cause == crypto.CAUSE_UNKNOWN_KEY:
         reason, error = UnusableReason.KEY_MISSING, MSG_HELD_KEY_MISSING % sealed.key_id_hex
     else:
-        reason, error = UnusableReason.UNDECRYPTABLE, MSG_HELD_UNDECRYPTABLE % (sealed.key_id_hex or "none")
-    held = Account.objects.filter(pk=account.pk, status=AccountStatus.RESERVED, lease_id=lease_id).update(
+        reason, error = (
+            UnusableReason.UNDECRYPTABLE,
+            MSG_HELD_UNDECRYPTABLE % (sealed.key_id_hex or "none"),
+        )
+    held = Account.objects.filter(
+        pk=account.pk, status=AccountStatus.RESERVED, lease_id=lease_id
+    ).update(
         status=AccountStatus.AVAILABLE,
         lease_id=None,
         lease_expires_at=None,
@@ -1265,9 +1476,9 @@ def _hold_sealed(*, account: Account, sealed: crypto.Undecryptable, lease_id, no
 
 def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:
     return (
-        Account.objects.filter(pk=account_id, status=AccountStatus.RESERVED, lease_id=lease_id).update(
-            lease_id=None, lease_expires_at=None, updated_at=now, **changes
-        )
+        Account.objects.filter(
+            pk=account_id, status=AccountStatus.RESERVED, lease_id=lease_id
+        ).update(lease_id=None, lease_expires_at=None, updated_at=now, **changes)
         == 1
     )
 
@@ -1307,10 +1518,14 @@ def consumption_count(*, at: datetime, accounts: int = 1) -> None:
     """
     day = timezone.localdate(at)
     with connection.cursor() as cursor:
-        cursor.execute(_COUNT_CONSUMPTION_SQL, [connection.ops.adapt_datefield_value(day), accounts])
+        cursor.execute(
+            _COUNT_CONSUMPTION_SQL, [connection.ops.adapt_datefield_value(day), accounts]
+        )
 
 
-def account_settle_rejected(*, account_id: int, lease_id, now: datetime, error: str, sent: bool = True) -> bool:
+def account_settle_rejected(
+    *, account_id: int, lease_id, now: datetime, error: str, sent: bool = True
+) -> bool:
     """The manager refused the account (or it was not sendable): staff may fix and requeue it."""
     return _settle(
         account_id=account_id,
@@ -1347,7 +1562,9 @@ def account_settle_unknown(
 
 def account_release(*, account_id: int, lease_id, now: datetime) -> bool:
     """Back to the pool unsent (the run stopped before sending it): nothing to record."""
-    return _settle(account_id=account_id, lease_id=lease_id, now=now, status=AccountStatus.AVAILABLE)
+    return _settle(
+        account_id=account_id, lease_id=lease_id, now=now, status=AccountStatus.AVAILABLE
+    )
 
 
 def _lease_expired_changes(now: datetime) -> dict:
@@ -1374,9 +1591,14 @@ def account_recover_expired_leases(*, now: datetime) -> list[tuple[int, object]]
     """
     with transaction.atomic():
         expired = list(
-            _lock(Account.objects.filter(status=AccountStatus.RESERVED, lease_expires_at__lt=now).order_by("pk"))
-            .values_list("pk", "lease_id")
+            _lock(
+                Account.objects.filter(
+                    status=AccountStatus.RESERVED, lease_expires_at__lt=now
+                ).order_by("pk")
+            ).values_list("pk", "lease_id")
         )
         if expired:
-            Account.objects.filter(pk__in=[pk for pk, _ in expired], status=AccountStatus.RESERVED).update(**_lease_expired_changes(now))
+            Account.objects.filter(
+                pk__in=[pk for pk, _ in expired], status=AccountStatus.RESERVED
+            ).update(**_lease_expired_changes(now))
     return expired

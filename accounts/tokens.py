@@ -10,7 +10,7 @@ from __future__ import annotations
 import binascii
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -294,7 +294,7 @@ def decode_access_token(at: str, *, shape_checked: bool = False) -> AccessTokenC
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
             raise MalformedToken("access token exp is not a number")
         try:
-            expires_at = datetime.fromtimestamp(exp, tz=timezone.utc)
+            expires_at = datetime.fromtimestamp(exp, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise MalformedToken("access token exp is out of range") from exc
 
@@ -361,10 +361,11 @@ def usability_problem(
     return _short_lived_problem(min_at_lifetime)
 
 
-
 # Anything that could be a secret: JWT/JWE-shaped text, refresh tokens, long base64url runs
 # (opaque refresh tokens, session-token fragments). UUIDs and emails are left readable.
-_SECRET_TEXT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][A-Za-z0-9_.-]{8,}|[A-Za-z0-9_-]{40,}")
+_SECRET_TEXT_RE = re.compile(
+    r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*)*|rt[_-][A-Za-z0-9_.-]{8,}|[A-Za-z0-9_-]{40,}"
+)
 REDACTED = "[redacted]"
 
 

@@ -57,7 +57,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_form(self, request, obj=None, **kwargs):
         if obj is not None:
             return super().get_form(request, obj, **kwargs)
-        form = super().get_form(request, obj, **{**kwargs, "form": ApiTokenCreateForm, "fields": ("user", "expiry")})
+        form = super().get_form(
+            request, obj, **{**kwargs, "form": ApiTokenCreateForm, "fields": ("user", "expiry")}
+        )
 
         class ForThisUser(form):
             def __init__(self, *args, **form_kwargs):

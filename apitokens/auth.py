@@ -2,8 +2,8 @@
 UTF-8: knox decodes the key as UTF-8, and a Latin-1 header byte would raise UnicodeDecodeError."""
 
 from django.utils.translation import gettext_lazy as _
-from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from drf_spectacular.contrib.knox_auth_token import KnoxTokenScheme
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import exceptions
 
 MSG_INVALID = _("Invalid token.")

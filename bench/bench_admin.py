@@ -48,10 +48,9 @@ What the seed is, and why it is honest enough:
 """
 
 import argparse
-from collections import Counter
 import hashlib
-import json
 import itertools
+import json
 import os
 import random
 import statistics
@@ -60,8 +59,8 @@ import sys
 import time
 import uuid
 import warnings
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +101,8 @@ def pg_reusable(url: str, accounts: int, attempts: int) -> bool:
 
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
-            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s", [PG_DB]
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            [PG_DB],
         ).fetchone()
     if not row or row[0] != SEED_MARKER:
         return False
@@ -181,12 +181,23 @@ def run_database(kind: str, args) -> bool:
     if subprocess.run([*manage, "migrate", "-v0", "--noinput"], env=env).returncode != 0:
         print(f"{kind}: manage.py migrate failed (see above): not timed", flush=True)
         return False
-    print(f"\n=== {kind}: migrate {time.perf_counter() - start:.1f} s; "
-          f"{'reusing the seeded database (--keep)' if reuse else 'seeding afresh'}", flush=True)
+    print(
+        f"\n=== {kind}: migrate {time.perf_counter() - start:.1f} s; "
+        f"{'reusing the seeded database (--keep)' if reuse else 'seeding afresh'}",
+        flush=True,
+    )
     child = [
-        sys.executable, __file__, "--child", kind, "--accounts", str(args.accounts),
-        "--attempts", str(args.attempts), "--repeat", str(args.repeat),
-    ]  # fmt: skip
+        sys.executable,
+        __file__,
+        "--child",
+        kind,
+        "--accounts",
+        str(args.accounts),
+        "--attempts",
+        str(args.attempts),
+        "--repeat",
+        str(args.repeat),
+    ]
     if args.queries:
         child.append("--queries")
     if args.out:
@@ -219,7 +230,9 @@ class Seeder:
             # Bulk-load settings for this connection only; WAL is restored at the end.
             self.conn.execute("PRAGMA journal_mode=OFF")
             self.conn.execute("PRAGMA synchronous=OFF")
-            self.conn.execute("PRAGMA cache_size=-1000000")  # 1 GB: the unique hash indexes stay cached
+            self.conn.execute(
+                "PRAGMA cache_size=-1000000"
+            )  # 1 GB: the unique hash indexes stay cached
         else:
             import psycopg
 
@@ -296,9 +309,8 @@ def sample_ciphertexts() -> dict[str, bytes]:
     """
     from accounts import crypto
     from accounts.models import Account
-    from tests import fakes
-
     from accounts.tokens import mask
+    from tests import fakes
 
     material = fakes.make_account(rng=random.Random(1), email="user1@example.com")
     return {
@@ -307,17 +319,45 @@ def sample_ciphertexts() -> dict[str, bytes]:
             for name in ("access_token", "session_token", "refresh_token")
         },
         # The hint stored beside each token when it is sealed (what the lists show).
-        **{f"{name}_hint": mask(material[name]) for name in ("access_token", "session_token", "refresh_token")},
+        **{
+            f"{name}_hint": mask(material[name])
+            for name in ("access_token", "session_token", "refresh_token")
+        },
     }
 
 
 ACCOUNT_COLUMNS = (
-    "id", "email", "access_token", "session_token", "refresh_token", "client_id", "account_id",
-    "identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash", "at_email",
-    "at_expires_at", "usable", "unusable_reason", "status", "created_at", "updated_at", "attempts",
-    "unknown_attempts", "retry_after", "last_error", "lease_id", "lease_expires_at", "consumed_at",
-    "notes", "batch_id", "access_token_hint", "session_token_hint", "refresh_token_hint",
-)  # fmt: skip
+    "id",
+    "email",
+    "access_token",
+    "session_token",
+    "refresh_token",
+    "client_id",
+    "account_id",
+    "identity_hash",
+    "access_token_hash",
+    "session_token_hash",
+    "refresh_token_hash",
+    "at_email",
+    "at_expires_at",
+    "usable",
+    "unusable_reason",
+    "status",
+    "created_at",
+    "updated_at",
+    "attempts",
+    "unknown_attempts",
+    "retry_after",
+    "last_error",
+    "lease_id",
+    "lease_expires_at",
+    "consumed_at",
+    "notes",
+    "batch_id",
+    "access_token_hint",
+    "session_token_hint",
+    "refresh_token_hint",
+)
 
 
 def with_defaults(model, columns: tuple[str, ...], rows):
@@ -347,17 +387,38 @@ def seed_batches(s: Seeder, accounts: int) -> int:
             size = b * accounts // n_batches - (b - 1) * accounts // n_batches
             source = "admin" if b % 3 else "command"
             yield (
-                b, f"import {created:%Y-%m-%d} #{b}", source, "loaded",
-                f"accounts-{b}.txt" if source == "admin" else "", None, s.ts(created),
-                s.ts(created + timedelta(seconds=5 + size // 10_000)), size, b % 7, b % 5, size // 100, None,
+                b,
+                f"import {created:%Y-%m-%d} #{b}",
+                source,
+                "loaded",
+                f"accounts-{b}.txt" if source == "admin" else "",
+                None,
+                s.ts(created),
+                s.ts(created + timedelta(seconds=5 + size // 10_000)),
+                size,
+                b % 7,
+                b % 5,
+                size // 100,
+                None,
                 f"supplier-{b % 6}",
-            )  # fmt: skip
+            )
 
     columns = (
-        "id", "label", "source", "status", "filename", "content", "created_at", "finished_at",
-        "created_count", "duplicate_count", "invalid_count", "flagged_count", "loaded_by_id",
+        "id",
+        "label",
+        "source",
+        "status",
+        "filename",
+        "content",
+        "created_at",
+        "finished_at",
+        "created_count",
+        "duplicate_count",
+        "invalid_count",
+        "flagged_count",
+        "loaded_by_id",
         "supplier",  # six suppliers: the batches page rolls each up over about 50 batches
-    )  # fmt: skip
+    )
     return s.insert("accounts_accountbatch", columns, rows())
 
 
@@ -370,17 +431,29 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
     start, span = now - timedelta(days=120), timedelta(days=120) - timedelta(hours=1)
     window = now - timedelta(days=60)
     leases = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(20)]
-    ids: dict[str, list[int]] = {k: [] for k in ("consumed", "available", "rejected", "retired", "reserved", "retry")}
+    ids: dict[str, list[int]] = {
+        k: [] for k in ("consumed", "available", "rejected", "retired", "reserved", "retry")
+    }
     at_c, st_c, rt_c = cipher["access_token"], cipher["session_token"], cipher["refresh_token"]
-    at_h, st_h, rt_h = cipher["access_token_hint"], cipher["session_token_hint"], cipher["refresh_token_hint"]
+    at_h, st_h, rt_h = (
+        cipher["access_token_hint"],
+        cipher["session_token_hint"],
+        cipher["refresh_token_hint"],
+    )
     per_day: Counter = Counter()  # the consumption rollup, as account_settle_consumed counts it
-    rejections = ("400: 账号已在其他 Team 中", "400: invalid access token", "400: account already present")
+    rejections = (
+        "400: 账号已在其他 Team 中",
+        "400: invalid access token",
+        "400: account already present",
+    )
 
     def rows():
         for n in range(1, accounts + 1):
             b = (n - 1) * n_batches // accounts + 1
             first = (b - 1) * accounts // n_batches + 1
-            created = start + span * ((b - 1) / n_batches) + timedelta(milliseconds=10 * (n - first))
+            created = (
+                start + span * ((b - 1) / n_batches) + timedelta(milliseconds=10 * (n - first))
+            )
             email = f"user{n}@example.com"
             # Tokens: most accounts have an AT; half an ST; 40% an RT with its client id.
             has_at = rng.random() < 0.95
@@ -402,7 +475,9 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
                 status = "available"
                 updated = created
                 q = rng.random()
-                if q < 0.05:  # flagged at load time: an AT about to expire, nothing to renew it with
+                if (
+                    q < 0.05
+                ):  # flagged at load time: an AT about to expire, nothing to renew it with
                     usable, reason = False, "at_short_lived"
                     has_at, has_st, has_rt = True, False, False
                     at_expires = created + timedelta(hours=3)
@@ -430,25 +505,56 @@ def seed_accounts(s: Seeder, accounts: int, cipher: dict[str, bytes]) -> dict[st
                 updated = now
             ids[status].append(n)
             yield (
-                n, email,
-                at_c if has_at else None, st_c if has_st else None, rt_c if has_rt else None,
-                f"app_bench{n % 97}" if has_rt else "", str(uuid.UUID(int=n)),
+                n,
+                email,
+                at_c if has_at else None,
+                st_c if has_st else None,
+                rt_c if has_rt else None,
+                f"app_bench{n % 97}" if has_rt else "",
+                str(uuid.UUID(int=n)),
                 digest(b"identity", n),
                 digest(b"at", n) if has_at else None,
                 digest(b"st", n) if has_st else None,
                 digest(b"rt", n) if has_rt else None,
-                email if has_at else "", s.ts(at_expires if has_at else None),
-                usable, reason, status, s.ts(created), s.ts(updated), attempts, unknown, s.ts(retry_after),
-                last_error, s.uid(lease_id), s.ts(lease_expires), s.ts(consumed_at), notes, b,
-                at_h if has_at else "", st_h if has_st else "", rt_h if has_rt else "",
-            )  # fmt: skip
+                email if has_at else "",
+                s.ts(at_expires if has_at else None),
+                usable,
+                reason,
+                status,
+                s.ts(created),
+                s.ts(updated),
+                attempts,
+                unknown,
+                s.ts(retry_after),
+                last_error,
+                s.uid(lease_id),
+                s.ts(lease_expires),
+                s.ts(consumed_at),
+                notes,
+                b,
+                at_h if has_at else "",
+                st_h if has_st else "",
+                rt_h if has_rt else "",
+            )
 
     s.insert("accounts_account", ACCOUNT_COLUMNS, rows())
-    s.insert("accounts_consumptionday", ("day", "consumed"), ((d.isoformat(), n) for d, n in sorted(per_day.items())))
+    s.insert(
+        "accounts_consumptionday",
+        ("day", "consumed"),
+        ((d.isoformat(), n) for d, n in sorted(per_day.items())),
+    )
     return ids
 
 
-TEAM_STATUSES = (("active", 0.65), ("full", 0.10), ("expired", 0.08), ("error", 0.03), ("banned", 0.10), ("gone", 0.02), ("", 0.02))
+TEAM_STATUSES = (
+    ("active", 0.65),
+    ("full", 0.10),
+    ("expired", 0.08),
+    ("error", 0.03),
+    ("banned", 0.10),
+    ("gone", 0.02),
+    ("", 0.02),
+)
 
 
 def seed_followed_teams(s: Seeder, consumed: list[int]) -> int:
@@ -470,23 +576,50 @@ def seed_followed_teams(s: Seeder, consumed: list[int]) -> int:
             checked = None if status == "" else s.now - timedelta(hours=rng.random() * 6)
             since = None
             if status:
-                changes.append((len(changes) + 1, team_id, s.ts(imported + timedelta(hours=1)), "", "active"))
+                changes.append(
+                    (len(changes) + 1, team_id, s.ts(imported + timedelta(hours=1)), "", "active")
+                )
                 since = imported + timedelta(hours=1)
                 if status != "active":
-                    since = imported + timedelta(days=rng.random() * max(0.1, (s.now - imported).days))
+                    since = imported + timedelta(
+                        days=rng.random() * max(0.1, (s.now - imported).days)
+                    )
                     changes.append((len(changes) + 1, team_id, s.ts(since), "active", status))
             yield (
-                team_id, account_id, team_id, s.ts(imported), status, s.ts(since), 1 + team_id % 6 if status else None,
-                6 if status else None, s.ts(s.now + timedelta(days=30)) if status else None, s.ts(checked), s.ts(checked),
+                team_id,
+                account_id,
+                team_id,
+                s.ts(imported),
+                status,
+                s.ts(since),
+                1 + team_id % 6 if status else None,
+                6 if status else None,
+                s.ts(s.now + timedelta(days=30)) if status else None,
+                s.ts(checked),
+                s.ts(checked),
                 0,
-            )  # fmt: skip
+            )
 
     columns = (
-        "id", "account_id", "team_id", "imported_at", "status", "status_since", "current_members", "max_members",
-        "expires_at", "last_sync", "checked_at", "final_sightings",
-    )  # fmt: skip
+        "id",
+        "account_id",
+        "team_id",
+        "imported_at",
+        "status",
+        "status_since",
+        "current_members",
+        "max_members",
+        "expires_at",
+        "last_sync",
+        "checked_at",
+        "final_sightings",
+    )
     n = s.insert("webhooks_followedteam", columns, rows())
-    s.insert("webhooks_teamstatuschange", ("id", "team_id", "at", "old_status", "new_status"), iter(changes))
+    s.insert(
+        "webhooks_teamstatuschange",
+        ("id", "team_id", "at", "old_status", "new_status"),
+        iter(changes),
+    )
     return n
 
 
@@ -505,23 +638,64 @@ def seed_runs(s: Seeder, attempts: int) -> int:
             q = rng.random()
             trigger = "webhook" if q < 0.9 else "manual" if q < 0.98 else "retry"
             q = rng.random()
-            status = "finished" if q < 0.95 else "failed" if q < 0.97 else "config_error" if q < 0.98 else "abandoned"
-            error = {"failed": "manager unreachable", "config_error": "401 from the manager: check MANAGER_API_KEY",
-                     "abandoned": "lease expired: the worker died"}.get(status, "")  # fmt: skip
+            status = (
+                "finished"
+                if q < 0.95
+                else "failed"
+                if q < 0.97
+                else "config_error"
+                if q < 0.98
+                else "abandoned"
+            )
+            error = {
+                "failed": "manager unreachable",
+                "config_error": "401 from the manager: check MANAGER_API_KEY",
+                "abandoned": "lease expired: the worker died",
+            }.get(status, "")
             started = created + timedelta(milliseconds=rng.randint(50, 900))
             finished = started + timedelta(seconds=rng.randint(2, 120))
             # need/reserved/outcome counts are filled from the attempts once they are in.
             yield (
-                r, trigger, status, 300 if trigger == "manual" else None, None, s.ts(created), s.ts(started),
-                s.ts(finished), s.ts(started + timedelta(minutes=5)), s.uid(uuid.UUID(int=rng.getrandbits(128), version=4)),
-                None, "ceil((threshold + margin - current_seats) / seats_per_account)", 0, 0, 0, 0, 0, error,
-            )  # fmt: skip
+                r,
+                trigger,
+                status,
+                300 if trigger == "manual" else None,
+                None,
+                s.ts(created),
+                s.ts(started),
+                s.ts(finished),
+                s.ts(started + timedelta(minutes=5)),
+                s.uid(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                None,
+                "ceil((threshold + margin - current_seats) / seats_per_account)",
+                0,
+                0,
+                0,
+                0,
+                0,
+                error,
+            )
 
     columns = (
-        "id", "trigger", "status", "requested_accounts", "requested_by_id", "created_at", "started_at",
-        "finished_at", "lease_expires_at", "lease_id", "need", "need_explained", "reserved", "consumed",
-        "rejected", "unknown", "returned", "error",
-    )  # fmt: skip
+        "id",
+        "trigger",
+        "status",
+        "requested_accounts",
+        "requested_by_id",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "lease_expires_at",
+        "lease_id",
+        "need",
+        "need_explained",
+        "reserved",
+        "consumed",
+        "rejected",
+        "unknown",
+        "returned",
+        "error",
+    )
     return s.insert("webhooks_replenishmentrun", columns, rows())
 
 
@@ -541,17 +715,48 @@ def seed_events(s: Seeder, attempts: int) -> int:
                 seats = rng.randint(0, 9)
                 body = f'{{"event": "low_stock", "current_seats": {seats}, "threshold": 10, "message": "{message.format(seats)}"}}'
                 if rng.random() < 0.01:
-                    yield (n, s.ts(at - timedelta(seconds=k + 1)), "refused", False, None, None, "", body,
-                           "missing or wrong X-API-Key", "10.0.0.9", None)  # fmt: skip
+                    yield (
+                        n,
+                        s.ts(at - timedelta(seconds=k + 1)),
+                        "refused",
+                        False,
+                        None,
+                        None,
+                        "",
+                        body,
+                        "missing or wrong X-API-Key",
+                        "10.0.0.9",
+                        None,
+                    )
                     continue
                 status = "acted_on" if k == 0 else "superseded"
-                yield (n, s.ts(at - timedelta(seconds=k)), status, True, seats, 10, message.format(seats), body, "",
-                       "10.0.0.8", r)  # fmt: skip
+                yield (
+                    n,
+                    s.ts(at - timedelta(seconds=k)),
+                    status,
+                    True,
+                    seats,
+                    10,
+                    message.format(seats),
+                    body,
+                    "",
+                    "10.0.0.8",
+                    r,
+                )
 
     columns = (
-        "id", "received_at", "status", "key_ok", "current_seats", "threshold", "message", "payload", "refusal",
-        "remote_addr", "run_id",
-    )  # fmt: skip
+        "id",
+        "received_at",
+        "status",
+        "key_ok",
+        "current_seats",
+        "threshold",
+        "message",
+        "payload",
+        "refusal",
+        "remote_addr",
+        "run_id",
+    )
     return s.insert("webhooks_webhookevent", columns, rows())
 
 
@@ -576,25 +781,56 @@ def seed_attempts(s: Seeder, attempts: int, ids: dict[str, list[int]], accounts:
     def rows():
         for i in range(1, attempts + 1):
             q = rng.random()
-            outcome = "consumed" if q < 0.85 else "rejected" if q < 0.93 else "unknown" if q < 0.99 else "config_error"
+            outcome = (
+                "consumed"
+                if q < 0.85
+                else "rejected"
+                if q < 0.93
+                else "unknown"
+                if q < 0.99
+                else "config_error"
+            )
             pool = pools[outcome]
             account = pool[cursors[outcome] % len(pool)]
             cursors[outcome] += 1
             if outcome == "unknown":
-                status, message, error = (502, "Bad Gateway", "") if rng.random() < 0.5 else (None, "", "timeout after 30 s")
+                status, message, error = (
+                    (502, "Bad Gateway", "")
+                    if rng.random() < 0.5
+                    else (None, "", "timeout after 30 s")
+                )
             else:
                 status, message, error = answers[outcome]
-            created = start + span * ((i - 1) / attempts) + timedelta(milliseconds=rng.randint(0, 999))
+            created = (
+                start + span * ((i - 1) / attempts) + timedelta(milliseconds=rng.randint(0, 999))
+            )
             yield (
-                i, s.ts(created), "single" if rng.random() < 0.9 else "batch", True, status, message, error,
-                rng.randint(150, 30_000 if outcome == "unknown" else 3000), outcome, account,
+                i,
+                s.ts(created),
+                "single" if rng.random() < 0.9 else "batch",
+                True,
+                status,
+                message,
+                error,
+                rng.randint(150, 30_000 if outcome == "unknown" else 3000),
+                outcome,
+                account,
                 (i - 1) * n_runs // attempts + 1,
-            )  # fmt: skip
+            )
 
     columns = (
-        "id", "created_at", "mode", "sent", "http_status", "manager_message", "error", "duration_ms", "outcome",
-        "account_id", "run_id",
-    )  # fmt: skip
+        "id",
+        "created_at",
+        "mode",
+        "sent",
+        "http_status",
+        "manager_message",
+        "error",
+        "duration_ms",
+        "outcome",
+        "account_id",
+        "run_id",
+    )
     return s.insert("webhooks_importattempt", columns, rows())
 
 
@@ -616,7 +852,7 @@ def seed(kind: str, accounts: int, attempts: int) -> None:
     from django.utils import timezone
 
     connection.close()
-    s = Seeder(kind, timezone.now().astimezone(dt_timezone.utc))
+    s = Seeder(kind, timezone.now().astimezone(UTC))
     cipher = sample_ciphertexts()
     print(
         f"seeding {accounts:,} accounts, {attempts:,} attempts (ciphertext per row: AT {len(cipher['access_token'])} B, "
@@ -639,8 +875,15 @@ def seed(kind: str, accounts: int, attempts: int) -> None:
     step("events", seed_events, s, attempts)
     step("attempts", seed_attempts, s, attempts, ids, accounts)
     step("run totals", s.execute, RUN_TOTALS_SQL)
-    tables = ["accounts_accountbatch", "accounts_account", "webhooks_replenishmentrun", "webhooks_webhookevent",
-              "webhooks_importattempt", "webhooks_followedteam", "webhooks_teamstatuschange"]  # fmt: skip
+    tables = [
+        "accounts_accountbatch",
+        "accounts_account",
+        "webhooks_replenishmentrun",
+        "webhooks_webhookevent",
+        "webhooks_importattempt",
+        "webhooks_followedteam",
+        "webhooks_teamstatuschange",
+    ]
     step("analyze" if kind == "sqlite" else "vacuum analyze", s.finish, tables)
 
     def batch_report():
@@ -666,7 +909,8 @@ def ensure_superuser():
 
     User = get_user_model()
     user, _ = User.objects.get_or_create(
-        username="bench-admin", defaults={"is_staff": True, "is_superuser": True, "email": "bench@example.com"}
+        username="bench-admin",
+        defaults={"is_staff": True, "is_superuser": True, "email": "bench@example.com"},
     )
     return user
 
@@ -687,7 +931,11 @@ def bare_floor(statements, repeat: int) -> list[float]:
     writes (session, last login) are left out: the floor only reads."""
     from django.db import connection
 
-    reads = [(sql, params) for sql, params, many in statements if not many and sql.lstrip().upper().startswith("SELECT")]
+    reads = [
+        (sql, params)
+        for sql, params, many in statements
+        if not many and sql.lstrip().upper().startswith("SELECT")
+    ]
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -733,7 +981,9 @@ def time_page(client, url: str, repeat: int) -> dict:
         result["queries"] = queries
         result["floor_times"] = bare_floor(statements, repeat)
     except Exception as exc:  # a page that crashes is reported, the others still run
-        result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+        result["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[
+            :200
+        ]
     return result
 
 
@@ -787,9 +1037,11 @@ def child(args) -> int:
 
         engine = f"SQLite {sqlite3.sqlite_version}"
     load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n{engine} — {args.accounts:,} accounts, {args.attempts:,} attempts; server time in ms over "
-          f"{args.repeat} requests after one warm-up; queries and SQL time of one more request; "
-          f"load average {load} on {os.cpu_count()} CPUs")  # fmt: skip
+    print(
+        f"\n{engine} — {args.accounts:,} accounts, {args.attempts:,} attempts; server time in ms over "
+        f"{args.repeat} requests after one warm-up; queries and SQL time of one more request; "
+        f"load average {load} on {os.cpu_count()} CPUs"
+    )
     header = f"{'page':<22} {'url':<52} {'min':>7} {'median':>7} {'max':>7} {'floor':>7} {'queries':>7} {'sql ms':>7}  result"
     print(header)
     print("-" * len(header))
@@ -798,7 +1050,9 @@ def child(args) -> int:
         if r["error"] or r["status"] != 200:
             all_ok = False
             what = r["error"] or f"HTTP {r['status']}"
-            print(f"{name:<22} {r['url']:<52} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7}  ERROR {what}")
+            print(
+                f"{name:<22} {r['url']:<52} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7}  ERROR {what}"
+            )
             continue
         t = r["times"]
         median = statistics.median(t)
@@ -808,16 +1062,26 @@ def child(args) -> int:
         all_ok &= not over
         floor = statistics.median(r["floor_times"]) if r.get("floor_times") else None
         floor_text = f"{floor:7.1f}" if floor is not None else f"{'':>7}"
-        print(f"{name:<22} {r['url']:<52} {min(t):7.1f} {median:7.1f} {max(t):7.1f} {floor_text} {len(r['queries']):7d} {sql_ms:7.1f}  {verdict}")
-        rows.append({
-            "page": name, "url": r["url"], "median_ms": round(median, 1), "min_ms": round(min(t), 1),
-            "max_ms": round(max(t), 1), "floor_median_ms": None if floor is None else round(floor, 1),
-            "queries": len(r["queries"]),
-        })  # fmt: skip
+        print(
+            f"{name:<22} {r['url']:<52} {min(t):7.1f} {median:7.1f} {max(t):7.1f} {floor_text} {len(r['queries']):7d} {sql_ms:7.1f}  {verdict}"
+        )
+        rows.append(
+            {
+                "page": name,
+                "url": r["url"],
+                "median_ms": round(median, 1),
+                "min_ms": round(min(t), 1),
+                "max_ms": round(max(t), 1),
+                "floor_median_ms": None if floor is None else round(floor, 1),
+                "queries": len(r["queries"]),
+            }
+        )
         if over:
             slow.append((name, r))
-    print(f"target (median under {TARGET_MS:.0f} ms on {engine}, every page answering 200): "
-          f"{'met' if all_ok else 'NOT met'}")  # fmt: skip
+    print(
+        f"target (median under {TARGET_MS:.0f} ms on {engine}, every page answering 200): "
+        f"{'met' if all_ok else 'NOT met'}"
+    )
 
     from bench.results import record
 
@@ -831,7 +1095,8 @@ def child(args) -> int:
             "samples": f"{args.repeat} timed requests per page after one warm-up (median)",
             "database": (
                 "seeded this run, then " + ("VACUUM ANALYZE" if is_pg else "ANALYZE")
-                if args.seed else "reused from an earlier run (--keep), not re-analyzed"
+                if args.seed
+                else "reused from an earlier run (--keep), not re-analyzed"
             ),
             "server time": "Django test client in-process: no WSGI server, no network",
             "floor": "the page's own SELECTs with their parameters, run bare on the same connection",
@@ -851,8 +1116,10 @@ def child(args) -> int:
         if not queries:
             continue
         worst = queries[0]
-        print(f"\n--- {name} ({r['url']}): median {statistics.median(r['times']):.0f} ms, "
-              f"{len(queries)} queries, slowest {float(worst['time']) * 1000:.1f} ms:")  # fmt: skip
+        print(
+            f"\n--- {name} ({r['url']}): median {statistics.median(r['times']):.0f} ms, "
+            f"{len(queries)} queries, slowest {float(worst['time']) * 1000:.1f} ms:"
+        )
         sql = worst["sql"]
         print(sql if len(sql) <= SQL_SHOWN else sql[:SQL_SHOWN] + " …")
         for q in queries[1:3]:
@@ -865,13 +1132,24 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--attempts", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5, help="timed requests per page (after one warm-up)")
-    parser.add_argument("--keep", action="store_true", help="reuse the seeded database when its row counts match")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="timed requests per page (after one warm-up)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse the seeded database when its row counts match"
+    )
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--queries", action="store_true", help="also list every query of every page with its time")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the figures (default bench/results)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument(
+        "--queries", action="store_true", help="also list every query of every page with its time"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the figures (default bench/results)"
+    )
     parser.add_argument("--child", choices=("sqlite", "postgresql"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()

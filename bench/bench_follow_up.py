@@ -40,12 +40,21 @@ class _Manager(BaseHTTPRequestHandler):
     def do_GET(self):
         team_id = int(self.path.split("/")[3])
         team = {
-            "id": team_id, "email": f"t{team_id}@example.com", "status": STATUSES[team_id % len(STATUSES)],
-            "current_members": 1 + team_id % 6, "max_members": 6, "expires_at": "2027-01-01T00:00:00",
-            "last_sync": "2026-11-29T08:00:00", "access_token": "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig",
-            "session_token": "eyJ...", "refresh_token": "rt_x", "client_id": "app_x",
-        }  # fmt: skip
-        body = json.dumps({"success": True, "team": team, "team_accounts": [], "error": None}).encode()
+            "id": team_id,
+            "email": f"t{team_id}@example.com",
+            "status": STATUSES[team_id % len(STATUSES)],
+            "current_members": 1 + team_id % 6,
+            "max_members": 6,
+            "expires_at": "2027-01-01T00:00:00",
+            "last_sync": "2026-11-29T08:00:00",
+            "access_token": "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig",
+            "session_token": "eyJ...",
+            "refresh_token": "rt_x",
+            "client_id": "app_x",
+        }
+        body = json.dumps(
+            {"success": True, "team": team, "team_accounts": [], "error": None}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -62,7 +71,9 @@ def floor(url: str, teams: int) -> float:
     session = requests.Session()
     start = time.perf_counter()
     for team_id in range(1, teams + 1):
-        session.get(f"{url}/admin/teams/{team_id}/info", headers={"X-API-Key": API_KEY}, timeout=10).json()
+        session.get(
+            f"{url}/admin/teams/{team_id}/info", headers={"X-API-Key": API_KEY}, timeout=10
+        ).json()
     return time.perf_counter() - start
 
 
@@ -77,7 +88,9 @@ def setup(teams: int) -> None:
     from accounts.models import Account, AccountBatch, AccountStatus, lookup_hashes
     from webhooks.models import FollowedTeam
 
-    batch = AccountBatch.objects.create(label="bench", supplier="bench", source="command", status="loaded")
+    batch = AccountBatch.objects.create(
+        label="bench", supplier="bench", source="command", status="loaded"
+    )
     now = timezone.now()
     accounts = []
     for n in range(teams):
@@ -85,13 +98,27 @@ def setup(teams: int) -> None:
         token = f"rt_bench_{n}"
         accounts.append(
             Account(
-                batch=batch, email=email, refresh_token=token, client_id="app_bench", status=AccountStatus.CONSUMED,
-                consumed_at=now, **lookup_hashes(email=email, account_id="", access_token=None, session_token=None, refresh_token=token),
-            )  # fmt: skip
+                batch=batch,
+                email=email,
+                refresh_token=token,
+                client_id="app_bench",
+                status=AccountStatus.CONSUMED,
+                consumed_at=now,
+                **lookup_hashes(
+                    email=email,
+                    account_id="",
+                    access_token=None,
+                    session_token=None,
+                    refresh_token=token,
+                ),
+            )
         )
     Account.objects.bulk_create(accounts, batch_size=1000)
     FollowedTeam.objects.bulk_create(
-        [FollowedTeam(account=a, team_id=n + 1, imported_at=now) for n, a in enumerate(Account.objects.order_by("pk"))],
+        [
+            FollowedTeam(account=a, team_id=n + 1, imported_at=now)
+            for n, a in enumerate(Account.objects.order_by("pk"))
+        ],
         batch_size=1000,
     )
 
@@ -99,7 +126,11 @@ def setup(teams: int) -> None:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teams", type=int, default=10_000)
-    parser.add_argument("--pg-url", default="", help="run against this (scratch) PostgreSQL database instead of SQLite")
+    parser.add_argument(
+        "--pg-url",
+        default="",
+        help="run against this (scratch) PostgreSQL database instead of SQLite",
+    )
     args = parser.parse_args()
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Manager)
@@ -107,10 +138,15 @@ def main():
     url = f"http://127.0.0.1:{server.server_port}"
     workdir = tempfile.mkdtemp(prefix="bench-follow-up-")
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="poolsite.settings", POOL_IGNORE_DOTENV="1", SECRET_KEY="bench", POOL_ENCRYPTION_KEY=BENCH_KEY,
-        DATABASE_URL=args.pg_url or f"sqlite:///{workdir}/bench.sqlite3", MANAGER_BASE_URL=url, MANAGER_API_KEY=API_KEY,
+        DJANGO_SETTINGS_MODULE="poolsite.settings",
+        POOL_IGNORE_DOTENV="1",
+        SECRET_KEY="bench",
+        POOL_ENCRYPTION_KEY=BENCH_KEY,
+        DATABASE_URL=args.pg_url or f"sqlite:///{workdir}/bench.sqlite3",
+        MANAGER_BASE_URL=url,
+        MANAGER_API_KEY=API_KEY,
         FOLLOW_UP_EVERY_HOURS="0",
-    )  # fmt: skip
+    )
     setup(args.teams)
     from django.core.management import call_command
     from django.db import connection
@@ -125,11 +161,17 @@ def main():
     assert asked == args.teams, f"the round asked about {asked} of {args.teams} Teams"
     rate_bound = args.teams / 5
     print(f"database: {connection.vendor}; Teams: {args.teams}")
-    print(f"floor (bare GETs to the same stand-in, one session): {floor_seconds:6.2f} s  {args.teams / floor_seconds:7.0f}/s")
-    print(f"follow-up round at an unlimited rate:                {round_seconds:6.2f} s  {args.teams / round_seconds:7.0f}/s")
+    print(
+        f"floor (bare GETs to the same stand-in, one session): {floor_seconds:6.2f} s  {args.teams / floor_seconds:7.0f}/s"
+    )
+    print(
+        f"follow-up round at an unlimited rate:                {round_seconds:6.2f} s  {args.teams / round_seconds:7.0f}/s"
+    )
     print(f"ratio round / floor: {round_seconds / floor_seconds:.2f}x")
-    print(f"at the default FOLLOW_UP_RATE of 5/s the round takes {rate_bound:.0f} s: the rate is the limit "
-          f"({rate_bound / round_seconds:.0f}x the pool's own time)")
+    print(
+        f"at the default FOLLOW_UP_RATE of 5/s the round takes {rate_bound:.0f} s: the rate is the limit "
+        f"({rate_bound / round_seconds:.0f}x the pool's own time)"
+    )
     server.shutdown()
 
 

@@ -14,11 +14,11 @@ sum is an upper bound of what the two held together.
 
 import argparse
 import os
-import threading
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -58,7 +58,9 @@ def floor_encrypt(path: Path) -> float:
     tokens = []
     with path.open(encoding="utf-8") as stream:
         for line in stream:
-            parts = line.rstrip("\n").split("----") if "----" in line else line.rstrip("\n").split(",")
+            parts = (
+                line.rstrip("\n").split("----") if "----" in line else line.rstrip("\n").split(",")
+            )
             tokens.extend(p.encode() for p in parts if p.startswith(("eyJ", "rt_")))
     aead = AESGCM(os.urandom(32))
     start = time.perf_counter()
@@ -127,7 +129,9 @@ def run_load(path: Path, database_url: str) -> tuple[float, dict, str]:
     manage = [sys.executable, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "-v0", "--noinput"], env=env, check=True)
     start = time.perf_counter()
-    proc = subprocess.Popen([*manage, "load_accounts", str(path)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*manage, "load_accounts", str(path)], env=env, stdout=subprocess.PIPE, text=True
+    )
     watcher = PeakWatcher(proc.pid)
     watcher.start()
     out = proc.stdout.read()
@@ -136,7 +140,10 @@ def run_load(path: Path, database_url: str) -> tuple[float, dict, str]:
     peaks = watcher.stop()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 1):  # 1: some lines were invalid, reported below
+    if os.waitstatus_to_exitcode(status) not in (
+        0,
+        1,
+    ):  # 1: some lines were invalid, reported below
         raise SystemExit(f"load_accounts failed:\n{out[-2000:]}")
     memory = {
         "sum_of_peaks_mb": sum(peaks.values()),
@@ -160,8 +167,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"))
-    parser.add_argument("--out", type=Path, default=None, help="where to write the figures (default bench/results)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the figures (default bench/results)"
+    )
     args = parser.parse_args()
     from bench.results import record
 
@@ -176,7 +188,9 @@ def main() -> int:
     split_s = floor_split(path)
     encrypt_s = floor_encrypt(path)
     floor = split_s + encrypt_s
-    print(f"file: {args.lines} lines, {size_mb:.0f} MB ({size_mb * 1e6 / args.lines / 1000:.1f} KB a line)")
+    print(
+        f"file: {args.lines} lines, {size_mb:.0f} MB ({size_mb * 1e6 / args.lines / 1000:.1f} KB a line)"
+    )
     print(f"floor: split {split_s:.2f} s + encrypt {encrypt_s:.2f} s = {floor:.2f} s")
 
     results = []

@@ -33,10 +33,15 @@ def main() -> int:
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="bench_middleware_")
     os.environ.update(
-        DJANGO_SETTINGS_MODULE="poolsite.settings", POOL_IGNORE_DOTENV="1", DEBUG="0", SECRET_KEY="bench-only",
-        POOL_ENCRYPTION_KEY="YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4=", MANAGER_API_KEY=KEY,
-        DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3", ALLOWED_HOSTS="testserver",
-    )  # fmt: skip
+        DJANGO_SETTINGS_MODULE="poolsite.settings",
+        POOL_IGNORE_DOTENV="1",
+        DEBUG="0",
+        SECRET_KEY="bench-only",
+        POOL_ENCRYPTION_KEY="YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4=",
+        MANAGER_API_KEY=KEY,
+        DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
+        ALLOWED_HOSTS="testserver",
+    )
     import django
 
     django.setup()
@@ -50,8 +55,10 @@ def main() -> int:
     full = [m for m in configured if m != FAST_PATH]
     configs = {"whole stack, no short path": full}
     # Removing one removes what cannot run without it (authentication, messages and axes need sessions).
-    needs = {"SessionMiddleware": ("AuthenticationMiddleware", "MessageMiddleware", "AxesMiddleware"),
-             "AuthenticationMiddleware": ("AxesMiddleware",)}  # fmt: skip
+    needs = {
+        "SessionMiddleware": ("AuthenticationMiddleware", "MessageMiddleware", "AxesMiddleware"),
+        "AuthenticationMiddleware": ("AxesMiddleware",),
+    }
     for name in full:
         short = name.rsplit(".", 1)[-1]
         gone = {short, *needs.get(short, ())}
@@ -66,7 +73,9 @@ def main() -> int:
                 client.post("/webhooks/low-stock/", BODY, content_type="application/json")
             start = time.perf_counter()
             for _ in range(args.requests):
-                response = client.post("/webhooks/low-stock/", BODY, content_type="application/json")
+                response = client.post(
+                    "/webhooks/low-stock/", BODY, content_type="application/json"
+                )
                 assert response.status_code == 202, response.content
             return (time.perf_counter() - start) / args.requests
 
@@ -75,7 +84,9 @@ def main() -> int:
         for name, middleware in configs.items():
             timings[name].append(per_request(middleware))
     base = statistics.median(timings["whole stack, no short path"])
-    print(f"{args.requests} webhook posts per configuration, median of {args.rounds} interleaved rounds (test client, SQLite)")
+    print(
+        f"{args.requests} webhook posts per configuration, median of {args.rounds} interleaved rounds (test client, SQLite)"
+    )
     print(f"{'configuration':<52} {'µs/request':>11} {'vs whole stack':>15}")
     for name, values in timings.items():
         median = statistics.median(values)

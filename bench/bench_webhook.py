@@ -50,8 +50,8 @@ import os
 import random
 import signal
 import socket
-import statistics
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +72,12 @@ BARE_FLOOR_PATH = "/floor/"
 IMPORT_PATH = "/admin/teams/import"
 # What the manager sends (docs/MANAGER.md): 5 seats left under a threshold of 10.
 WEBHOOK_BODY = json.dumps(
-    {"event": "low_stock", "current_seats": 5, "threshold": 10, "message": "库存不足预警：当前可用车位 5 个，低于阈值 10 个"},
+    {
+        "event": "low_stock",
+        "current_seats": 5,
+        "threshold": 10,
+        "message": "库存不足预警：当前可用车位 5 个，低于阈值 10 个",
+    },
     ensure_ascii=False,
 ).encode("utf-8")
 HEADERS = {"Content-Type": "application/json", "X-API-Key": API_KEY}
@@ -201,20 +206,31 @@ class Stack:
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=600
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         # load_accounts exits 1 when some lines were invalid; its summary line says how many.
         if done.returncode not in ((0, 1) if args[0] == "load_accounts" else (0,)):
-            raise Stop(f"manage.py {args[0]} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise Stop(
+                f"manage.py {args[0]} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         return done.stdout
 
-    def _spawn(self, cmd: list[str], log_name: str, settings: str | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, cmd: list[str], log_name: str, settings: str | None = None
+    ) -> subprocess.Popen:
         env = {**self.env, "DJANGO_SETTINGS_MODULE": settings} if settings else self.env
         log = (self.workdir / log_name).open("ab")
         try:
             # A session of its own: Ctrl-C reaches only this script, which then stops the children
             # in order; and stop_process can kill the child's whole group if it must.
-            return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             log.close()
 
@@ -235,33 +251,56 @@ class Stack:
             if status != 405:
                 raise Stop(f"GET {path} answered {status}, expected 405: is the floor routed?")
             return
-        raise Stop(f"gunicorn did not answer within {START_TIMEOUT:.0f} s:\n{tail(self.workdir / log_name)}")
+        raise Stop(
+            f"gunicorn did not answer within {START_TIMEOUT:.0f} s:\n{tail(self.workdir / log_name)}"
+        )
 
     def start_web(self) -> None:
         cmd = [
-            sys.executable, "-m", "gunicorn", "bench.floor.app_wsgi:application",
-            "--workers", str(self.web_workers), "--bind", f"{HOST}:{self.port}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "bench.floor.app_wsgi:application",
+            "--workers",
+            str(self.web_workers),
+            "--bind",
+            f"{HOST}:{self.port}",
+        ]
         self.web = self._spawn(cmd, "gunicorn.log")
         self._wait_http(self.web, self.port, FLOOR_PATH, "gunicorn.log")
         # The bare floor: its own project, settings and process, the same database.
         cmd = [
-            sys.executable, "-m", "gunicorn", "bench.floor.wsgi:application",
-            "--workers", str(self.web_workers), "--bind", f"{HOST}:{self.bare_port}",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "bench.floor.wsgi:application",
+            "--workers",
+            str(self.web_workers),
+            "--bind",
+            f"{HOST}:{self.bare_port}",
+        ]
         self.bare = self._spawn(cmd, "bare.log", settings="bench.floor.settings")
         self._wait_http(self.bare, self.bare_port, BARE_FLOOR_PATH, "bare.log")
 
     def start_worker(self, interval: float) -> None:
         if self.worker is not None:
             stop_process(self.worker)
-        cmd = [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", str(interval)]
+        cmd = [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--no-startup-delay",
+            "--interval",
+            str(interval),
+        ]
         self.worker = self._spawn(cmd, "db_worker.log")
 
     def check_alive(self) -> None:
         for name, proc in (("gunicorn", self.web), ("bare", self.bare), ("db_worker", self.worker)):
             if proc is not None and proc.poll() is not None:
-                raise Stop(f"{name} exited ({proc.returncode}):\n{tail(self.workdir / (name + '.log'))}")
+                raise Stop(
+                    f"{name} exited ({proc.returncode}):\n{tail(self.workdir / (name + '.log'))}"
+                )
 
     def post_webhook(self) -> tuple[int, dict]:
         conn = http.client.HTTPConnection(HOST, self.port, timeout=REQUEST_TIMEOUT)
@@ -287,9 +326,12 @@ class Phase:
     def merge(self, other: "Phase") -> "Phase":
         acks = {k: self.acks.get(k, 0) + other.acks.get(k, 0) for k in {*self.acks, *other.acks}}
         return Phase(
-            self.latencies + other.latencies, self.errors + other.errors, self.elapsed + other.elapsed, acks,
+            self.latencies + other.latencies,
+            self.errors + other.errors,
+            self.elapsed + other.elapsed,
+            acks,
             self.other_cpu + other.other_cpu,
-        )  # fmt: skip
+        )
 
     @property
     def requests(self) -> int:
@@ -309,7 +351,9 @@ def drive(port: int, path: str, *, clients: int, seconds: float) -> Phase:
     Gunicorn's sync workers close the connection after every answer, so http.client reconnects
     for each request: the same for the webhook and the floor.
     """
-    per_client: list[tuple[list[float], list[str], list[bytes]]] = [([], [], []) for _ in range(clients)]
+    per_client: list[tuple[list[float], list[str], list[bytes]]] = [
+        ([], [], []) for _ in range(clients)
+    ]
     ready = threading.Barrier(clients + 1)
     stop_at = [0.0]
 
@@ -368,7 +412,9 @@ def other_cpu_seconds() -> float:
     (on a shared machine, someone else's test run halves the throughput).
     """
     with open("/proc/stat") as stat:
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9]
+        )
     machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
     parents, cpu, backends = {}, {}, set()
     for entry in os.listdir("/proc"):
@@ -389,7 +435,9 @@ def other_cpu_seconds() -> float:
     while frontier:
         pid = frontier.pop()
         ours.add(pid)
-        frontier.extend(child for child, parent in parents.items() if parent == pid and child not in ours)
+        frontier.extend(
+            child for child, parent in parents.items() if parent == pid and child not in ours
+        )
     return machine - sum(cpu.get(pid, 0.0) for pid in ours)
 
 
@@ -417,7 +465,9 @@ def warm_up(stack: Stack, probe: Probe) -> None:
     stack.check_alive()
     answers = [r["status"] for r in imports_seen(stack.fake)]
     if 200 not in answers:
-        raise Stop(f"the warm-up run imported nothing (manager answers {answers}):\n{tail(stack.workdir / 'db_worker.log')}")
+        raise Stop(
+            f"the warm-up run imported nothing (manager answers {answers}):\n{tail(stack.workdir / 'db_worker.log')}"
+        )
 
 
 ENDPOINTS = ("webhook", "bare floor", "in-app floor")
@@ -456,11 +506,15 @@ def pooled(phases: list[Phase]) -> Phase:
     return total
 
 
-def measure_receipt_to_import(stack: Stack, probe: Probe, *, interval: float, samples: int, rng: random.Random) -> list[float]:
+def measure_receipt_to_import(
+    stack: Stack, probe: Probe, *, interval: float, samples: int, rng: random.Random
+) -> list[float]:
     """Seconds from POSTing one webhook (system idle) to the manager's first import request."""
     stack.start_worker(interval)
     stack.fake.reset()
-    warm_up(stack, probe)  # also proves the new worker is polling and importing before the clock starts
+    warm_up(
+        stack, probe
+    )  # also proves the new worker is polling and importing before the clock starts
     delays = []
     for _ in range(samples):
         probe.wait_quiet()
@@ -492,10 +546,11 @@ def bench_database(name: str, database_url: str, workdir: Path, accounts_file: P
     with Stack(database_url=database_url, workdir=workdir, web_workers=args.web_workers) as stack:
         stack.manage("migrate", "-v0", "--noinput")
         stack.manage(
-            "shell", "-c",
+            "shell",
+            "-c",
             "from webhooks.models import ReplenishmentPolicy as P; "
             "P.objects.update_or_create(pk=1, defaults={'max_accounts_per_hour': 1_000_000})",
-        )  # fmt: skip
+        )
         loaded = stack.manage("load_accounts", str(accounts_file)).strip().splitlines()[-1:]
         print(f"pool: {' '.join(loaded)}", flush=True)
         probe = Probe(database_url)
@@ -567,13 +622,22 @@ def bench_database(name: str, database_url: str, workdir: Path, accounts_file: P
                 for label, phase in ((label, pooled(rounds[label])) for label in ENDPOINTS)
             ),
             *(
-                {"what": f"receipt → first import, worker --interval {interval:g}", "max_ms": round(max(d) * 1000)}
+                {
+                    "what": f"receipt → first import, worker --interval {interval:g}",
+                    "max_ms": round(max(d) * 1000),
+                }
                 for interval, d in delays.items()
             ),
         ],
         out_dir=args.out,
     )
-    return {"ratio": ratio, "in_app_ratio": in_app_ratio, "errors": errors, "delays": delays, "noisy": noisy}
+    return {
+        "ratio": ratio,
+        "in_app_ratio": in_app_ratio,
+        "errors": errors,
+        "delays": delays,
+        "noisy": noisy,
+    }
 
 
 def print_load(name: str, rounds: dict[str, list[Phase]], args) -> None:
@@ -631,26 +695,44 @@ def _interrupt(signum, frame):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="load time per endpoint and round (default 10)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="load time per endpoint and round (default 10)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn sync workers (default 2)")
-    parser.add_argument("--accounts", type=int, default=2000, help="accounts loaded into the pool (default 2000)")
-    parser.add_argument("--worker-interval", type=float, default=1.0, help="db_worker --interval during the load")
     parser.add_argument(
-        "--latency-intervals", default="1,0.2,0.1",
+        "--web-workers", type=int, default=2, help="gunicorn sync workers (default 2)"
+    )
+    parser.add_argument(
+        "--accounts", type=int, default=2000, help="accounts loaded into the pool (default 2000)"
+    )
+    parser.add_argument(
+        "--worker-interval", type=float, default=1.0, help="db_worker --interval during the load"
+    )
+    parser.add_argument(
+        "--latency-intervals",
+        default="1,0.2,0.1",
         type=lambda text: [float(part) for part in text.split(",") if part.strip()],
         help="db_worker --interval values for receipt → first import (default 1,0.2,0.1)",
-    )  # fmt: skip
-    parser.add_argument("--samples", type=int, default=5, help="receipt → first import samples per interval")
+    )
+    parser.add_argument(
+        "--samples", type=int, default=5, help="receipt → first import samples per interval"
+    )
     parser.add_argument("--skip-postgres", action="store_true")
-    parser.add_argument("--out", type=Path, default=None, help="where to write the figures (default bench/results)")
-    parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the figures (default bench/results)"
+    )
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
 
     with open("/proc/loadavg") as loadavg:
-        print(f"load average at start: {loadavg.read().strip()} ({os.cpu_count()} CPUs)", flush=True)
+        print(
+            f"load average at start: {loadavg.read().strip()} ({os.cpu_count()} CPUs)", flush=True
+        )
     results = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench_webhook_") as tmp:
@@ -682,7 +764,11 @@ def main() -> int:
                 f"{m * 1000:.0f} ms at --interval {i:g} ({'met' if m < TARGET_IMPORT_DELAY else 'NOT met'})"
                 for i, m in import_max.items()
             )
-            + ("  [NOISY: other processes used the CPUs during the load]" if result["noisy"] else "")
+            + (
+                "  [NOISY: other processes used the CPUs during the load]"
+                if result["noisy"]
+                else ""
+            )
         )
     with open("/proc/loadavg") as loadavg:
         print(f"load average at end: {loadavg.read().strip()}")

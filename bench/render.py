@@ -19,7 +19,9 @@ RESULTS = ROOT / "bench" / "results"
 
 
 def _load(bench: str) -> list[dict]:
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS.glob(f"{bench}-*.json"))]
+    return [
+        json.loads(p.read_text(encoding="utf-8")) for p in sorted(RESULTS.glob(f"{bench}-*.json"))
+    ]
 
 
 def _conditions(doc: dict) -> str:
@@ -29,7 +31,10 @@ def _conditions(doc: dict) -> str:
 
 
 def render_load(docs: list[dict]) -> str:
-    lines = ["| | time | lines/s | peak RSS (sum of the processes' peaks) | vs floor |", "|---|---|---|---|---|"]
+    lines = [
+        "| | time | lines/s | peak RSS (sum of the processes' peaks) | vs floor |",
+        "|---|---|---|---|---|",
+    ]
     for doc in docs:
         for row in doc["rows"]:
             if "lines_per_second" in row:
@@ -39,7 +44,9 @@ def render_load(docs: list[dict]) -> str:
                     f"{row['peak_rss_sum_mb']} MB ({per}) | {row['vs_floor']}x |"
                 )
             else:
-                lines.append(f"| {row['what']} ({doc['database']} run) | {row['seconds']} s | | | |")
+                lines.append(
+                    f"| {row['what']} ({doc['database']} run) | {row['seconds']} s | | | |"
+                )
     return "\n".join(lines + [""] + [_conditions(d) for d in docs])
 
 
@@ -75,7 +82,7 @@ def main() -> int:
         if not pattern.search(text):
             print(f"README.md has no <!-- bench:{name} --> block", file=sys.stderr)
             return 1
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
     readme.write_text(text, encoding="utf-8")
     print(f"README.md: {', '.join(tables) or 'no results to render'}")
     return 0

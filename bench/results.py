@@ -16,7 +16,9 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def record(bench: str, database: str, *, conditions: dict, rows: list[dict], out_dir: Path | None = None) -> Path:
+def record(
+    bench: str, database: str, *, conditions: dict, rows: list[dict], out_dir: Path | None = None
+) -> Path:
     out_dir = out_dir or RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{bench}-{database}.json"

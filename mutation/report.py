@@ -24,5 +24,7 @@ for name in unexplained:
     print(diff.rstrip(), end="\n\n")
 explained = sum(1 for n, s in results.items() if s != "killed" and n in equivalent)
 summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-print(f"{len(results)} mutants in {seconds} s: {summary}; {explained} listed as equivalent; {len(unexplained)} unexplained")
+print(
+    f"{len(results)} mutants in {seconds} s: {summary}; {explained} listed as equivalent; {len(unexplained)} unexplained"
+)
 sys.exit(1 if unexplained else 0)

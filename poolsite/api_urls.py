@@ -20,7 +20,9 @@ router.register("attempts", AttemptViewSet, basename="api-attempt")
 urlpatterns = [
     path("stats/", StatsView.as_view(), name="api-stats"),
     *router.urls,
-    path("schema/", SpectacularAPIView.as_view(permission_classes=[IsAdminUser]), name="api-schema"),
+    path(
+        "schema/", SpectacularAPIView.as_view(permission_classes=[IsAdminUser]), name="api-schema"
+    ),
     path(
         "docs/",
         SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[IsAdminUser]),

@@ -17,7 +17,11 @@ def client_ip(request) -> str | None:
     if not getattr(settings, "BEHIND_TLS_PROXY", False):
         return remote
     count = settings.TRUSTED_PROXY_COUNT
-    hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
+    hops = [
+        hop.strip()
+        for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+        if hop.strip()
+    ]
     if count < 1 or len(hops) < count:
         return remote  # not written by as many proxies as configured: nothing in it to trust
     try:

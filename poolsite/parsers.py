@@ -47,7 +47,9 @@ def json_problem(data, *, max_depth: int = MAX_JSON_DEPTH) -> tuple[str, str] | 
                     return "surrogate", name
                 stack.append((item, name, depth + 1))
         elif isinstance(value, list):
-            stack.extend((item, f"{path}.{n}" if path else str(n), depth + 1) for n, item in enumerate(value))
+            stack.extend(
+                (item, f"{path}.{n}" if path else str(n), depth + 1) for n, item in enumerate(value)
+            )
     return None
 
 

@@ -79,7 +79,11 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "poolsite.wsgi.application"
 
-DATABASES = {"default": env.db_url_config(env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {
+    "default": env.db_url_config(
+        env.str("DATABASE_URL", default="") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A web process and a worker write side by side: WAL lets readers run during a write,
     # IMMEDIATE takes the write lock at BEGIN (no deadlocking lock upgrades), and the timeout
@@ -127,7 +131,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     # Tokens and secret settings never reach a log, whatever a message or a traceback quotes.
     "filters": {"redact": {"()": "poolsite.log_filters.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # At DEBUG these log request URLs, and notification URLs carry bot tokens.
     "loggers": {"apprise": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},

@@ -15,7 +15,7 @@ import platform
 import sys
 import xml.etree.ElementTree as ET
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,11 +71,16 @@ def render() -> tuple[str, int]:
         if data
         for v in data["violations"]
     ]
-    missing = [f"{label} {name}" for db, label in DATABASES for name, data in found[db].items() if data is None]
+    missing = [
+        f"{label} {name}"
+        for db, label in DATABASES
+        for name, data in found[db].items()
+        if data is None
+    ]
     total_seconds = sum(row["seconds"] for files in runs.values() for row in files.values())
 
     out = [
-        f"Last `make proof`: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, on a {os.cpu_count()}-core "
+        f"Last `make proof`: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, on a {os.cpu_count()}-core "
         f"{platform.machine()} machine (Python {platform.python_version()}), {total_seconds / 60:.0f} min of tests.",
         "",
         "Sizes: " + ", ".join(f"{os.environ.get(var, '?')} {what}" for var, what in SIZES) + ".",
@@ -112,7 +117,13 @@ def render() -> tuple[str, int]:
                 if key not in keys:
                     keys.append(key)
         rows = [
-            (key, *(str((found[db][name] or {}).get("counts", {}).get(key, "–")) for db, _ in DATABASES))
+            (
+                key,
+                *(
+                    str((found[db][name] or {}).get("counts", {}).get(key, "–"))
+                    for db, _ in DATABASES
+                ),
+            )
             for key in keys
         ]
         rows.append(

@@ -31,13 +31,36 @@ def _commands(host: str, port: str) -> dict[str, list[str]]:
     else:
         workers = os.environ.get("WEB_CONCURRENCY", "2")
         web = [
-            python, "-m", "gunicorn", "poolsite.wsgi:application", "--bind", f"{host}:{port}",
-            "--workers", workers, "--access-logfile", "-", "--graceful-timeout", "10",
-        ]  # fmt: skip
+            python,
+            "-m",
+            "gunicorn",
+            "poolsite.wsgi:application",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            workers,
+            "--access-logfile",
+            "-",
+            "--graceful-timeout",
+            "10",
+        ]
     # The worker carries out replenishment runs; reconcile recovers what a killed worker leaves.
     # A 0.2 s poll (one indexed query) keeps the receipt-to-first-import time well under 1 s.
-    worker = [python, "manage.py", "db_worker", "--no-startup-delay", "--interval", os.environ.get("WORKER_INTERVAL", "0.2")]
-    reconcile = [python, "manage.py", "reconcile", "--every", os.environ.get("RECONCILE_EVERY", "60")]
+    worker = [
+        python,
+        "manage.py",
+        "db_worker",
+        "--no-startup-delay",
+        "--interval",
+        os.environ.get("WORKER_INTERVAL", "0.2"),
+    ]
+    reconcile = [
+        python,
+        "manage.py",
+        "reconcile",
+        "--every",
+        os.environ.get("RECONCILE_EVERY", "60"),
+    ]
     return {"web server": web, "worker": worker, "reconciler": reconcile}
 
 
@@ -68,10 +91,18 @@ def main() -> int:
             now = time.monotonic()
             restarts[name] = [t for t in restarts[name] if t > now - 60] + [now]
             if name == "web server" or len(restarts[name]) > MAX_RESTARTS:
-                print(f"The {name} exited with code {code}: stopping everything.", file=sys.stderr, flush=True)
+                print(
+                    f"The {name} exited with code {code}: stopping everything.",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 status = 1
                 break
-            print(f"The {name} exited with code {code}: starting it again.", file=sys.stderr, flush=True)
+            print(
+                f"The {name} exited with code {code}: starting it again.",
+                file=sys.stderr,
+                flush=True,
+            )
             time.sleep(RESTART_DELAY)
             children[name] = subprocess.Popen(commands[name])
         time.sleep(0.2)

@@ -74,7 +74,9 @@ def worker():
     from accounts.services import account_batch_process
 
     def run():
-        for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list("pk", flat=True):
+        for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list(
+            "pk", flat=True
+        ):
             account_batch_process(batch_id=pk)
 
     return run

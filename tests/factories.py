@@ -1,8 +1,7 @@
 import factory
-from factory.django import DjangoModelFactory
-
 from django.conf import settings
 from django.utils.dateparse import parse_datetime
+from factory.django import DjangoModelFactory
 
 from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus
 from accounts.services import consumption_count
@@ -39,8 +38,13 @@ class AccountFactory(DjangoModelFactory):
 
     @classmethod
     def _create(cls, model_class, *args, **kwargs):
-        material = {f: kwargs.get(f) for f in ("email", "account_id", "access_token", "session_token", "refresh_token")}
-        kwargs.update(account_lookup_hashes(**material, encryption_keys=settings.POOL_ENCRYPTION_KEY))
+        material = {
+            f: kwargs.get(f)
+            for f in ("email", "account_id", "access_token", "session_token", "refresh_token")
+        }
+        kwargs.update(
+            account_lookup_hashes(**material, encryption_keys=settings.POOL_ENCRYPTION_KEY)
+        )
         account = super()._create(model_class, *args, **kwargs)
         if account.status == AccountStatus.CONSUMED and account.consumed_at:
             # As account_settle_consumed does: every consumption is counted in its day's rollup.
@@ -56,7 +60,9 @@ def staff_with(django_user_model, *perms, username="staff"):
     user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
     for perm in perms:
         app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
     return user
 
 

@@ -49,7 +49,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
@@ -63,14 +63,28 @@ import requests
 # (docs/MANAGER.md); the fake imports nothing from the product it tests.
 from tests.support.manager_rules import (
     Claims,
-    looks_like_client_id as is_client_id,
-    looks_like_email as is_email,
-    looks_like_jwe as is_jwe,
-    looks_like_jwt as is_jwt,
-    looks_like_refresh_token as is_refresh_token,
-    looks_like_uuid as is_uuid,
-    masked as mask,
     read_claims,
+)
+from tests.support.manager_rules import (
+    looks_like_client_id as is_client_id,
+)
+from tests.support.manager_rules import (
+    looks_like_email as is_email,
+)
+from tests.support.manager_rules import (
+    looks_like_jwe as is_jwe,
+)
+from tests.support.manager_rules import (
+    looks_like_jwt as is_jwt,
+)
+from tests.support.manager_rules import (
+    looks_like_refresh_token as is_refresh_token,
+)
+from tests.support.manager_rules import (
+    looks_like_uuid as is_uuid,
+)
+from tests.support.manager_rules import (
+    masked as mask,
 )
 
 __all__ = [
@@ -125,17 +139,24 @@ MSG_NOTHING_PARSED = "未能从文本中提取任何 Token"
 AT_CLOCK_SKEW = timedelta(hours=8)
 
 _TOKEN_FIELDS = ("access_token", "session_token", "refresh_token")
-_ACCOUNT_FIELDS = ("email", "access_token", "session_token", "refresh_token", "client_id", "account_id")
+_ACCOUNT_FIELDS = (
+    "email",
+    "access_token",
+    "session_token",
+    "refresh_token",
+    "client_id",
+    "account_id",
+)
 # The optional string fields of the manager's request model (pydantic), besides import_type.
 _MODEL_STR_FIELDS = (*_ACCOUNT_FIELDS, "content")
 _MASKED_HEADERS = frozenset({"x-api-key", "authorization", "cookie"})
 
 _LOGIN_PAGE = (
-    "<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>管理员登录</title>"
-    "</head><body><form method=\"post\" action=\"/login\"><h1>管理员登录</h1>"
-    "<input name=\"username\"><input name=\"password\" type=\"password\">"
-    "<button type=\"submit\">登录</button></form></body></html>\n"
-).encode("utf-8")
+    '<!DOCTYPE html>\n<html lang="zh-CN"><head><meta charset="utf-8"><title>管理员登录</title>'
+    '</head><body><form method="post" action="/login"><h1>管理员登录</h1>'
+    '<input name="username"><input name="password" type="password">'
+    '<button type="submit">登录</button></form></body></html>\n'
+).encode()
 # What "garbage" answers: labelled JSON, so a client cannot avoid the decode error by
 # checking the content type alone (a proxy error page behind a misconfigured route).
 _GARBAGE_BODY = b"<html><body><h1>502 Bad Gateway</h1><p>upstream sent nonsense</p></body></html>"
@@ -398,7 +419,12 @@ def _validation_errors(body: Any) -> list[dict]:
     errors = []
     if "import_type" not in body:
         errors.append(
-            {"type": "missing", "loc": ["body", "import_type"], "msg": "Field required", "input": body}
+            {
+                "type": "missing",
+                "loc": ["body", "import_type"],
+                "msg": "Field required",
+                "input": body,
+            }
         )
     elif not isinstance(body["import_type"], str):
         errors.append(_string_type_error("import_type", body["import_type"]))
@@ -611,7 +637,12 @@ class FakeManager:
         """Every Team-info call: its path, behaviour and status (None: no answer sent)."""
         with self._lock:
             return [
-                {"path": r["path"], "behaviour": r["behaviour"], "status": r["status"], "time": r["time"]}
+                {
+                    "path": r["path"],
+                    "behaviour": r["behaviour"],
+                    "status": r["status"],
+                    "time": r["time"],
+                }
                 for r in self._requests
                 if r["method"] == "GET" and _TEAM_INFO_RE.fullmatch(r["path"])
             ]
@@ -663,9 +694,15 @@ class FakeManager:
         return [
             {
                 "time": at,
-                "emails": [email for account in _submitted_accounts(body) if (email := account.known_email())],
+                "emails": [
+                    email
+                    for account in _submitted_accounts(body)
+                    if (email := account.known_email())
+                ],
                 # What the fake de-duplicates on (the account ID if given, else the email).
-                "identities": [key for account in _submitted_accounts(body) if (key := account.identity())],
+                "identities": [
+                    key for account in _submitted_accounts(body) if (key := account.identity())
+                ],
                 "behaviour": behaviour,
                 "status": status,
             }
@@ -677,7 +714,9 @@ class FakeManager:
         with self._lock:
             return copy.deepcopy(
                 {
-                    "imported": {identity: _redact_record(r) for identity, r in self._imported.items()},
+                    "imported": {
+                        identity: _redact_record(r) for identity, r in self._imported.items()
+                    },
                     "accept_counts": self._accept_counts,
                     "attempt_counts": self._attempt_counts,
                     "requests": [{**r, "body": _redact_body(r["body"])} for r in self._requests],
@@ -731,7 +770,7 @@ class FakeManager:
     def _import_one(self, account: _Account, behaviour: Behaviour, mode: str) -> _Outcome:
         """One account through the manager's import_team_single, in its order of checks."""
         claims = account.claims()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         at_usable = bool(claims and claims.expires_at and claims.expires_at - now >= AT_CLOCK_SKEW)
         # The manager would renew the access token here; the fake assumes renewal succeeds.
         renewable = bool(account.session_token or (account.refresh_token and account.client_id))
@@ -781,7 +820,7 @@ class FakeManager:
                 "time": time.time(),
             }
             self._accept_counts[identity] = self._accept_counts.get(identity, 0) + 1
-            moment = datetime.now(timezone.utc).replace(tzinfo=None).isoformat()
+            moment = datetime.now(UTC).replace(tzinfo=None).isoformat()
             self._teams[team_id] = {
                 "id": team_id,
                 "email": email,
@@ -789,7 +828,9 @@ class FakeManager:
                 "team_name": f"Team {team_id}",
                 "plan_type": "team",
                 "subscription_plan": "chatgptteamplan",
-                "expires_at": (datetime.now(timezone.utc) + timedelta(days=30)).replace(tzinfo=None).isoformat(),
+                "expires_at": (datetime.now(UTC) + timedelta(days=30))
+                .replace(tzinfo=None)
+                .isoformat(),
                 "current_members": 1,
                 "max_members": 6,
                 "status": "active",
@@ -801,7 +842,13 @@ class FakeManager:
                 "session_token": account.session_token,
                 "client_id": account.client_id,
             }
-        body = {"success": True, "team_id": team_id, "email": email, "message": MSG_IMPORTED, "error": None}
+        body = {
+            "success": True,
+            "team_id": team_id,
+            "email": email,
+            "message": MSG_IMPORTED,
+            "error": None,
+        }
         return _Outcome(200, body)
 
     def _batch_events(self, accounts: list[_Account], behaviour: Behaviour) -> Iterator[dict]:
@@ -884,7 +931,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif match := _TEAM_INFO_RE.fullmatch(path):
             self._team_info(entry, int(match.group(1)))
         elif path == IMPORT_PATH:
-            self._send_json(405, {"detail": "Method Not Allowed"}, entry, extra_headers={"Allow": "POST"})
+            self._send_json(
+                405, {"detail": "Method Not Allowed"}, entry, extra_headers={"Allow": "POST"}
+            )
         else:
             self._send_json(404, {"detail": "Not Found"}, entry)
 
@@ -931,7 +980,12 @@ class _Handler(BaseHTTPRequestHandler):
         if team is None:
             self._send_json(404, {"success": False, "error": f"Team ID {team_id} 不存在"}, entry)
             return
-        body = {"success": True, "team": team, "team_accounts": [{"email": team["email"], "role": "owner"}], "error": None}
+        body = {
+            "success": True,
+            "team": team,
+            "team_accounts": [{"email": team["email"], "role": "owner"}],
+            "error": None,
+        }
         if behaviour.name == "cut":
             payload = json.dumps(body, ensure_ascii=False).encode("utf-8")
             fake._note(entry, status=200)
@@ -1123,7 +1177,11 @@ class FakeManagerProcess:
     """
 
     def __init__(
-        self, api_key: str | None = DEFAULT_API_KEY, *, ready_timeout: float = 10.0, timeout: float = 5.0
+        self,
+        api_key: str | None = DEFAULT_API_KEY,
+        *,
+        ready_timeout: float = 10.0,
+        timeout: float = 5.0,
     ) -> None:
         self.api_key = api_key
         self.ready_timeout = ready_timeout
@@ -1134,7 +1192,9 @@ class FakeManagerProcess:
     def start(self) -> FakeManagerProcess:
         command = [sys.executable, "-m", "tests.fake_manager", "--port", "0"]
         command += ["--no-api-key"] if self.api_key is None else ["--api-key", self.api_key]
-        self._process = subprocess.Popen(command, cwd=_PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            command, cwd=_PROJECT_ROOT, stdout=subprocess.PIPE, text=True
+        )
         try:
             self._base_url = self._read_ready_url()
         except BaseException:
@@ -1145,11 +1205,15 @@ class FakeManagerProcess:
     def _read_ready_url(self) -> str:
         # readline() blocks; a helper thread lets the wait time out if the child never gets ready.
         lines: queue.Queue[str] = queue.Queue(maxsize=1)
-        threading.Thread(target=lambda: lines.put(self._process.stdout.readline()), daemon=True).start()
+        threading.Thread(
+            target=lambda: lines.put(self._process.stdout.readline()), daemon=True
+        ).start()
         try:
             line = lines.get(timeout=self.ready_timeout)
         except queue.Empty:
-            raise RuntimeError(f"the fake manager was not ready within {self.ready_timeout} s") from None
+            raise RuntimeError(
+                f"the fake manager was not ready within {self.ready_timeout} s"
+            ) from None
         if not line.startswith("READY "):
             code = self._process.poll()
             raise RuntimeError(f"the fake manager did not start (exit code {code}): {line!r}")
@@ -1205,7 +1269,9 @@ class FakeManagerProcess:
         response.raise_for_status()
 
     def reset(self) -> None:
-        requests.post(self.base_url + CONTROL_PREFIX + "reset", timeout=self.timeout).raise_for_status()
+        requests.post(
+            self.base_url + CONTROL_PREFIX + "reset", timeout=self.timeout
+        ).raise_for_status()
 
 
 def main(argv: list[str] | None = None) -> int:

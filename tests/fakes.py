@@ -15,7 +15,7 @@ import random
 import string
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 
@@ -92,7 +92,7 @@ def make_access_token(
     email out of the profile claim.
     """
     rng = _rng(rng)
-    now = now if now is not None else datetime.now(timezone.utc)
+    now = now if now is not None else datetime.now(UTC)
     if expires_at is None:
         expires_at = now + lifetime
     issued = int(now.timestamp())

@@ -47,19 +47,33 @@ def project_env(**extra: str) -> dict[str, str]:
 
 def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, **kwargs
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kwargs,
     )
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     # A session of its own, so stopping it stops its children (gunicorn's workers) too.
     return subprocess.Popen(
-        args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return start([sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.1"], env)
+    return start(
+        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.1"], env
+    )
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> str:
@@ -83,7 +97,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = "condition"):
+def wait_for(
+    predicate: Callable[[], object],
+    *,
+    timeout: float,
+    interval: float = 0.1,
+    what: str = "condition",
+):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -14,7 +14,7 @@ os.environ.setdefault("POOL_ENCRYPTION_KEY", "dGVzdHMtb25seS1rZXktMzItYnl0ZXMtbG
 # whenever Teams are followed, and its requests would mix with the imports a test counts.
 os.environ.setdefault("FOLLOW_UP_EVERY_HOURS", "0")
 
-from poolsite.settings import *  # noqa: E402,F403
+from poolsite.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

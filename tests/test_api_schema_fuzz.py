@@ -14,13 +14,13 @@ import json
 import os
 
 import pytest
+import schemathesis
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from django.utils import timezone
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
@@ -57,7 +57,15 @@ FUZZ = settings(
     suppress_health_check=list(HealthCheck),
     report_multiple_bugs=False,
 )
-SNAPSHOT_FIELDS = ("id", "status", "usable", "batch_id", "attempts", "lease_expires_at", "updated_at")
+SNAPSHOT_FIELDS = (
+    "id",
+    "status",
+    "usable",
+    "batch_id",
+    "attempts",
+    "lease_expires_at",
+    "updated_at",
+)
 
 
 def pool() -> dict:
@@ -88,12 +96,18 @@ def check_pool_effect(operation, response, before: dict, after: dict) -> None:
         retired = set(response.json()["retired"]) if response.status_code == 200 else set()
         for pk, row in before.items():
             if pk in retired:
-                assert after[pk][1] == AccountStatus.RETIRED, f"{label} answered {pk} retired but it is {after[pk][1]}"
+                assert after[pk][1] == AccountStatus.RETIRED, (
+                    f"{label} answered {pk} retired but it is {after[pk][1]}"
+                )
             else:
-                assert after[pk] == row, f"{label} changed account {pk}, which it did not answer as retired"
+                assert after[pk] == row, (
+                    f"{label} changed account {pk}, which it did not answer as retired"
+                )
         assert after.keys() == before.keys(), f"{label} added or removed accounts"
         return
-    raise AssertionError(f"{label}: a write this test does not know; say what it may do to the pool")
+    raise AssertionError(
+        f"{label}: a write this test does not know; say what it may do to the pool"
+    )
 
 
 @pytest.fixture
@@ -120,12 +134,16 @@ def operation_of(schema, method: str, path: str):
 
 
 def test_schema_lists_exactly_these_operations(schema):
-    listed = sorted((result.ok().method.upper(), result.ok().path) for result in schema.get_all_operations())
+    listed = sorted(
+        (result.ok().method.upper(), result.ok().path) for result in schema.get_all_operations()
+    )
     assert listed == sorted(OPERATIONS)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_generated_requests_get_no_server_error_and_change_the_pool_only_as_documented(schema, headers, method, path):
+def test_generated_requests_get_no_server_error_and_change_the_pool_only_as_documented(
+    schema, headers, method, path
+):
     operation = operation_of(schema, method, path)
     strategy = st.one_of(
         operation.as_strategy(generation_mode=GenerationMode.POSITIVE),

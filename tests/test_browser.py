@@ -21,7 +21,10 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (scripts/ensure_chromium.sh)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="Debian chromium is not installed (scripts/ensure_chromium.sh)",
+    ),
 ]
 
 # Playwright's sync API keeps an event loop in this thread; the ORM calls made here between
@@ -37,7 +40,12 @@ def browser():
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
         )
         yield browser
         browser.close()
@@ -62,7 +70,9 @@ def work_on_loads():
     from accounts.models import BATCH_RUNNING_STATUSES, AccountBatch
     from accounts.services import account_batch_process
 
-    for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list("pk", flat=True):
+    for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list(
+        "pk", flat=True
+    ):
         account_batch_process(batch_id=pk)
 
 
@@ -76,7 +86,9 @@ def log_in(page, live_server, django_user_model):
     page.wait_for_url(f"{live_server.url}/admin/")
 
 
-def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_user_model, manager, settings):
+def test_an_admin_runs_the_operation_from_the_browser(
+    page, live_server, django_user_model, manager, settings
+):
     from accounts.models import Account, AccountStatus
     from webhooks import services
     from webhooks.models import ReplenishmentRun, RunStatus
@@ -85,7 +97,10 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     shot(page, "02-dashboard")
 
     accounts = [fakes.make_account() for _ in range(3)]
-    text = "\n".join(fakes.render_line(a, "delimited-dash") for a in accounts) + "\nnot an account line\n"
+    text = (
+        "\n".join(fakes.render_line(a, "delimited-dash") for a in accounts)
+        + "\nnot an account line\n"
+    )
     page.goto(f"{live_server.url}/admin/accounts/account/load/")
     page.fill("#id_text", text)
     page.fill("#id_label", "from the browser")
@@ -124,7 +139,12 @@ def test_an_admin_runs_the_operation_from_the_browser(page, live_server, django_
     # The manager calls the webhook; a worker carries out the run (here, this process).
     response = requests.post(
         f"{live_server.url}/webhooks/low-stock/",
-        json={"event": "low_stock", "current_seats": 10, "threshold": 10, "message": "库存不足预警"},
+        json={
+            "event": "low_stock",
+            "current_seats": 10,
+            "threshold": 10,
+            "message": "库存不足预警",
+        },
         headers={"X-API-Key": MANAGER_KEY},
         timeout=10,
     )

@@ -39,7 +39,12 @@ def test_check_deploy_is_clean_with_production_settings():
 def test_check_refuses_a_missing_encryption_key():
     env = {"PATH": "/usr/bin:/bin", **PRODUCTION, "POOL_ENCRYPTION_KEY": ""}
     result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode != 0 and "accounts.E001" in result.stderr
 
@@ -48,7 +53,11 @@ def test_check_refuses_a_missing_encryption_key():
 
 
 def _dotenv(path):
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     return {name.strip(): value.strip() for name, value in pairs}
 
 
@@ -64,7 +73,11 @@ def test_a_copy_of_env_example_gets_its_empty_secrets_generated_and_is_private(t
     clean = {"PATH": "/usr/bin:/bin"}
 
     first = subprocess.run(
-        [sys.executable, "scripts/init_env.py"], cwd=tmp_path, env=clean, capture_output=True, text=True
+        [sys.executable, "scripts/init_env.py"],
+        cwd=tmp_path,
+        env=clean,
+        capture_output=True,
+        text=True,
     )
     assert first.returncode == 0, first.stderr
     values = _dotenv(env_file)
@@ -84,7 +97,12 @@ def test_a_copy_of_env_example_gets_its_empty_secrets_generated_and_is_private(t
     check = subprocess.run(
         [sys.executable, "manage.py", "check"],
         cwd=ROOT,
-        env={**clean, **values, "POOL_IGNORE_DOTENV": "1", "DJANGO_SETTINGS_MODULE": "poolsite.settings"},
+        env={
+            **clean,
+            **values,
+            "POOL_IGNORE_DOTENV": "1",
+            "DJANGO_SETTINGS_MODULE": "poolsite.settings",
+        },
         capture_output=True,
         text=True,
         timeout=120,

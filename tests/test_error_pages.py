@@ -24,7 +24,9 @@ def decrypting_view(request):
 
 
 def encrypting_view(request):
-    crypto.encrypt(NOT_TOKEN_SHAPED["value"], context="accounts_account.access_token")  # raises inside encrypt: the key is malformed
+    crypto.encrypt(
+        NOT_TOKEN_SHAPED["value"], context="accounts_account.access_token"
+    )  # raises inside encrypt: the key is malformed
 
 
 urlpatterns = [path("decrypting/", decrypting_view), path("encrypting/", encrypting_view)]
@@ -48,7 +50,9 @@ def assert_absent(page: str, **secrets):
 
 
 @pytest.mark.urls("tests.test_error_pages")
-def test_the_debug_error_page_shows_no_token_and_no_secret_setting(debug_client, settings, monkeypatch):
+def test_the_debug_error_page_shows_no_token_and_no_secret_setting(
+    debug_client, settings, monkeypatch
+):
     account = AccountFactory()
     settings.MANAGER_BASE_URL = "http://127.0.0.1:9"
     # Made at run time: the page shows the source lines around each frame, this test's included.

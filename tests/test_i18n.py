@@ -33,7 +33,17 @@ MO_PATH = CATALOGUE_DIR / "django.mo"
 # The same exclusions as the documented makemessages command.
 MAKEMESSAGES_IGNORE = (".venv", "bench", "tests", "staticfiles")
 # Never copied into the scratch project: not source, or large, or secret.
-NOT_COPIED = {".git", ".venv", "bench", "tests", "staticfiles", "locale", ".env", ".hypothesis", ".pytest_cache"}
+NOT_COPIED = {
+    ".git",
+    ".venv",
+    "bench",
+    "tests",
+    "staticfiles",
+    "locale",
+    ".env",
+    ".hypothesis",
+    ".pytest_cache",
+}
 # What makemessages reads (its default extensions), plus nothing else.
 SOURCE_SUFFIXES = (".py", ".html", ".txt")
 
@@ -67,7 +77,17 @@ class Entry:
         return f"line {self.lineno}: {self.msgid!r}{ctxt}"
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", '"': '"', "\\": "\\"}
+_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    '"': '"',
+    "\\": "\\",
+}
 _ESCAPE_RE = re.compile(r'\\([ntrabfv"\\]|[0-7]{1,3}|x[0-9a-fA-F]+)')
 _KEYWORD_RE = re.compile(r'^(msgctxt|msgid_plural|msgid|msgstr(?:\[(\d+)\])?)\s+(".*")\s*$')
 _STRING_RE = re.compile(r'^"((?:[^"\\]|\\.)*)"$')
@@ -138,7 +158,9 @@ def parse_po(path: Path) -> list[Entry]:
             raise ValueError(f"{path}:{lineno}: unexpected line: {raw!r}")
         keyword, index, literal = match.groups()
         text = _string(literal, path, lineno)
-        if keyword in ("msgctxt", "msgid") and (entry is None or entry.msgstr or keyword == "msgctxt"):
+        if keyword in ("msgctxt", "msgid") and (
+            entry is None or entry.msgstr or keyword == "msgctxt"
+        ):
             finish()
         if entry is None:
             entry = Entry(lineno=lineno, flags=pending_flags)
@@ -160,7 +182,7 @@ def parse_po(path: Path) -> list[Entry]:
 
 def split_header(entries: list[Entry]) -> tuple[dict[str, str], list[Entry]]:
     header = [e for e in entries if e.msgid == "" and e.msgctxt is None]
-    assert len(header) == 1, "the catalogue needs exactly one header entry (msgid \"\")"
+    assert len(header) == 1, 'the catalogue needs exactly one header entry (msgid "")'
     fields = {}
     for line in header[0].msgstr.get("", "").splitlines():
         if ":" in line:
@@ -170,7 +192,9 @@ def split_header(entries: list[Entry]) -> tuple[dict[str, str], list[Entry]]:
 
 
 # %(name)s, %(n)d, %s, %5.2f ... but not %%.
-_PLACEHOLDER_RE = re.compile(r"%(?:\(([^)]*)\))?[#0 +\-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?([diouxXeEfFgGcrsa%])")
+_PLACEHOLDER_RE = re.compile(
+    r"%(?:\(([^)]*)\))?[#0 +\-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[hlL]?([diouxXeEfFgGcrsa%])"
+)
 
 
 def placeholders(text: str) -> tuple[Counter, list[str]]:
@@ -221,10 +245,17 @@ def test_parser_reads_multiline_plural_and_flags(tmp_path):
     assert first.msgid == 'Hello %(name)s, "quoted"\n'
     assert first.flags == {"fuzzy", "python-format"}
     assert first.msgstr == {"": "你好 %(name)s"}
-    assert (second.msgid, second.msgid_plural, second.msgstr) == ("%(n)d item", "%(n)d items", {"0": "%(n)d 项"})
+    assert (second.msgid, second.msgid_plural, second.msgstr) == (
+        "%(n)d item",
+        "%(n)d items",
+        {"0": "%(n)d 项"},
+    )
     assert second.flags == {"python-format"}
     assert third.key == ("verb", "Load") and third.msgstr == {"": "加载"}
-    assert placeholders("%(a)s and %(b)d, %s%% %05.1f") == (Counter({"%(a)s": 1, "%(b)d": 1}), ["%s", "%f"])
+    assert placeholders("%(a)s and %(b)d, %s%% %05.1f") == (
+        Counter({"%(a)s": 1, "%(b)d": 1}),
+        ["%s", "%f"],
+    )
 
 
 # --- The catalogue is complete and well-formed ------------------------------------------------
@@ -259,9 +290,12 @@ def test_plural_entries_have_exactly_one_form(catalogue):
     wrong = [
         str(e)
         for e in entries
-        if (e.msgid_plural is not None and set(e.msgstr) != {"0"}) or (e.msgid_plural is None and set(e.msgstr) != {""})
+        if (e.msgid_plural is not None and set(e.msgstr) != {"0"})
+        or (e.msgid_plural is None and set(e.msgstr) != {""})
     ]
-    assert not wrong, "plural entries need msgstr[0] only, singular entries a plain msgstr:\n" + "\n".join(wrong)
+    assert not wrong, (
+        "plural entries need msgstr[0] only, singular entries a plain msgstr:\n" + "\n".join(wrong)
+    )
 
 
 def test_placeholders_match(catalogue):
@@ -304,13 +338,22 @@ def test_mo_is_compiled_from_the_current_po(catalogue):
             stale.append(f"{entry}: .mo has {got!r}, .po has {want!r}")
         if entry.msgid_plural is not None:
             for n in (1, 2, 5):
-                if mo.ngettext(entry.msgid, entry.msgid_plural, n) != want and entry.msgctxt is None:
+                if (
+                    mo.ngettext(entry.msgid, entry.msgid_plural, n) != want
+                    and entry.msgctxt is None
+                ):
                     stale.append(f"{entry}: ngettext(n={n}) does not give msgstr[0]")
     assert not stale, "django.mo is out of date (run compilemessages):\n" + "\n".join(stale)
 
     po_keys = {mo_key(e) for e in entries}
-    extra = [k for k in mo._catalog if k != "" and k not in po_keys and not (isinstance(k, tuple) and k[1] > 0)]
-    assert not extra, f"django.mo holds messages the .po no longer has (run compilemessages): {extra}"
+    extra = [
+        k
+        for k in mo._catalog
+        if k != "" and k not in po_keys and not (isinstance(k, tuple) and k[1] > 0)
+    ]
+    assert not extra, (
+        f"django.mo holds messages the .po no longer has (run compilemessages): {extra}"
+    )
 
 
 # --- The catalogue is up to date with the source ----------------------------------------------
@@ -335,16 +378,28 @@ def _copy_sources(destination: Path) -> None:
     shutil.copytree(LOCALE_DIR, destination / "locale")
 
 
-@pytest.mark.skipif(shutil.which("xgettext") is None, reason="xgettext (GNU gettext) is not installed")
+@pytest.mark.skipif(
+    shutil.which("xgettext") is None, reason="xgettext (GNU gettext) is not installed"
+)
 def test_catalogue_has_every_message_of_the_source(tmp_path, catalogue):
     project = tmp_path / "project"
     project.mkdir()
     _copy_sources(project)
     env = {**os.environ, **MAKEMESSAGES_ENV}
     env.pop("PYTHONPATH", None)
-    command = [sys.executable, "manage.py", "makemessages", "-l", "zh_Hans", "--keep-pot", "--no-location"]
+    command = [
+        sys.executable,
+        "manage.py",
+        "makemessages",
+        "-l",
+        "zh_Hans",
+        "--keep-pot",
+        "--no-location",
+    ]
     command += [f"--ignore={pattern}" for pattern in MAKEMESSAGES_IGNORE]
-    result = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, f"makemessages failed:\n{result.stdout}\n{result.stderr}"
     pot = project / "locale" / "django.pot"
     assert pot.is_file(), f"makemessages wrote no template:\n{result.stdout}\n{result.stderr}"
@@ -361,7 +416,9 @@ def test_catalogue_has_every_message_of_the_source(tmp_path, catalogue):
         "(run makemessages, translate, compilemessages):\n" + "\n".join(map(repr, missing))
     )
     plural_changed = sorted(k[1] for k in source if source[k].msgid_plural != ours[k].msgid_plural)
-    assert not plural_changed, f"plural forms changed in the source (run makemessages): {plural_changed}"
+    assert not plural_changed, (
+        f"plural forms changed in the source (run makemessages): {plural_changed}"
+    )
     gone = sorted(k[1] for k in ours.keys() - source.keys())
     assert not gone, (
         f"{len(gone)} message(s) in the catalogue are no longer in the source (run makemessages):\n"
@@ -384,7 +441,10 @@ def test_strings_render_in_simplified_chinese():
         assert gettext("Load accounts") == "加载账号"
         assert str(Account._meta.verbose_name) == "账号"
         assert str(AccountsConfig.verbose_name) == "账号池"
-        assert ngettext("Retired %(n)d account.", "Retired %(n)d accounts.", 3) % {"n": 3} == "已停用 3 个账号。"
+        assert (
+            ngettext("Retired %(n)d account.", "Retired %(n)d accounts.", 3) % {"n": 3}
+            == "已停用 3 个账号。"
+        )
         html = Template(
             "{% load i18n %}{% blocktranslate count n=total %}Save {{ n }} account{% plural %}"
             "Save {{ n }} accounts{% endblocktranslate %}"

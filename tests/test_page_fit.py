@@ -17,7 +17,10 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (scripts/ensure_chromium.sh)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason="Debian chromium is not installed (scripts/ensure_chromium.sh)",
+    ),
 ]
 
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
@@ -50,7 +53,12 @@ def browser():
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+            ],
         )
         yield browser
         browser.close()
@@ -74,36 +82,63 @@ def a_busy_pool():
 
     now = timezone.now()
     long = "a.very.long.mailbox.name.for.testing.widths"
-    accounts = [AccountFactory(email=f"{long}.{n}@an-exceedingly-long-domain-name.example.com") for n in range(6)]
+    accounts = [
+        AccountFactory(email=f"{long}.{n}@an-exceedingly-long-domain-name.example.com")
+        for n in range(6)
+    ]
     AccountFactory(usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES)
     AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
-    AccountFactory(status=AccountStatus.RESERVED, lease_id=uuid.uuid4(), lease_expires_at=now + timedelta(minutes=5))
+    AccountFactory(
+        status=AccountStatus.RESERVED,
+        lease_id=uuid.uuid4(),
+        lease_expires_at=now + timedelta(minutes=5),
+    )
     AccountFactory(status=AccountStatus.CONSUMED, consumed_at=now - timedelta(hours=3))
     run = ReplenishmentRun.objects.create(
-        trigger=RunTrigger.WEBHOOK, status=RunStatus.CONFIG_ERROR,
-        error="The manager refused the request (HTTP 401): check MANAGER_BASE_URL and MANAGER_API_KEY. " * 3,
-    )  # fmt: skip
-    message = "账号已存在于其他团队中，请检查后重试 / account already exists in another team, check and retry " * 4
-    WebhookEvent.objects.create(status=EventStatus.REFUSED, key_ok=False, refusal="Missing or wrong X-API-Key. " * 5)
-    WebhookEvent.objects.create(status=EventStatus.ACTED_ON, key_ok=True, current_seats=3, threshold=10, run=run)
+        trigger=RunTrigger.WEBHOOK,
+        status=RunStatus.CONFIG_ERROR,
+        error="The manager refused the request (HTTP 401): check MANAGER_BASE_URL and MANAGER_API_KEY. "
+        * 3,
+    )
+    message = (
+        "账号已存在于其他团队中，请检查后重试 / account already exists in another team, check and retry "
+        * 4
+    )
+    WebhookEvent.objects.create(
+        status=EventStatus.REFUSED, key_ok=False, refusal="Missing or wrong X-API-Key. " * 5
+    )
+    WebhookEvent.objects.create(
+        status=EventStatus.ACTED_ON, key_ok=True, current_seats=3, threshold=10, run=run
+    )
     for outcome, account in zip(AttemptOutcome.values, accounts):
         ImportAttempt.objects.create(
-            account=account, run=run, outcome=outcome, http_status=400, manager_message=message,
-            error="ReadTimeout: HTTPSConnectionPool(host='manager.example.com', port=443): Read timed out.", duration_ms=30012,
-        )  # fmt: skip
+            account=account,
+            run=run,
+            outcome=outcome,
+            http_status=400,
+            manager_message=message,
+            error="ReadTimeout: HTTPSConnectionPool(host='manager.example.com', port=443): Read timed out.",
+            duration_ms=30012,
+        )
     return {"run": run.pk, "account": accounts[0].pk}
 
 
 @pytest.mark.parametrize("language", ["en", "zh-hans"])
 @pytest.mark.parametrize("viewport", list(VIEWPORTS))
-def test_the_operators_pages_fit_the_screen(browser, live_server, django_user_model, settings, viewport, language):
-    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "", ""  # the "not configured" notice shows too
+def test_the_operators_pages_fit_the_screen(
+    browser, live_server, django_user_model, settings, viewport, language
+):
+    settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = (
+        "",
+        "",
+    )  # the "not configured" notice shows too
     django_user_model.objects.create_superuser("boss", "boss@example.com", PASSWORD)
     ids = a_busy_pool()
     context = browser.new_context(
-        locale="zh-CN" if language == "zh-hans" else "en-US", viewport=VIEWPORTS[viewport],
+        locale="zh-CN" if language == "zh-hans" else "en-US",
+        viewport=VIEWPORTS[viewport],
         extra_http_headers={"Accept-Language": language},
-    )  # fmt: skip
+    )
     page = context.new_page()
     page.set_default_timeout(15_000)
     try:
@@ -118,7 +153,9 @@ def test_the_operators_pages_fit_the_screen(browser, live_server, django_user_mo
             page.goto(f"{live_server.url}{path.format(**ids)}")
             page.wait_for_load_state("load")
             widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-            page.screenshot(path=str(ARTIFACTS / f"fit-{name}-{viewport}-{language}.png"), full_page=True)
+            page.screenshot(
+                path=str(ARTIFACTS / f"fit-{name}-{viewport}-{language}.png"), full_page=True
+            )
             if widths[0] > widths[1]:
                 too_wide[name] = widths
             # On a laptop a list shows every column: its table does not scroll inside its box either.

@@ -12,7 +12,11 @@ from webhooks.models import ReplenishmentRun
 
 pytestmark = pytest.mark.django_db
 
-JSON_ENDPOINTS = [reverse("api-account-bulk"), reverse("api-account-retire"), reverse("api-run-push")]
+JSON_ENDPOINTS = [
+    reverse("api-account-bulk"),
+    reverse("api-account-retire"),
+    reverse("api-run-push"),
+]
 
 
 def post_raw(client, url, raw):
@@ -40,7 +44,9 @@ def test_deep_nesting_is_a_400_on_every_json_endpoint(admin_client, url, depth):
     ],
 )
 def test_a_lone_surrogate_is_a_400_naming_the_field(admin_client, url, body, field):
-    response = post_raw(admin_client, url, json.dumps(body))  # ensure_ascii: the escape as a client sends it
+    response = post_raw(
+        admin_client, url, json.dumps(body)
+    )  # ensure_ascii: the escape as a client sends it
     assert response.status_code == 400, response.content
     assert field in response.json(), response.json()
     assert "surrogate" in response.json()[field][0]

@@ -53,7 +53,9 @@ class SecretFinder:
     def __init__(self, secrets: dict[str, str]):
         owners: dict[str, set[str]] = {}
         for name, secret in secrets.items():
-            assert len(secret) >= SLICE, f"{name} is shorter than {SLICE} characters: it cannot be searched"
+            assert len(secret) >= SLICE, (
+                f"{name} is shorter than {SLICE} characters: it cannot be searched"
+            )
             for i in range(len(secret) - SLICE + 1):
                 owners.setdefault(secret[i : i + SLICE], set()).add(name)
         # A slice two secrets share is not secret: the fixed JWT and JWE headers every token starts
@@ -99,7 +101,14 @@ def _database_dump() -> list[tuple[str, str]]:
     env = {**os.environ}
     if db.get("PASSWORD"):
         env["PGPASSWORD"] = db["PASSWORD"]
-    command = ["pg_dump", "--no-owner", "-h", db.get("HOST") or "127.0.0.1", "-p", str(db.get("PORT") or 5432)]
+    command = [
+        "pg_dump",
+        "--no-owner",
+        "-h",
+        db.get("HOST") or "127.0.0.1",
+        "-p",
+        str(db.get("PORT") or 5432),
+    ]
     command += ["-U", db.get("USER") or "postgres", "-d", db["NAME"]]
     if shutil.which("pg_dump"):
         done = subprocess.run(command, env=env, capture_output=True, timeout=60)
@@ -176,7 +185,9 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     settings.DEBUG = False
     caplog.set_level(logging.DEBUG)  # the root logger; apprise and urllib3 stay capped by LOGGING
     # A manager key of a realistic length (the fixture's is exactly one slice long).
-    manager.api_key = settings.MANAGER_API_KEY = "mk_" + base64.urlsafe_b64encode(rng.randbytes(30)).decode()
+    manager.api_key = settings.MANAGER_API_KEY = (
+        "mk_" + base64.urlsafe_b64encode(rng.randbytes(30)).decode()
+    )
     admin = django_user_model.objects.create_superuser("root", password="pw")
 
     # 1. The scenario: every kind of record exists afterwards.
@@ -216,8 +227,12 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     from webhooks.models import FollowedTeam
 
     call_command("follow_up", "--rate", "0", stdout=io.StringIO())
-    assert FollowedTeam.objects.exclude(checked_at=None).exists(), "the round should have asked about a Team"
-    assert any(t["access_token"] for t in manager.teams().values()), "the fake's answers should carry tokens"
+    assert FollowedTeam.objects.exclude(checked_at=None).exists(), (
+        "the round should have asked about a Team"
+    )
+    assert any(t["access_token"] for t in manager.teams().values()), (
+        "the fake's answers should carry tokens"
+    )
 
     first_account = Account.objects.get(email=loaded[-1]["email"])
     account_services.account_set_notes(account=first_account, notes="checked by hand", by=admin)
@@ -233,7 +248,9 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
         for field in ("access_token", "session_token", "refresh_token"):
             secrets[f"account {n} {field}"] = account[field]
     secrets["MANAGER_API_KEY"] = settings.MANAGER_API_KEY
-    for n, key in enumerate(k.strip() for k in django_settings.POOL_ENCRYPTION_KEY.split(",") if k.strip()):
+    for n, key in enumerate(
+        k.strip() for k in django_settings.POOL_ENCRYPTION_KEY.split(",") if k.strip()
+    ):
         secrets[f"POOL_ENCRYPTION_KEY {n}"] = key
         try:
             raw = base64.b64decode(key, validate=True).decode("latin-1")
@@ -242,7 +259,9 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
         secrets[f"POOL_ENCRYPTION_KEY {n} (raw bytes)"] = raw
     finder = SecretFinder(secrets)
     # The search itself must work, or finding nothing below would prove nothing.
-    assert finder.find(f"<p>{secrets['MANAGER_API_KEY'][3:3 + SLICE]}</p>"), "the search cannot find a planted slice"
+    assert finder.find(f"<p>{secrets['MANAGER_API_KEY'][3 : 3 + SLICE]}</p>"), (
+        "the search cannot find a planted slice"
+    )
 
     # 3. Everywhere they might show. Pages and exports first, so their log records are searched too.
     client.force_login(admin)
@@ -268,7 +287,14 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     pages = _crawl_admin(client, seeds)
     for url, body in pages.items():
         search(f"admin page {url}", body)
-    for model in ("account", "accountbatch", "webhookevent", "replenishmentrun", "importattempt", "followedteam"):
+    for model in (
+        "account",
+        "accountbatch",
+        "webhookevent",
+        "replenishmentrun",
+        "importattempt",
+        "followedteam",
+    ):
         crawled = any(re.search(rf"/admin/\w+/{model}/\d+/change/", url) for url in pages)
         assert crawled, f"no {model} change page crawled"
     assert len(pages) > 20, f"the crawler reached only {len(pages)} admin pages"
@@ -296,13 +322,17 @@ def test_no_secret_anywhere(client, manager, material, settings, caplog, django_
     export_url = reverse("admin:webhooks_importattempt_export")
     for what in ("attempts", "consumed"):
         response = client.get(export_url, {"what": what, **period})
-        assert response.status_code == 200 and response.streaming, f"{export_url}?what={what} gave no CSV"
+        assert response.status_code == 200 and response.streaming, (
+            f"{export_url}?what={what} gave no CSV"
+        )
         text = _body(response)
         assert text.count("\n") >= 2, f"the {what} export is empty"
         search(f"CSV export {export_url}?what={what}", text)
     problems_url = reverse("admin:accounts_account_load_problems", args=[staged.pk])
     response = client.get(problems_url)
-    assert response.status_code == 200 and _body(response).count("\n") == 2, "the problem list is not there"
+    assert response.status_code == 200 and _body(response).count("\n") == 2, (
+        "the problem list is not there"
+    )
     search(f"CSV export {problems_url}", _body(response))
     for url in (
         reverse("admin:accounts_account_load_status", args=[staged.pk]),

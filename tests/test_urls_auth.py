@@ -62,7 +62,9 @@ def _templates(chain) -> list[tuple[str, list[str]]]:
             parts = [(spelt, list(pattern.converters))]
         else:
             parts = normalize(pattern._regex)
-        options = [(head + part, params + list(names)) for head, params in options for part, names in parts]
+        options = [
+            (head + part, params + list(names)) for head, params in options for part, names in parts
+        ]
     return [("/" + fmt, params) for fmt, params in options]
 
 
@@ -115,8 +117,20 @@ def check(name, path, method, response):
 def test_the_walk_finds_every_kind_of_url():
     urls = dict(every_url())
     found = set(urls)
-    assert {"admin:index", "admin:login", "admin:app_list", "low_stock", "api-account-bulk", "api-run-push"} <= found
-    assert {"api-account-detail", "api-schema", "api-docs", "admin:accounts_account_change"} <= found
+    assert {
+        "admin:index",
+        "admin:login",
+        "admin:app_list",
+        "low_stock",
+        "api-account-bulk",
+        "api-run-push",
+    } <= found
+    assert {
+        "api-account-detail",
+        "api-schema",
+        "api-docs",
+        "admin:accounts_account_change",
+    } <= found
     assert urls["admin:app_list"] in {f"/admin/{label}/" for label in SAMPLE_VALUES}
     assert None in found  # unnamed patterns (the admin's catch-all) are walked too
     assert set(PUBLIC) <= found, "a PUBLIC entry names a URL that no longer exists"
@@ -145,9 +159,17 @@ def test_the_public_exceptions_are_what_they_claim(client):
 
 def test_the_schema_is_valid_without_warnings(tmp_path):
     # --fail-on-warn raises on any warning: an undocumented field or an unguessable type.
-    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    call_command(
+        "spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml")
+    )
     schema = (tmp_path / "schema.yaml").read_text()
-    for path in ("/api/accounts/bulk/", "/api/accounts/retire/", "/api/runs/push/", "/api/stats/", "/api/attempts/"):
+    for path in (
+        "/api/accounts/bulk/",
+        "/api/accounts/retire/",
+        "/api/runs/push/",
+        "/api/stats/",
+        "/api/attempts/",
+    ):
         assert f"  {path}:" in schema
 
 
@@ -169,8 +191,13 @@ def test_the_admin_login_locks_out_after_axes_failure_limit(client, django_user_
     for the right password then."""
     django_user_model.objects.create_superuser("boss", password="right-password")
     url = reverse("admin:login")
-    wrong = [client.post(url, {"username": "boss", "password": f"guess {n}"}) for n in range(settings.AXES_FAILURE_LIMIT)]
-    assert [r.status_code for r in wrong[:-1]] == [200] * (settings.AXES_FAILURE_LIMIT - 1)  # the form again
+    wrong = [
+        client.post(url, {"username": "boss", "password": f"guess {n}"})
+        for n in range(settings.AXES_FAILURE_LIMIT)
+    ]
+    assert [r.status_code for r in wrong[:-1]] == [200] * (
+        settings.AXES_FAILURE_LIMIT - 1
+    )  # the form again
 
     locked = client.post(url, {"username": "boss", "password": "right-password"})
 
@@ -189,11 +216,15 @@ def fail_logins(client, settings, **meta):
 
 def logs_in(client, **meta):
     client.logout()
-    response = client.post(reverse("admin:login"), {"username": "boss", "password": "right-password"}, **meta)
+    response = client.post(
+        reverse("admin:login"), {"username": "boss", "password": "right-password"}, **meta
+    )
     return response.status_code == 302 and "_auth_user_id" in client.session
 
 
-def test_served_directly_the_lockout_is_per_username_and_remote_addr(client, django_user_model, settings):
+def test_served_directly_the_lockout_is_per_username_and_remote_addr(
+    client, django_user_model, settings
+):
     settings.BEHIND_TLS_PROXY = False
     django_user_model.objects.create_superuser("boss", password="right-password")
     fail_logins(client, settings, REMOTE_ADDR="198.51.100.7")
@@ -205,7 +236,9 @@ def test_served_directly_the_lockout_is_per_username_and_remote_addr(client, dja
     assert logs_in(client, REMOTE_ADDR="198.51.100.8")
 
 
-def test_behind_the_proxy_the_lockout_is_per_username_and_forwarded_client(client, django_user_model, settings):
+def test_behind_the_proxy_the_lockout_is_per_username_and_forwarded_client(
+    client, django_user_model, settings
+):
     """Behind the TLS proxy REMOTE_ADDR is always the proxy's: five bad guesses from anyone must
     not lock the admin out everywhere."""
     settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 1
@@ -219,7 +252,9 @@ def test_behind_the_proxy_the_lockout_is_per_username_and_forwarded_client(clien
     assert logs_in(client, **proxy, HTTP_X_FORWARDED_FOR="203.0.113.9")
 
 
-def test_behind_two_proxies_the_client_is_the_second_entry_from_the_right(client, django_user_model, settings):
+def test_behind_two_proxies_the_client_is_the_second_entry_from_the_right(
+    client, django_user_model, settings
+):
     settings.BEHIND_TLS_PROXY, settings.TRUSTED_PROXY_COUNT = True, 2
     proxy = {"REMOTE_ADDR": "127.0.0.1"}
     django_user_model.objects.create_superuser("boss", password="right-password")

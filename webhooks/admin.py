@@ -19,8 +19,12 @@ from django.utils.translation import gettext_lazy as _
 from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
 from accounts.selectors import email_prefix_q
 from poolsite.admin_base import ReadOnlyAdmin
-from webhooks import alerts_admin  # noqa: F401  (registers the notification settings and states)
-from webhooks import exports, follow_up, selectors, services
+from webhooks import (
+    alerts_admin,  # noqa: F401  (registers the notification settings and states)
+    exports,
+    follow_up,
+    services,
+)
 from webhooks.client import (
     PROBE_KEY_REFUSED,
     PROBE_OK,
@@ -85,7 +89,9 @@ def _date_drilldown(cl) -> dict:
     field = cl.date_hierarchy
     year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
     # Numbers, or the ChangeList would have refused them already.
-    year, month, day = (int(cl.params[f]) if f in cl.params else None for f in (year_field, month_field, day_field))
+    year, month, day = (
+        int(cl.params[f]) if f in cl.params else None for f in (year_field, month_field, day_field)
+    )
 
     def link(filters):
         return cl.get_query_string(filters, [f"{field}__"])
@@ -102,7 +108,11 @@ def _date_drilldown(cl) -> dict:
         }
     bounds = cl.queryset.aggregate(first=Min(field), last=Max(field))
     if bounds["first"] is None:
-        return {"show": bool(year), "back": {"link": link({}), "title": _("All dates")}, "choices": []}
+        return {
+            "show": bool(year),
+            "back": {"link": link({}), "title": _("All dates")},
+            "choices": [],
+        }
     first, last = (timezone.localtime(bounds[k]) for k in ("first", "last"))
     if not year and first.year == last.year:
         year = first.year
@@ -115,7 +125,9 @@ def _date_drilldown(cl) -> dict:
             "choices": [
                 {
                     "link": link({year_field: year, month_field: month, day_field: n}),
-                    "title": capfirst(formats.date_format(date(year, month, n), "MONTH_DAY_FORMAT")),
+                    "title": capfirst(
+                        formats.date_format(date(year, month, n), "MONTH_DAY_FORMAT")
+                    ),
                 }
                 for n in range(first.day, last.day + 1)
             ],
@@ -135,13 +147,26 @@ def _date_drilldown(cl) -> dict:
     return {
         "show": True,
         "back": None,
-        "choices": [{"link": link({year_field: str(n)}), "title": str(n)} for n in range(first.year, last.year + 1)],
+        "choices": [
+            {"link": link({year_field: str(n)}), "title": str(n)}
+            for n in range(first.year, last.year + 1)
+        ],
     }
 
 
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(HistoryAdmin):
-    list_display = ("id", "received_at", "status", "current_seats", "threshold", "key_ok", "run", "refusal", "calls")
+    list_display = (
+        "id",
+        "received_at",
+        "status",
+        "current_seats",
+        "threshold",
+        "key_ok",
+        "run",
+        "refusal",
+        "calls",
+    )
     list_filter = ("status", "key_ok")
     date_hierarchy = "received_at"
     list_select_related = ("run",)
@@ -150,7 +175,17 @@ class WebhookEventAdmin(HistoryAdmin):
 @admin.register(ReplenishmentRun)
 class ReplenishmentRunAdmin(HistoryAdmin):
     # Chosen for 1366 px: reserved and returned are on each run's page, with the whole error.
-    list_display = ("id", "created_at", "trigger", "status", "need", "results", "shortfall", "duration", "error_cut")
+    list_display = (
+        "id",
+        "created_at",
+        "trigger",
+        "status",
+        "need",
+        "results",
+        "shortfall",
+        "duration",
+        "error_cut",
+    )
     list_filter = ("status", "trigger")
     date_hierarchy = "created_at"
     exclude = ("lease_id",)
@@ -165,7 +200,9 @@ class ReplenishmentRunAdmin(HistoryAdmin):
         term = search_term.strip().lower()
         if not term:
             return queryset, False
-        sent = ImportAttempt.objects.filter(email_prefix_q(term=term, field="account__email")).values("run_id")
+        sent = ImportAttempt.objects.filter(
+            email_prefix_q(term=term, field="account__email")
+        ).values("run_id")
         return queryset.filter(pk__in=sent), False
 
     @admin.display(description=_("duration"))
@@ -186,12 +223,18 @@ class ReplenishmentRunAdmin(HistoryAdmin):
     def stray_answers_list(self, obj):
         if not obj.stray_answers:
             return "—"
-        return format_html_join(mark_safe("<br>"), "{}", ((answer,) for answer in obj.stray_answers))
+        return format_html_join(
+            mark_safe("<br>"), "{}", ((answer,) for answer in obj.stray_answers)
+        )
 
     def get_fields(self, request, obj=None):
         """Every field of the run, in the model's order, the stray answers one a line; the lease
         only while the run is running (a finished run holds none, whatever the column says)."""
-        fields = [name for name in super().get_fields(request, obj) if name not in ("stray_answers", "stray_answers_list")]
+        fields = [
+            name
+            for name in super().get_fields(request, obj)
+            if name not in ("stray_answers", "stray_answers_list")
+        ]
         if obj is None or obj.status != RunStatus.RUNNING:
             fields = [name for name in fields if name != "lease_expires_at"]
         return [*fields, "stray_answers_list"]
@@ -202,13 +245,26 @@ class ReplenishmentRunAdmin(HistoryAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The run and its attempts: the first RUN_ATTEMPTS_SHOWN of them, and a link to them all."""
         attempts = []
-        if object_id and str(object_id).isdigit() and request.user.has_perm("webhooks.view_importattempt"):
+        if (
+            object_id
+            and str(object_id).isdigit()
+            and request.user.has_perm("webhooks.view_importattempt")
+        ):
             attempts = list(
                 ImportAttempt.objects.filter(run_id=int(object_id))
                 .select_related("account")
                 .only(
-                    "id", "created_at", "mode", "sent", "http_status", "outcome", "duration_ms", "manager_message",
-                    "error", "account__id", "account__email",
+                    "id",
+                    "created_at",
+                    "mode",
+                    "sent",
+                    "http_status",
+                    "outcome",
+                    "duration_ms",
+                    "manager_message",
+                    "error",
+                    "account__id",
+                    "account__email",
                 )
                 .order_by("id")[: RUN_ATTEMPTS_SHOWN + 1]
             )
@@ -223,7 +279,11 @@ class ReplenishmentRunAdmin(HistoryAdmin):
 
     def get_urls(self):
         return [
-            path("push/", self.admin_site.admin_view(self.push_view), name="webhooks_replenishmentrun_push"),
+            path(
+                "push/",
+                self.admin_site.admin_view(self.push_view),
+                name="webhooks_replenishmentrun_push",
+            ),
             path(
                 "manager-status/",
                 self.admin_site.admin_view(self.manager_status_view),
@@ -245,7 +305,11 @@ class ReplenishmentRunAdmin(HistoryAdmin):
             finally:
                 client.close()
             state, status, detail = result.state, result.http_status, result.text
-        label = MSG_PROBE_UNEXPECTED % {"status": status} if state == PROBE_UNEXPECTED else MSG_PROBE[state]
+        label = (
+            MSG_PROBE_UNEXPECTED % {"status": status}
+            if state == PROBE_UNEXPECTED
+            else MSG_PROBE[state]
+        )
         response = JsonResponse(
             {"state": state, "label": str(label), "http_status": status, "detail": detail},
             json_dumps_params={"ensure_ascii": False},
@@ -266,12 +330,16 @@ class ReplenishmentRunAdmin(HistoryAdmin):
         form = PushForm(request.POST) if request.method == "POST" else PushForm()
         if request.method == "POST" and form.is_valid():
             run = services.run_wake(
-                trigger=RunTrigger.MANUAL, requested_accounts=form.cleaned_data["accounts"], requested_by=request.user
+                trigger=RunTrigger.MANUAL,
+                requested_accounts=form.cleaned_data["accounts"],
+                requested_by=request.user,
             )
             if run is None:
                 self.message_user(request, services.MSG_PUSH_BUSY, messages.WARNING)
             else:
-                self.message_user(request, _("Queued run #%(id)s.") % {"id": run.pk}, messages.SUCCESS)
+                self.message_user(
+                    request, _("Queued run #%(id)s.") % {"id": run.pk}, messages.SUCCESS
+                )
             return redirect("admin:webhooks_replenishmentrun_changelist")
         context = {
             **self.admin_site.each_context(request),
@@ -283,7 +351,9 @@ class ReplenishmentRunAdmin(HistoryAdmin):
 
 
 class PushForm(forms.Form):
-    accounts = forms.IntegerField(label=_("How many accounts"), min_value=1, max_value=services.MAX_PUSH_ACCOUNTS, initial=1)
+    accounts = forms.IntegerField(
+        label=_("How many accounts"), min_value=1, max_value=services.MAX_PUSH_ACCOUNTS, initial=1
+    )
 
 
 class ExportForm(forms.Form):
@@ -295,8 +365,12 @@ class ExportForm(forms.Form):
         choices=[(ATTEMPTS, _("import attempts")), (CONSUMED, _("consumed accounts"))],
         initial=ATTEMPTS,
     )
-    first = forms.DateField(label=_("From (first day)"), widget=forms.DateInput(attrs={"type": "date"}))
-    last = forms.DateField(label=_("To (last day, included)"), widget=forms.DateInput(attrs={"type": "date"}))
+    first = forms.DateField(
+        label=_("From (first day)"), widget=forms.DateInput(attrs={"type": "date"})
+    )
+    last = forms.DateField(
+        label=_("To (last day, included)"), widget=forms.DateInput(attrs={"type": "date"})
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -315,7 +389,16 @@ class ExportForm(forms.Form):
 @admin.register(ImportAttempt)
 class ImportAttemptAdmin(HistoryAdmin):
     # Chosen for 1366 px: mode and "sent" are filters; the full texts are on each attempt's page.
-    list_display = ("id", "created_at", "account", "run", "outcome", "http_status", "answer", "duration_ms")
+    list_display = (
+        "id",
+        "created_at",
+        "account",
+        "run",
+        "outcome",
+        "http_status",
+        "answer",
+        "duration_ms",
+    )
     list_filter = ("outcome", "mode", "sent")
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
@@ -340,7 +423,11 @@ class ImportAttemptAdmin(HistoryAdmin):
 
     def get_urls(self):
         return [
-            path("export/", self.admin_site.admin_view(self.export_view), name="webhooks_importattempt_export"),
+            path(
+                "export/",
+                self.admin_site.admin_view(self.export_view),
+                name="webhooks_importattempt_export",
+            ),
             path(
                 "export/filtered/",
                 self.admin_site.admin_view(self.export_filtered_view),
@@ -385,7 +472,15 @@ class ImportAttemptAdmin(HistoryAdmin):
 
 @admin.register(ReplenishmentPolicy)
 class ReplenishmentPolicyAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "seats_per_account", "margin_seats", "max_accounts_per_event", "max_accounts_per_hour", "import_mode", "updated_at")
+    list_display = (
+        "__str__",
+        "seats_per_account",
+        "margin_seats",
+        "max_accounts_per_event",
+        "max_accounts_per_hour",
+        "import_mode",
+        "updated_at",
+    )
 
     def has_add_permission(self, request):
         return False
@@ -407,7 +502,17 @@ class ReplenishmentPolicyAdmin(admin.ModelAdmin):
 class FollowedTeamAdmin(HistoryAdmin):
     """The Teams the manager holds for accounts this pool imported, as the last round saw them."""
 
-    list_display = ("team_id", "account_email", "batch", "status", "status_since", "current_members", "max_members", "imported_at", "checked_at")
+    list_display = (
+        "team_id",
+        "account_email",
+        "batch",
+        "status",
+        "status_since",
+        "current_members",
+        "max_members",
+        "imported_at",
+        "checked_at",
+    )
     list_filter = ("status",)
     list_select_related = ("account__batch",)
     date_hierarchy = "imported_at"
@@ -419,8 +524,10 @@ class FollowedTeamAdmin(HistoryAdmin):
 
     def get_queryset(self, request):
         # Only plain columns of the account: no token is read, let alone decrypted.
-        return super().get_queryset(request).defer(
-            "account__access_token", "account__session_token", "account__refresh_token"
+        return (
+            super()
+            .get_queryset(request)
+            .defer("account__access_token", "account__session_token", "account__refresh_token")
         )
 
     def get_search_results(self, request, queryset, search_term):
@@ -436,23 +543,40 @@ class FollowedTeamAdmin(HistoryAdmin):
     @admin.display(description=_("batch"))
     def batch(self, obj):
         batch = obj.account.batch
-        return f"{batch.label} ({batch.supplier})" if batch and batch.supplier else (batch.label if batch else "")
+        return (
+            f"{batch.label} ({batch.supplier})"
+            if batch and batch.supplier
+            else (batch.label if batch else "")
+        )
 
     def get_urls(self):
         return [
-            path("batches/", self.admin_site.admin_view(self.batches_view), name="webhooks_batch_report"),
-            path("check/", self.admin_site.admin_view(self.check_view), name="webhooks_followedteam_check"),
+            path(
+                "batches/",
+                self.admin_site.admin_view(self.batches_view),
+                name="webhooks_batch_report",
+            ),
+            path(
+                "check/",
+                self.admin_site.admin_view(self.check_view),
+                name="webhooks_followedteam_check",
+            ),
             *super().get_urls(),
         ]
 
     def batches_view(self, request):
         """Per batch and per supplier: what became of the accounts and of their Teams."""
-        if not (self.has_view_permission(request) and request.user.has_perm("accounts.view_accountbatch")):
+        if not (
+            self.has_view_permission(request)
+            and request.user.has_perm("accounts.view_accountbatch")
+        ):
             raise PermissionDenied
         newest = BatchReport.objects.order_by("-id").first()
         report = newest.data if newest else {"batches": [], "suppliers": []}
         if request.GET.get("format") == "csv":
-            return exports.batch_report_csv(report=report, filename=f"batches_{timezone.localdate()}.csv")
+            return exports.batch_report_csv(
+                report=report, filename=f"batches_{timezone.localdate()}.csv"
+            )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
@@ -478,13 +602,29 @@ class FollowedTeamAdmin(HistoryAdmin):
 MSG_ROUND_QUEUED = _("The manager will be asked about every imported Team; the worker is on it.")
 MSG_ROUND_BUSY = _("A follow-up round is already queued or running.")
 IN_MANAGER_COLUMNS = [
-    ("active", _("active")), ("full", _("full")), ("expired", _("expired")), ("error", _("error")),
-    ("banned", _("banned")), ("gone", _("gone")), ("not_followed", _("not followed")), ("never_checked", _("never checked")),
-]  # fmt: skip
+    ("active", _("active")),
+    ("full", _("full")),
+    ("expired", _("expired")),
+    ("error", _("error")),
+    ("banned", _("banned")),
+    ("gone", _("gone")),
+    ("not_followed", _("not followed")),
+    ("never_checked", _("never checked")),
+]
 
 
 @admin.register(FollowUpRound)
 class FollowUpRoundAdmin(HistoryAdmin):
-    list_display = ("id", "status", "requested_by", "created_at", "finished_at", "asked", "changed", "unanswered", "error")
+    list_display = (
+        "id",
+        "status",
+        "requested_by",
+        "created_at",
+        "finished_at",
+        "asked",
+        "changed",
+        "unanswered",
+        "error",
+    )
     list_filter = ("status",)
     date_hierarchy = "created_at"

@@ -99,7 +99,9 @@ MESSAGES = {
     AlertCondition.BANNED_TEAMS: MSG_BANNED_TEAMS,
 }
 TITLE_TEST = _("Spare-account pool: test notification")
-MSG_TEST = _("Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here.")
+MSG_TEST = _(
+    "Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here."
+)
 
 MSG_NO_DESTINATION = _(
     "No notification destination is configured: add one under Replenishment → Notification "
@@ -138,7 +140,9 @@ def notification_url_mask(*, url: str) -> str:
 
 # The kinds of destination the product documents. Anything else (json://, xml://, form://, …)
 # could make the server send arbitrary requests to arbitrary places.
-ALLOWED_SCHEMES = frozenset({"tgram", "wecombot", "dingtalk", "feishu", "bark", "barks", "mailto", "mailtos"})
+ALLOWED_SCHEMES = frozenset(
+    {"tgram", "wecombot", "dingtalk", "feishu", "bark", "barks", "mailto", "mailtos"}
+)
 # These talk only to their service's fixed public API (apprise's constant, not a part of the URL).
 FIXED_HOST_SCHEMES = frozenset({"tgram", "wecombot", "dingtalk", "feishu"})
 # NAT64 wraps an IPv4 address: judged by the address it wraps.
@@ -159,14 +163,21 @@ def _service_host(service) -> str | None:
 
 def address_allowed(address: str) -> bool:
     """Whether a notification may be sent to this IP address: a public, unicast one."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 scope (fe80::1%eth0) is local anyway
+    ip = ipaddress.ip_address(
+        address.split("%", 1)[0]
+    )  # an IPv6 scope (fe80::1%eth0) is local anyway
     if ip.version == 6:
         if ip.ipv4_mapped:
             ip = ip.ipv4_mapped
         elif ip in _NAT64:
             ip = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return ip.is_global and not (
-        ip.is_multicast or ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_unspecified
+        ip.is_multicast
+        or ip.is_private
+        or ip.is_loopback
+        or ip.is_link_local
+        or ip.is_reserved
+        or ip.is_unspecified
     )
 
 
@@ -245,7 +256,11 @@ def _usable_available(*, limit: int) -> int:
 
     The same accounts as account_pool_summary()["available_usable"], exact below the limit.
     """
-    return Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True).order_by()[:limit].count()
+    return (
+        Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
+        .order_by()[:limit]
+        .count()
+    )
 
 
 def _pool_ever_loaded() -> bool:
@@ -281,7 +296,12 @@ def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
     runway = round(available / rate, 1)
     if runway >= threshold:
         return None
-    return {"per_day": f"{rate:.1f}", "available": available, "days": runway, "threshold": threshold}
+    return {
+        "per_day": f"{rate:.1f}",
+        "available": available,
+        "days": runway,
+        "threshold": threshold,
+    }
 
 
 def _config_error(config: AlertSettings, now: datetime) -> dict | None:
@@ -311,7 +331,11 @@ def _unknown_outcomes(config: AlertSettings, now: datetime) -> dict | None:
     count = config.unknown_in_a_row
     if not count:
         return None
-    latest = list(ImportAttempt.objects.filter(sent=True).order_by("-id").values_list("outcome", flat=True)[:count])
+    latest = list(
+        ImportAttempt.objects.filter(sent=True)
+        .order_by("-id")
+        .values_list("outcome", flat=True)[:count]
+    )
     if len(latest) < count or any(outcome != AttemptOutcome.UNKNOWN for outcome in latest):
         return None
     return {"count": count}
@@ -321,7 +345,9 @@ def _banned_teams(config: AlertSettings, now: datetime) -> dict | None:
     threshold = config.banned_in_a_day
     if not threshold:
         return None
-    count = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(hours=24)).count()
+    count = TeamStatusChange.objects.filter(
+        new_status=TeamStatus.BANNED, at__gte=now - timedelta(hours=24)
+    ).count()
     if count < threshold:
         return None
     return {"count": count, "threshold": threshold}
@@ -362,7 +388,9 @@ def _active_by_condition() -> dict[str, bool]:
     active = dict(AlertState.objects.values_list("condition", "active"))
     missing = [condition for condition in AlertCondition.values if condition not in active]
     if missing:
-        AlertState.objects.bulk_create([AlertState(condition=c) for c in missing], ignore_conflicts=True)
+        AlertState.objects.bulk_create(
+            [AlertState(condition=c) for c in missing], ignore_conflicts=True
+        )
         active.update(dict.fromkeys(missing, False))
     return active
 
@@ -378,15 +406,26 @@ def _raise(*, condition: str, params: dict, now: datetime) -> None:
         if flipped != 1:
             return  # another process raised it first, and notifies
         event = AlertEvent.objects.create(
-            kind=AlertEventKind.RAISED, condition=condition, title=title, message=message, delivery=AlertDelivery.PENDING
+            kind=AlertEventKind.RAISED,
+            condition=condition,
+            title=title,
+            message=message,
+            delivery=AlertDelivery.PENDING,
         )
         transaction.on_commit(partial(alert_deliver, event_id=event.pk), robust=True)
 
 
 def _clear(*, condition: str, now: datetime) -> None:
     with transaction.atomic():
-        if AlertState.objects.filter(condition=condition, active=True).update(active=False, since=None, updated_at=now) == 1:
-            AlertEvent.objects.create(kind=AlertEventKind.CLEARED, condition=condition, delivery=AlertDelivery.NONE)
+        if (
+            AlertState.objects.filter(condition=condition, active=True).update(
+                active=False, since=None, updated_at=now
+            )
+            == 1
+        ):
+            AlertEvent.objects.create(
+                kind=AlertEventKind.CLEARED, condition=condition, delivery=AlertDelivery.NONE
+            )
 
 
 def alert_send_test(*, by) -> AlertEvent:
@@ -395,7 +434,11 @@ def alert_send_test(*, by) -> AlertEvent:
         title, message = str(TITLE_TEST), str(MSG_TEST % {"user": by.get_username()})
     with transaction.atomic():
         event = AlertEvent.objects.create(
-            kind=AlertEventKind.TEST, title=title, message=message, delivery=AlertDelivery.PENDING, requested_by=by
+            kind=AlertEventKind.TEST,
+            title=title,
+            message=message,
+            delivery=AlertDelivery.PENDING,
+            requested_by=by,
         )
         transaction.on_commit(partial(alert_deliver, event_id=event.pk), robust=True)
     event.refresh_from_db()
@@ -432,7 +475,7 @@ def _destinations() -> list[_Destination]:
 
 
 def _send_one(destination: _Destination, *, title: str, body: str) -> str:
-    """"" when delivered, else a short class of failure (secret-free, and never the remote's answer:
+    """ "" when delivered, else a short class of failure (secret-free, and never the remote's answer:
     that would make the test button a way to probe what answers where)."""
     import apprise
 
@@ -478,7 +521,13 @@ def alert_deliver(*, event_id: int) -> None:
             # The exception's text could hold a URL: only its type is kept.
             failures.append(str(MSG_UNEXPECTED % {"kind": type(exc).__name__}))
     error = "\n".join(failures)[:MAX_ERROR_CHARS]
-    delivery = AlertDelivery.FAILED if not sent else AlertDelivery.PARTIAL if failures else AlertDelivery.SENT
+    delivery = (
+        AlertDelivery.FAILED
+        if not sent
+        else AlertDelivery.PARTIAL
+        if failures
+        else AlertDelivery.SENT
+    )
     now = timezone.now()
     with transaction.atomic():
         recorded = AlertEvent.objects.filter(pk=event_id, delivery=AlertDelivery.PENDING).update(
@@ -490,4 +539,9 @@ def alert_deliver(*, event_id: int) -> None:
                 changes["last_notified_at"] = now
             AlertState.objects.filter(condition=event.condition).update(**changes)
     if failures:
-        logger.warning("Alert #%s (%s) not delivered everywhere: %s", event_id, event.condition or event.kind, error)
+        logger.warning(
+            "Alert #%s (%s) not delivered everywhere: %s",
+            event_id,
+            event.condition or event.kind,
+            error,
+        )

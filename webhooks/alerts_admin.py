@@ -32,7 +32,14 @@ HELP_URL = _(
 
 @admin.register(AlertSettings)
 class AlertSettingsAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "stock_below", "runway_below_days", "config_error", "unknown_in_a_row", "updated_at")
+    list_display = (
+        "__str__",
+        "stock_below",
+        "runway_below_days",
+        "config_error",
+        "unknown_in_a_row",
+        "updated_at",
+    )
 
     def has_add_permission(self, request):
         return False
@@ -73,7 +80,9 @@ class NotificationTargetForm(forms.ModelForm):
             # A new destination: a plain, required URL field; nothing to keep.
             field = self.fields["new_url"]
             field.required = True
-            field.widget = UnechoedTextInput(attrs={"autocomplete": "off", "size": 80, "spellcheck": "false"})
+            field.widget = UnechoedTextInput(
+                attrs={"autocomplete": "off", "size": 80, "spellcheck": "false"}
+            )
             field.help_text = HELP_URL_NEW
             field.error_messages["required"] = MSG_URL_REQUIRED
 
@@ -106,7 +115,11 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         # Adding: no stored URL to show ("URL: -" above the field said nothing).
-        return self.fields if obj is not None else tuple(name for name in self.fields if name != "masked_url")
+        return (
+            self.fields
+            if obj is not None
+            else tuple(name for name in self.fields if name != "masked_url")
+        )
 
     def get_queryset(self, request):
         # The list and the forms show the mask; the URL is decrypted only to send.
@@ -114,7 +127,11 @@ class NotificationTargetAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("test/", self.admin_site.admin_view(self.test_view), name="webhooks_notificationtarget_test"),
+            path(
+                "test/",
+                self.admin_site.admin_view(self.test_view),
+                name="webhooks_notificationtarget_test",
+            ),
             *super().get_urls(),
         ]
 
@@ -125,7 +142,9 @@ class NotificationTargetAdmin(admin.ModelAdmin):
         extra_context = {
             **(extra_context or {}),
             "can_test": self._can_test(request),
-            "env_destinations": [alerts.notification_url_mask(url=url) for url in settings.NOTIFY_URLS if url.strip()],
+            "env_destinations": [
+                alerts.notification_url_mask(url=url) for url in settings.NOTIFY_URLS if url.strip()
+            ],
         }
         return super().changelist_view(request, extra_context)
 
@@ -151,6 +170,15 @@ class AlertStateAdmin(ReadOnlyAdmin):
 
 @admin.register(AlertEvent)
 class AlertEventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "kind", "condition", "delivery", "title", "error", "requested_by")
+    list_display = (
+        "id",
+        "created_at",
+        "kind",
+        "condition",
+        "delivery",
+        "title",
+        "error",
+        "requested_by",
+    )
     list_filter = ("kind", "condition", "delivery")
     list_select_related = ("requested_by",)

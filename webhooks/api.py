@@ -19,13 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.api import StaffCanView, staff_with
+from accounts.models import AccountStatus
 from accounts.selectors import email_prefix_q
+from accounts.tokens import redact
 from poolsite.pagination import MAX_ID, IdCursorPagination
 from poolsite.parsers import JSONParser
-from accounts.models import AccountStatus
-from accounts.tokens import redact
 from webhooks import services
-from webhooks.services import MAX_PUSH_ACCOUNTS, MSG_PUSH_BUSY  # the push's rules, and what tests read here
 from webhooks.models import (
     AttemptOutcome,
     EventStatus,
@@ -37,8 +36,10 @@ from webhooks.models import (
     WebhookEvent,
 )
 from webhooks.selectors import dashboard_stats
-
-
+from webhooks.services import (
+    MAX_PUSH_ACCOUNTS,
+    MSG_PUSH_BUSY,
+)  # the push's rules, and what tests read here
 
 # --- Stats --------------------------------------------------------------------------------------
 
@@ -47,16 +48,21 @@ class StatsSerializer(serializers.Serializer):
     """What dashboard_stats returns; documents the answer, which is passed through as it is."""
 
     counts = inline_serializer(
-        "AccountCounts", fields={value: serializers.IntegerField() for value in AccountStatus.values}
+        "AccountCounts",
+        fields={value: serializers.IntegerField() for value in AccountStatus.values},
     )
     available_usable = serializers.IntegerField()
     available_flagged_unusable = serializers.IntegerField()
     seats_in_stock = serializers.IntegerField()
     consumption_per_day = inline_serializer(
-        "ConsumptionDay", fields={"day": serializers.DateField(), "consumed": serializers.IntegerField()}, many=True
+        "ConsumptionDay",
+        fields={"day": serializers.DateField(), "consumed": serializers.IntegerField()},
+        many=True,
     )
     consumed_last_7_days = serializers.IntegerField()
-    runway_days = serializers.FloatField(allow_null=True, help_text=_("Null when nothing was consumed in the last 7 days."))
+    runway_days = serializers.FloatField(
+        allow_null=True, help_text=_("Null when nothing was consumed in the last 7 days.")
+    )
 
 
 class StatsView(APIView):
@@ -100,10 +106,17 @@ class AttemptFilterSerializer(TimeRangeFilterSerializer):
     outcome = serializers.ChoiceField(choices=AttemptOutcome.choices, required=False)
     mode = serializers.ChoiceField(choices=ImportMode.choices, required=False)
     sent = serializers.BooleanField(required=False)
-    account = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Account id."))
-    run = serializers.IntegerField(min_value=1, max_value=MAX_ID, required=False, help_text=_("Run id."))
+    account = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text=_("Account id.")
+    )
+    run = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, required=False, help_text=_("Run id.")
+    )
     email = serializers.CharField(
-        max_length=254, required=False, allow_blank=True, help_text=_("An email address or its beginning.")
+        max_length=254,
+        required=False,
+        allow_blank=True,
+        help_text=_("An email address or its beginning."),
     )
 
 
@@ -137,7 +150,9 @@ class HistoryViewSet(viewsets.ReadOnlyModelViewSet):
             queryset = queryset.filter(**{f"{self.time_field}__gte": given["since"]})
         if "until" in given:
             queryset = queryset.filter(**{f"{self.time_field}__lt": given["until"]})
-        equal = {lookup: given[name] for name, lookup in self.equal_filters.items() if name in given}
+        equal = {
+            lookup: given[name] for name, lookup in self.equal_filters.items() if name in given
+        }
         return self.filter_more(queryset.filter(**equal), given)
 
     def filter_more(self, queryset, given: dict):
@@ -151,9 +166,18 @@ class EventSerializer(serializers.ModelSerializer):
     class Meta:
         model = WebhookEvent
         fields = (
-            "id", "received_at", "status", "key_ok", "current_seats", "threshold", "message", "payload",
-            "refusal", "remote_addr", "run",
-        )  # fmt: skip
+            "id",
+            "received_at",
+            "status",
+            "key_ok",
+            "current_seats",
+            "threshold",
+            "message",
+            "payload",
+            "refusal",
+            "remote_addr",
+            "run",
+        )
         read_only_fields = fields
 
 
@@ -175,10 +199,23 @@ class RunSerializer(serializers.ModelSerializer):
     class Meta:
         model = ReplenishmentRun
         fields = (
-            "id", "trigger", "status", "requested_accounts", "requested_by", "created_at", "started_at",
-            "finished_at", "need", "need_explained", "reserved", "consumed", "rejected", "unknown", "returned",
+            "id",
+            "trigger",
+            "status",
+            "requested_accounts",
+            "requested_by",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "need",
+            "need_explained",
+            "reserved",
+            "consumed",
+            "rejected",
+            "unknown",
+            "returned",
             "error",
-        )  # fmt: skip
+        )
         read_only_fields = fields
 
 
@@ -189,7 +226,9 @@ class PushSerializer(serializers.Serializer):
 class PushResultSerializer(serializers.Serializer):
     run = serializers.IntegerField(help_text=_("The queued run that will push them."))
     requested_accounts = serializers.IntegerField(
-        help_text=_("Accounts that run will push: more if it was already queued with a request of its own.")
+        help_text=_(
+            "Accounts that run will push: more if it was already queued with a request of its own."
+        )
     )
 
 
@@ -208,7 +247,9 @@ class RunViewSet(HistoryViewSet):
         request=PushSerializer,
         responses={
             202: PushResultSerializer,
-            409: OpenApiResponse(description=_("A run was being queued at the same moment; try again.")),
+            409: OpenApiResponse(
+                description=_("A run was being queued at the same moment; try again.")
+            ),
         },
     )
     @action(
@@ -222,11 +263,16 @@ class RunViewSet(HistoryViewSet):
         given = PushSerializer(data=request.data)
         given.is_valid(raise_exception=True)
         run = services.run_wake(
-            trigger=RunTrigger.MANUAL, requested_accounts=given.validated_data["accounts"], requested_by=request.user
+            trigger=RunTrigger.MANUAL,
+            requested_accounts=given.validated_data["accounts"],
+            requested_by=request.user,
         )
         if run is None:
             return Response({"detail": str(MSG_PUSH_BUSY)}, status=status.HTTP_409_CONFLICT)
-        return Response({"run": run.pk, "requested_accounts": run.requested_accounts}, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            {"run": run.pk, "requested_accounts": run.requested_accounts},
+            status=status.HTTP_202_ACCEPTED,
+        )
 
 
 class AttemptSerializer(serializers.ModelSerializer):
@@ -235,9 +281,19 @@ class AttemptSerializer(serializers.ModelSerializer):
     class Meta:
         model = ImportAttempt
         fields = (
-            "id", "created_at", "account", "account_email", "run", "mode", "sent", "http_status", "outcome",
-            "manager_message", "error", "duration_ms",
-        )  # fmt: skip
+            "id",
+            "created_at",
+            "account",
+            "account_email",
+            "run",
+            "mode",
+            "sent",
+            "http_status",
+            "outcome",
+            "manager_message",
+            "error",
+            "duration_ms",
+        )
         read_only_fields = fields
 
 
@@ -251,9 +307,19 @@ class AttemptViewSet(HistoryViewSet):
     filter_serializer_class = AttemptFilterSerializer
     pagination_class = CreatedAtCursorPagination
     time_field = "created_at"
-    equal_filters = {"outcome": "outcome", "mode": "mode", "sent": "sent", "account": "account_id", "run": "run_id"}
+    equal_filters = {
+        "outcome": "outcome",
+        "mode": "mode",
+        "sent": "sent",
+        "account": "account_id",
+        "run": "run_id",
+    }
 
     def filter_more(self, queryset, given):
         # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
         email = given.get("email", "").strip().lower()
-        return queryset.filter(email_prefix_q(term=email, field="account__email")) if email else queryset
+        return (
+            queryset.filter(email_prefix_q(term=email, field="account__email"))
+            if email
+            else queryset
+        )

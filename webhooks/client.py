@@ -13,8 +13,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 import requests
 from django.conf import settings
@@ -76,7 +75,9 @@ MSG_KEY_WHITESPACE = (
     "MANAGER_API_KEY starts or ends with a space, tab or line break: remove it "
     "(the manager compares the key exactly)."
 )
-MSG_KEY_CONTROL = "MANAGER_API_KEY contains control characters (such as a line break): copy it again."
+MSG_KEY_CONTROL = (
+    "MANAGER_API_KEY contains control characters (such as a line break): copy it again."
+)
 
 
 def manager_key_problem(key: str) -> str | None:
@@ -120,7 +121,9 @@ def batch_safe(account: Account) -> bool:
     """Whether the manager reads this account's batch line back as it was sent: it has an email
     (the stream's answers are matched by it) and no field holds the separator (a token's base64url
     can hold "----": the manager would cut it there). Any other account goes single."""
-    return bool(account.email) and not any(BATCH_SEPARATOR in value for value in _account_fields(account).values())
+    return bool(account.email) and not any(
+        BATCH_SEPARATOR in value for value in _account_fields(account).values()
+    )
 
 
 @sensitive_variables()
@@ -154,7 +157,9 @@ def _stream_line_matches(account: Account, result: dict) -> bool:
 
 def _stray(result: dict) -> str:
     text = result.get("message") if result.get("success") else result.get("error")
-    return _clean(f"{result.get('email')} {result.get('account_id')} success={result.get('success')}: {text}")
+    return _clean(
+        f"{result.get('email')} {result.get('account_id')} success={result.get('success')}: {text}"
+    )
 
 
 # What one Team-info answer means (deciding what to record is follow_up's job).
@@ -181,7 +186,11 @@ class TeamInfo:
 
 
 def _count(value) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31 else None
+    return (
+        value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
+        else None
+    )
 
 
 def _moment(value) -> datetime | None:
@@ -192,7 +201,7 @@ def _moment(value) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt_timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_team_info(response) -> TeamInfo:
@@ -257,7 +266,9 @@ class ManagerClient:
         self.session.close()
 
     def _post(self, body: dict, *, stream: bool = False):
-        return self.session.post(self.url, json=body, timeout=self.timeout, allow_redirects=False, stream=stream)
+        return self.session.post(
+            self.url, json=body, timeout=self.timeout, allow_redirects=False, stream=stream
+        )
 
     def probe(self) -> ProbeResult:
         """Whether the manager answers and accepts the key, importing nothing.
@@ -330,7 +341,13 @@ class ManagerClient:
         strays: list[str] = []
         started = time.monotonic()
         if self.key_problem:
-            return BatchAnswers({a.pk: ManagerAnswer(None, None, self.key_problem, FAILURE_BAD_KEY) for a in accounts}, [])
+            return BatchAnswers(
+                {
+                    a.pk: ManagerAnswer(None, None, self.key_problem, FAILURE_BAD_KEY)
+                    for a in accounts
+                },
+                [],
+            )
         content = "\n".join(batch_line(account) for account in accounts)
         try:
             with self._post({"import_type": "batch", "content": content}, stream=True) as response:
@@ -350,19 +367,29 @@ class ManagerClient:
                         result = item.get("last_result")
                         result = result if isinstance(result, dict) else {}
                         account = by_email.get(str(result.get("email") or "").lower())
-                        if account is None or account.pk in answers or not _stream_line_matches(account, result):
+                        if (
+                            account is None
+                            or account.pk in answers
+                            or not _stream_line_matches(account, result)
+                        ):
                             strays.append(_stray(result))
                             continue
                         success = result.get("success") is True
                         text = result.get("message") if success else result.get("error")
                         team_id = _team_id(result.get("team_id")) if success else None
-                        answers[account.pk] = _timed(ManagerAnswer(200, success, _clean(text), team_id=team_id), started)
+                        answers[account.pk] = _timed(
+                            ManagerAnswer(200, success, _clean(text), team_id=team_id), started
+                        )
                     elif kind == "finish":
                         finished = True
                         break
                     elif kind == "error":
-                        refusal = ManagerAnswer(200, False, _clean(item.get("error")), FAILURE_BATCH_REFUSED)
-                        return BatchAnswers({a.pk: _timed(refusal, started) for a in accounts}, strays)
+                        refusal = ManagerAnswer(
+                            200, False, _clean(item.get("error")), FAILURE_BATCH_REFUSED
+                        )
+                        return BatchAnswers(
+                            {a.pk: _timed(refusal, started) for a in accounts}, strays
+                        )
                 missing = FAILURE_NOT_IN_STREAM if finished else FAILURE_STREAM_CUT
         except requests.Timeout as exc:
             missing, text = FAILURE_TIMEOUT, _clean(exc)
@@ -371,7 +398,9 @@ class ManagerClient:
         else:
             text = ""
         for account in accounts:
-            answers.setdefault(account.pk, _timed(ManagerAnswer(None, None, text, missing), started))
+            answers.setdefault(
+                account.pk, _timed(ManagerAnswer(None, None, text, missing), started)
+            )
         return BatchAnswers(answers, strays)
 
 
@@ -393,7 +422,9 @@ def _team_id(value) -> int | None:
 def _read_single(response) -> ManagerAnswer:
     status = response.status_code
     if 300 <= status < 400:
-        return ManagerAnswer(status, None, _clean(response.headers.get("Location")), FAILURE_REDIRECT)
+        return ManagerAnswer(
+            status, None, _clean(response.headers.get("Location")), FAILURE_REDIRECT
+        )
     try:
         body = response.json()
     except ValueError:
@@ -401,9 +432,15 @@ def _read_single(response) -> ManagerAnswer:
     if not isinstance(body, dict):
         return ManagerAnswer(status, None, _clean(body), FAILURE_UNREADABLE)
     success = body.get("success") if isinstance(body.get("success"), bool) else None
-    text = body.get("message") if success else (body.get("error") or body.get("detail") or body.get("message"))
+    text = (
+        body.get("message")
+        if success
+        else (body.get("error") or body.get("detail") or body.get("message"))
+    )
     text = _clean(text if isinstance(text, str) else json.dumps(text, ensure_ascii=False))
-    return ManagerAnswer(status, success, text, team_id=_team_id(body.get("team_id")) if success else None)
+    return ManagerAnswer(
+        status, success, text, team_id=_team_id(body.get("team_id")) if success else None
+    )
 
 
 def _read_batch_refusal(response) -> ManagerAnswer | None:

@@ -26,14 +26,36 @@ CHUNK = 2000
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 ATTEMPT_HEADER = (
-    "id", "created_at", "account", "email", "run", "mode", "sent", "http_status", "outcome", "duration_ms",
-    "manager_message", "error",
-)  # fmt: skip
+    "id",
+    "created_at",
+    "account",
+    "email",
+    "run",
+    "mode",
+    "sent",
+    "http_status",
+    "outcome",
+    "duration_ms",
+    "manager_message",
+    "error",
+)
 _ATTEMPT_COLUMNS = (
-    "id", "created_at", "account_id", "account__email", "run_id", "mode", "sent", "http_status", "outcome",
-    "duration_ms", "manager_message", "error",
-)  # fmt: skip
-_REDACTED_ATTEMPT_COLUMNS = frozenset(_ATTEMPT_COLUMNS.index(name) for name in ("manager_message", "error"))
+    "id",
+    "created_at",
+    "account_id",
+    "account__email",
+    "run_id",
+    "mode",
+    "sent",
+    "http_status",
+    "outcome",
+    "duration_ms",
+    "manager_message",
+    "error",
+)
+_REDACTED_ATTEMPT_COLUMNS = frozenset(
+    _ATTEMPT_COLUMNS.index(name) for name in ("manager_message", "error")
+)
 
 CONSUMED_HEADER = ("id", "email", "account_id", "consumed_at", "batch")
 _CONSUMED_COLUMNS = ("id", "email", "account_id", "consumed_at", "batch__label")
@@ -69,7 +91,9 @@ def _lines(header: Iterable[str], rows: Iterable[tuple]) -> Iterator[str]:
         yield writer.writerow([_cell(value) for value in row])
 
 
-def _response(*, header: Iterable[str], rows: Iterable[tuple], filename: str) -> StreamingHttpResponse:
+def _response(
+    *, header: Iterable[str], rows: Iterable[tuple], filename: str
+) -> StreamingHttpResponse:
     response = StreamingHttpResponse(_lines(header, rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     response["Cache-Control"] = "no-store"
@@ -85,7 +109,10 @@ def period_bounds(*, first: date, last: date) -> tuple[datetime, datetime]:
 
 def _attempt_rows(queryset: QuerySet) -> Iterator[tuple]:
     for row in queryset.values_list(*_ATTEMPT_COLUMNS).iterator(chunk_size=CHUNK):
-        yield tuple(redact(value) if i in _REDACTED_ATTEMPT_COLUMNS else value for i, value in enumerate(row))
+        yield tuple(
+            redact(value) if i in _REDACTED_ATTEMPT_COLUMNS else value
+            for i, value in enumerate(row)
+        )
 
 
 def attempt_export_csv(*, queryset: QuerySet, filename: str) -> StreamingHttpResponse:
@@ -96,7 +123,9 @@ def attempt_export_csv(*, queryset: QuerySet, filename: str) -> StreamingHttpRes
 def attempt_export_period_csv(*, first: date, last: date) -> StreamingHttpResponse:
     """Every import attempt made from `first` to `last`, oldest first (the index on created_at)."""
     since, until = period_bounds(first=first, last=last)
-    queryset = ImportAttempt.objects.filter(created_at__gte=since, created_at__lt=until).order_by("created_at", "id")
+    queryset = ImportAttempt.objects.filter(created_at__gte=since, created_at__lt=until).order_by(
+        "created_at", "id"
+    )
     return attempt_export_csv(queryset=queryset, filename=f"import-attempts_{first}_{last}.csv")
 
 
@@ -104,20 +133,43 @@ def account_consumed_export_csv(*, first: date, last: date) -> StreamingHttpResp
     """Accounts the manager confirmed from `first` to `last`: who they were, never their tokens."""
     since, until = period_bounds(first=first, last=last)
     rows = (
-        Account.objects.filter(status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until)
+        Account.objects.filter(
+            status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until
+        )
         .order_by("consumed_at", "id")
         .values_list(*_CONSUMED_COLUMNS)
         .iterator(chunk_size=CHUNK)
     )
-    return _response(header=CONSUMED_HEADER, rows=rows, filename=f"consumed-accounts_{first}_{last}.csv")
+    return _response(
+        header=CONSUMED_HEADER, rows=rows, filename=f"consumed-accounts_{first}_{last}.csv"
+    )
 
 
 BATCH_REPORT_HEADER = (
-    "kind", "batch", "label", "supplier", "batches", "loaded", "consumed", "rejected", "held",
-    "active", "full", "expired", "error", "banned", "gone", "not_followed", "never_checked",
-    "median_days_to_ban", "survival_7d_percent", "survival_7d_of", "survival_30d_percent", "survival_30d_of",
+    "kind",
+    "batch",
+    "label",
+    "supplier",
+    "batches",
+    "loaded",
+    "consumed",
+    "rejected",
+    "held",
+    "active",
+    "full",
+    "expired",
+    "error",
+    "banned",
+    "gone",
+    "not_followed",
+    "never_checked",
+    "median_days_to_ban",
+    "survival_7d_percent",
+    "survival_7d_of",
+    "survival_30d_percent",
+    "survival_30d_of",
     "top_rejection_reasons",
-)  # fmt: skip
+)
 
 
 def batch_report_csv(*, report: dict, filename: str) -> StreamingHttpResponse:
@@ -129,10 +181,29 @@ def batch_report_csv(*, report: dict, filename: str) -> StreamingHttpResponse:
                 m = e["in_manager"]
                 reasons = "; ".join(f"{redact(reason)} ({n})" for reason, n in e["reasons"])
                 yield (
-                    kind, e["batch"], e["label"], e["supplier"], e["batches"] or "", e["loaded"], e["consumed"],
-                    e["rejected"], e["held"], m["active"], m["full"], m["expired"], m["error"], m["banned"],
-                    m["gone"], m["not_followed"], m["never_checked"], e["median_days_to_ban"],
-                    e["survival_7d"], e["survival_7d_of"], e["survival_30d"], e["survival_30d_of"], reasons,
-                )  # fmt: skip
+                    kind,
+                    e["batch"],
+                    e["label"],
+                    e["supplier"],
+                    e["batches"] or "",
+                    e["loaded"],
+                    e["consumed"],
+                    e["rejected"],
+                    e["held"],
+                    m["active"],
+                    m["full"],
+                    m["expired"],
+                    m["error"],
+                    m["banned"],
+                    m["gone"],
+                    m["not_followed"],
+                    m["never_checked"],
+                    e["median_days_to_ban"],
+                    e["survival_7d"],
+                    e["survival_7d_of"],
+                    e["survival_30d"],
+                    e["survival_30d_of"],
+                    reasons,
+                )
 
     return _response(header=BATCH_REPORT_HEADER, rows=rows(), filename=filename)

@@ -18,24 +18,24 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from webhooks import alerts
-from webhooks.selectors import batch_report
 from webhooks.client import TEAM_CONFIG_ERROR, TEAM_GONE, TEAM_OK, ManagerClient, TeamInfo
 from webhooks.models import (
     FINAL_SIGHTINGS,
-    BatchReport,
     FINAL_STATUSES,
+    BatchReport,
     FollowedTeam,
     FollowUpRound,
     RoundStatus,
     TeamStatus,
     TeamStatusChange,
 )
+from webhooks.selectors import batch_report
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ MSG_NOT_CONFIGURED = "MANAGER_BASE_URL and MANAGER_API_KEY are not set."
 class RateLimit:
     """At most `per_second` calls a second, evenly spaced (0: no limit)."""
 
-    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
+    def __init__(
+        self, per_second: float, *, clock: Callable[[], float] = time.monotonic, sleep=time.sleep
+    ):
         self.interval = 1 / per_second if per_second > 0 else 0.0
         self.clock, self.sleep = clock, sleep
         self.next_at = clock()
@@ -107,7 +109,11 @@ class SliceResult:
 
 
 def team_round_run(
-    *, round_id: int, client: ManagerClient | None = None, seconds: float | None = SLICE_SECONDS, rate: float | None = None
+    *,
+    round_id: int,
+    client: ManagerClient | None = None,
+    seconds: float | None = SLICE_SECONDS,
+    rate: float | None = None,
 ) -> SliceResult | None:
     """Carry out a round, one slice of `seconds` (None: all of it). None if it is not ours to run.
 
@@ -116,7 +122,8 @@ def team_round_run(
     """
     now = timezone.now()
     taken = FollowUpRound.objects.filter(
-        Q(status=RoundStatus.QUEUED) | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now), pk=round_id
+        Q(status=RoundStatus.QUEUED) | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now),
+        pk=round_id,
     ).update(status=RoundStatus.RUNNING, started_at=now, lease_expires_at=now + SLICE_MARGIN)
     if taken != 1:
         return None
@@ -141,12 +148,21 @@ def team_round_run(
             changed=F("changed") + (result.changed - flushed.changed),
             unanswered=F("unanswered") + (result.unanswered - flushed.unanswered),
         )
-        flushed.asked, flushed.changed, flushed.unanswered = result.asked, result.changed, result.unanswered
+        flushed.asked, flushed.changed, flushed.unanswered = (
+            result.asked,
+            result.changed,
+            result.unanswered,
+        )
 
     cursor = FollowUpRound.objects.values_list("cursor", flat=True).get(pk=round_id)
     try:
         while seconds is None or time.monotonic() - started < seconds:
-            teams = list(_followed().filter(pk__gt=cursor).order_by("pk").values_list("pk", "team_id", "status")[:200])
+            teams = list(
+                _followed()
+                .filter(pk__gt=cursor)
+                .order_by("pk")
+                .values_list("pk", "team_id", "status")[:200]
+            )
             if not teams:
                 result.done = True
                 break
@@ -155,11 +171,13 @@ def team_round_run(
                     break
                 limit.wait()
                 if time.monotonic() - renewed_at > RENEW_EVERY_SECONDS:
-                    held = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
-                        lease_expires_at=timezone.now() + per_call + SLICE_MARGIN
-                    )
+                    held = FollowUpRound.objects.filter(
+                        pk=round_id, status=RoundStatus.RUNNING
+                    ).update(lease_expires_at=timezone.now() + per_call + SLICE_MARGIN)
                     if not held:
-                        return result  # taken over after this worker stalled: the new holder goes on
+                        return (
+                            result  # taken over after this worker stalled: the new holder goes on
+                        )
                     renewed_at = time.monotonic()
                 info = client.team_info(team_id)
                 if info.state == TEAM_CONFIG_ERROR:
@@ -167,7 +185,9 @@ def team_round_run(
                     break
                 result.asked += 1
                 if info.state in (TEAM_OK, TEAM_GONE):
-                    result.changed += team_record(team_pk=pk, previous=status, info=info, now=timezone.now())
+                    result.changed += team_record(
+                        team_pk=pk, previous=status, info=info, now=timezone.now()
+                    )
                 else:
                     result.unanswered += 1
                 cursor = pk
@@ -214,7 +234,9 @@ def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -
             **changes, final_sightings=final, **({"status_since": now} if changed else {})
         )
         if updated and changed:
-            TeamStatusChange.objects.create(team_id=team_pk, at=now, old_status=previous, new_status=status)
+            TeamStatusChange.objects.create(
+                team_id=team_pk, at=now, old_status=previous, new_status=status
+            )
     return int(bool(updated and changed))
 
 
@@ -234,7 +256,9 @@ REPORTS_KEPT = 10
 
 def batch_report_make(*, now: datetime) -> BatchReport:
     """Judge every batch and supplier now and keep the result for the batches page."""
-    report = BatchReport.objects.create(data=json.loads(json.dumps(batch_report(now=now), cls=DjangoJSONEncoder)))
+    report = BatchReport.objects.create(
+        data=json.loads(json.dumps(batch_report(now=now), cls=DjangoJSONEncoder))
+    )
     stale = BatchReport.objects.order_by("-id").values_list("pk", flat=True)[REPORTS_KEPT:]
     BatchReport.objects.filter(pk__in=list(stale)).delete()
     return report
@@ -244,7 +268,9 @@ def _round_continue(*, round_id: int) -> None:
     """Hand the rest of the round to a new task, so the worker takes other work in between."""
     from webhooks.tasks import follow_up
 
-    FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(lease_expires_at=timezone.now())
+    FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
+        lease_expires_at=timezone.now()
+    )
     follow_up.enqueue(round_id=round_id)
 
 
@@ -254,9 +280,14 @@ def team_round_resume(*, now: datetime) -> bool:
 
     from webhooks.tasks import follow_up
 
-    stuck = FollowUpRound.objects.filter(
-        Q(status=RoundStatus.QUEUED, created_at__lt=now - SLICE_MARGIN) | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now)
-    ).values_list("pk", flat=True).first()
+    stuck = (
+        FollowUpRound.objects.filter(
+            Q(status=RoundStatus.QUEUED, created_at__lt=now - SLICE_MARGIN)
+            | Q(status=RoundStatus.RUNNING, lease_expires_at__lt=now)
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
     if stuck is None:
         return False
     waiting = DBTaskResult.objects.filter(

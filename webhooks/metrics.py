@@ -40,12 +40,16 @@ class PoolCollector(Collector):
         now = timezone.now()
         stats = dashboard_stats(now=now)
 
-        accounts = GaugeMetricFamily("pool_accounts", "Accounts in the pool by state.", labels=["state"])
+        accounts = GaugeMetricFamily(
+            "pool_accounts", "Accounts in the pool by state.", labels=["state"]
+        )
         for state, n in stats["counts"].items():
             accounts.add_metric([state], n)
         yield accounts
         yield GaugeMetricFamily(
-            "pool_usable_accounts", "Usable stock: available accounts the next run may send.", value=stats["available_usable"]
+            "pool_usable_accounts",
+            "Usable stock: available accounts the next run may send.",
+            value=stats["available_usable"],
         )
         unusable = GaugeMetricFamily(
             "pool_unusable_accounts",
@@ -53,25 +57,37 @@ class PoolCollector(Collector):
             labels=["kind", "reason"],
         )
         for reason, n in account_unusable_by_reason().items():
-            unusable.add_metric(["held" if reason in HELD_REASONS else "flagged", reason or "none"], n)
+            unusable.add_metric(
+                ["held" if reason in HELD_REASONS else "flagged", reason or "none"], n
+            )
         yield unusable
         yield GaugeMetricFamily(
-            "pool_seats_in_stock", "Usable stock times the policy's seats per account.", value=stats["seats_in_stock"]
+            "pool_seats_in_stock",
+            "Usable stock times the policy's seats per account.",
+            value=stats["seats_in_stock"],
         )
         if stats["runway_days"] is not None:  # nothing consumed in 7 days: no runway, no sample
             yield GaugeMetricFamily(
-                "pool_runway_days", "Days the usable stock lasts at the last 7 days' consumption.", value=stats["runway_days"]
+                "pool_runway_days",
+                "Days the usable stock lasts at the last 7 days' consumption.",
+                value=stats["runway_days"],
             )
         yield GaugeMetricFamily(
-            "pool_consumed_last_7_days", "Accounts the manager confirmed in the last 7 days.", value=stats["consumed_last_7_days"]
+            "pool_consumed_last_7_days",
+            "Accounts the manager confirmed in the last 7 days.",
+            value=stats["consumed_last_7_days"],
         )
 
-        runs = GaugeMetricFamily("pool_replenishment_runs", "Replenishment runs by status.", labels=["status"])
+        runs = GaugeMetricFamily(
+            "pool_replenishment_runs", "Replenishment runs by status.", labels=["status"]
+        )
         for status, n in run_counts_by_status().items():
             runs.add_metric([status], n)
         yield runs
         attempts = GaugeMetricFamily(
-            "pool_import_attempts_24h", "Import attempts in the last 24 hours by outcome.", labels=["outcome"]
+            "pool_import_attempts_24h",
+            "Import attempts in the last 24 hours by outcome.",
+            labels=["outcome"],
         )
         for outcome, n in attempt_counts_by_outcome_since(since=now - ATTEMPTS_WINDOW).items():
             attempts.add_metric([outcome], n)
@@ -82,7 +98,9 @@ class PoolCollector(Collector):
             value=event_refused_calls_since(since=now - HOUR),
         )
 
-        alerts = GaugeMetricFamily("pool_alert_active", "1 while an alert condition is raised.", labels=["condition"])
+        alerts = GaugeMetricFamily(
+            "pool_alert_active", "1 while an alert condition is raised.", labels=["condition"]
+        )
         active = dict(AlertState.objects.values_list("condition", "active"))
         for condition in AlertCondition.values:
             alerts.add_metric([condition], 1 if active.get(condition) else 0)
@@ -113,7 +131,9 @@ def metrics(request):
     if not settings.METRICS_TOKEN:
         raise Http404
     if not _authorised(request):
-        response = HttpResponse("Missing or wrong bearer token.\n", status=401, content_type="text/plain")
+        response = HttpResponse(
+            "Missing or wrong bearer token.\n", status=401, content_type="text/plain"
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     response = HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

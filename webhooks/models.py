@@ -20,14 +20,24 @@ class ReplenishmentPolicy(models.Model):
 
     seats_per_account = models.PositiveIntegerField(_("seats per account"), default=5)
     margin_seats = models.PositiveIntegerField(_("margin (seats above the threshold)"), default=5)
-    max_accounts_per_event = models.PositiveIntegerField(_("at most accounts per event"), default=10)
-    max_accounts_per_hour = models.PositiveIntegerField(_("at most accounts per rolling hour"), default=50)
-    import_mode = models.CharField(_("import mode"), max_length=8, choices=ImportMode.choices, default=ImportMode.SINGLE)
+    max_accounts_per_event = models.PositiveIntegerField(
+        _("at most accounts per event"), default=10
+    )
+    max_accounts_per_hour = models.PositiveIntegerField(
+        _("at most accounts per rolling hour"), default=50
+    )
+    import_mode = models.CharField(
+        _("import mode"), max_length=8, choices=ImportMode.choices, default=ImportMode.SINGLE
+    )
     retry_backoff = models.CharField(
         _("retry delays after an unknown outcome (seconds, comma-separated)"),
         max_length=200,
         default="60,300,1800",
-        validators=[RegexValidator(r"^\s*\d+(\s*,\s*\d+)*\s*$", _("Whole numbers of seconds, separated by commas."))],
+        validators=[
+            RegexValidator(
+                r"^\s*\d+(\s*,\s*\d+)*\s*$", _("Whole numbers of seconds, separated by commas.")
+            )
+        ],
     )
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -36,8 +46,12 @@ class ReplenishmentPolicy(models.Model):
         verbose_name_plural = _("replenishment policy")
         constraints = [
             models.CheckConstraint(condition=Q(pk=1), name="policy_singleton"),
-            models.CheckConstraint(condition=Q(seats_per_account__gte=1), name="policy_seats_per_account_positive"),
-            models.CheckConstraint(condition=Q(import_mode__in=ImportMode.values), name="policy_import_mode_valid"),
+            models.CheckConstraint(
+                condition=Q(seats_per_account__gte=1), name="policy_seats_per_account_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(import_mode__in=ImportMode.values), name="policy_import_mode_valid"
+            ),
         ]
 
     def __str__(self):
@@ -87,20 +101,27 @@ class WebhookEvent(models.Model):
         verbose_name_plural = _("webhook events")
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=EventStatus.values), name="event_status_valid"),
             models.CheckConstraint(
-                condition=Q(status=EventStatus.REFUSED) | Q(key_ok=True, current_seats__isnull=False, threshold__isnull=False),
+                condition=Q(status__in=EventStatus.values), name="event_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status=EventStatus.REFUSED)
+                | Q(key_ok=True, current_seats__isnull=False, threshold__isnull=False),
                 name="event_accepted_is_complete",
             ),
             models.CheckConstraint(condition=Q(calls__gte=1), name="event_calls_positive"),
         ]
         indexes = [
             # A run takes the newest pending event and supersedes the rest: a small partial index.
-            models.Index(fields=["id"], condition=Q(status=EventStatus.QUEUED), name="event_pending_idx"),
+            models.Index(
+                fields=["id"], condition=Q(status=EventStatus.QUEUED), name="event_pending_idx"
+            ),
             models.Index(fields=["status", "id"], name="event_status_idx"),
             # Folding a refused call into its address's row of the last minute.
             models.Index(
-                fields=["remote_addr", "received_at"], condition=Q(status=EventStatus.REFUSED), name="event_refused_idx"
+                fields=["remote_addr", "received_at"],
+                condition=Q(status=EventStatus.REFUSED),
+                name="event_refused_idx",
             ),
         ]
 
@@ -148,10 +169,19 @@ class ReplenishmentRun(models.Model):
     """
 
     trigger = models.CharField(_("trigger"), max_length=16, choices=RunTrigger.choices)
-    status = models.CharField(_("status"), max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
-    requested_accounts = models.PositiveIntegerField(_("accounts requested (manual)"), null=True, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED
+    )
+    requested_accounts = models.PositiveIntegerField(
+        _("accounts requested (manual)"), null=True, blank=True
+    )
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
@@ -169,9 +199,13 @@ class ReplenishmentRun(models.Model):
     # Demand the run did not meet, and why: accounts the event asked for (before the caps) minus
     # those that landed or may have landed (consumed or unknown). 0 when met.
     shortfall = models.PositiveIntegerField(_("accounts short"), default=0)
-    shortfall_reason = models.CharField(_("why short"), max_length=16, choices=Shortfall.choices, blank=True)
+    shortfall_reason = models.CharField(
+        _("why short"), max_length=16, choices=Shortfall.choices, blank=True
+    )
     # Answers in a batch stream that matched no account this run sent: kept, never credited.
-    stray_answers = models.JSONField(_("answers that matched no account sent"), default=list, blank=True)
+    stray_answers = models.JSONField(
+        _("answers that matched no account sent"), default=list, blank=True
+    )
     error = models.TextField(_("error"), blank=True)
 
     class Meta:
@@ -180,18 +214,28 @@ class ReplenishmentRun(models.Model):
         ordering = ["-id"]
         permissions = [("push_accounts", _("Can push accounts to the manager now"))]
         constraints = [
-            models.CheckConstraint(condition=Q(trigger__in=RunTrigger.values), name="run_trigger_valid"),
-            models.CheckConstraint(condition=Q(status__in=RunStatus.values), name="run_status_valid"),
             models.CheckConstraint(
-                condition=Q(shortfall_reason__in=["", *Shortfall.values]), name="run_shortfall_reason_valid"
+                condition=Q(trigger__in=RunTrigger.values), name="run_trigger_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=RunStatus.values), name="run_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(shortfall_reason__in=["", *Shortfall.values]),
+                name="run_shortfall_reason_valid",
             ),
             models.CheckConstraint(
                 condition=Q(shortfall=0) | ~Q(shortfall_reason=""), name="run_shortfall_has_reason"
             ),
-            models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.QUEUED), name="run_one_queued"),
-            models.UniqueConstraint(fields=["status"], condition=Q(status=RunStatus.RUNNING), name="run_one_running"),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status=RunStatus.QUEUED), name="run_one_queued"
+            ),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status=RunStatus.RUNNING), name="run_one_running"
+            ),
             models.CheckConstraint(
-                condition=~Q(status=RunStatus.RUNNING) | Q(lease_expires_at__isnull=False, started_at__isnull=False),
+                condition=~Q(status=RunStatus.RUNNING)
+                | Q(lease_expires_at__isnull=False, started_at__isnull=False),
                 name="run_running_has_lease",
             ),
         ]
@@ -214,9 +258,16 @@ class ImportAttempt(models.Model):
     Secret-free: the manager's text is redacted of anything token-shaped before it is stored.
     """
 
-    account = models.ForeignKey(Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="import_attempts")
+    account = models.ForeignKey(
+        Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="import_attempts"
+    )
     run = models.ForeignKey(
-        ReplenishmentRun, verbose_name=_("run"), null=True, blank=True, on_delete=models.PROTECT, related_name="attempts"
+        ReplenishmentRun,
+        verbose_name=_("run"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="attempts",
     )
     created_at = models.DateTimeField(_("at"), auto_now_add=True, db_index=True)
     mode = models.CharField(_("mode"), max_length=8, choices=ImportMode.choices, blank=True)
@@ -233,7 +284,9 @@ class ImportAttempt(models.Model):
         verbose_name_plural = _("import attempts")
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"),
+            models.CheckConstraint(
+                condition=Q(outcome__in=AttemptOutcome.values), name="attempt_outcome_valid"
+            ),
         ]
         indexes = [
             models.Index(fields=["account", "outcome"], name="attempt_account_outcome_idx"),
@@ -270,18 +323,24 @@ class AlertSettings(models.Model):
     runway_below_days = models.PositiveIntegerField(
         _("alert when the pool lasts fewer days than"),
         default=3,
-        help_text=_("At the last 7 days' consumption; no consumption means no alert. 0 turns this alert off."),
+        help_text=_(
+            "At the last 7 days' consumption; no consumption means no alert. 0 turns this alert off."
+        ),
     )
     config_error = models.BooleanField(
         _("alert when a run stops on a configuration error"),
         default=True,
-        help_text=_("The manager answered 401/403, a redirect or a refused request: a wrong key or URL."),
+        help_text=_(
+            "The manager answered 401/403, a redirect or a refused request: a wrong key or URL."
+        ),
     )
     unknown_in_a_row = models.PositiveIntegerField(
         _("alert after this many unknown outcomes in a row"),
         default=3,
         validators=[MaxValueValidator(MAX_UNKNOWN_IN_A_ROW)],
-        help_text=_("Imports that timed out, lost the connection or got a server error. 0 turns this alert off; at most 100."),
+        help_text=_(
+            "Imports that timed out, lost the connection or got a server error. 0 turns this alert off; at most 100."
+        ),
     )
     banned_in_a_day = models.PositiveIntegerField(
         _("alert when this many imported Teams were banned in 24 hours"),
@@ -296,7 +355,8 @@ class AlertSettings(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(pk=1), name="alert_settings_singleton"),
             models.CheckConstraint(
-                condition=Q(unknown_in_a_row__lte=MAX_UNKNOWN_IN_A_ROW), name="alert_settings_unknown_bounded"
+                condition=Q(unknown_in_a_row__lte=MAX_UNKNOWN_IN_A_ROW),
+                name="alert_settings_unknown_bounded",
             ),
         ]
 
@@ -331,7 +391,9 @@ class AlertState(models.Model):
     """Whether a condition is currently raised: it notifies when it becomes active, not again
     until it has cleared. Flipped only by conditional UPDATEs, so concurrent evaluations send once."""
 
-    condition = models.CharField(_("condition"), max_length=32, choices=AlertCondition.choices, unique=True)
+    condition = models.CharField(
+        _("condition"), max_length=32, choices=AlertCondition.choices, unique=True
+    )
     active = models.BooleanField(_("active"), default=False)
     since = models.DateTimeField(_("active since"), null=True, blank=True)
     last_notified_at = models.DateTimeField(_("last notified"), null=True, blank=True)
@@ -343,7 +405,9 @@ class AlertState(models.Model):
         verbose_name_plural = _("alert states")
         ordering = ["condition"]
         constraints = [
-            models.CheckConstraint(condition=Q(condition__in=AlertCondition.values), name="alert_state_condition_valid"),
+            models.CheckConstraint(
+                condition=Q(condition__in=AlertCondition.values), name="alert_state_condition_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(active=True, since__isnull=False) | Q(active=False, since__isnull=True),
                 name="alert_state_active_has_since",
@@ -373,14 +437,21 @@ class AlertEvent(models.Model):
 
     created_at = models.DateTimeField(_("at"), auto_now_add=True)
     kind = models.CharField(_("event"), max_length=8, choices=AlertEventKind.choices)
-    condition = models.CharField(_("condition"), max_length=32, choices=AlertCondition.choices, blank=True)
+    condition = models.CharField(
+        _("condition"), max_length=32, choices=AlertCondition.choices, blank=True
+    )
     title = models.CharField(_("title"), max_length=200, blank=True)
     message = models.TextField(_("message"), blank=True)
     delivery = models.CharField(_("delivery"), max_length=8, choices=AlertDelivery.choices)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     error = models.TextField(_("delivery error"), blank=True)
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
 
     class Meta:
@@ -388,8 +459,12 @@ class AlertEvent(models.Model):
         verbose_name_plural = _("alerts")
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=AlertEventKind.values), name="alert_event_kind_valid"),
-            models.CheckConstraint(condition=Q(delivery__in=AlertDelivery.values), name="alert_event_delivery_valid"),
+            models.CheckConstraint(
+                condition=Q(kind__in=AlertEventKind.values), name="alert_event_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(delivery__in=AlertDelivery.values), name="alert_event_delivery_valid"
+            ),
             # A test belongs to no condition; a raise or a clear to exactly one.
             models.CheckConstraint(
                 condition=Q(kind=AlertEventKind.TEST, condition="")
@@ -433,17 +508,23 @@ class FollowedTeam(models.Model):
     an account settled by "already present" has no id and is not followed.
     """
 
-    account = models.OneToOneField(Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="followed_team")
+    account = models.OneToOneField(
+        Account, verbose_name=_("account"), on_delete=models.PROTECT, related_name="followed_team"
+    )
     team_id = models.PositiveBigIntegerField(_("manager's Team id"))
     imported_at = models.DateTimeField(_("imported at"))
-    status = models.CharField(_("status in the manager"), max_length=8, choices=TeamStatus.choices, blank=True)
+    status = models.CharField(
+        _("status in the manager"), max_length=8, choices=TeamStatus.choices, blank=True
+    )
     status_since = models.DateTimeField(_("status since"), null=True, blank=True)
     current_members = models.PositiveIntegerField(_("members"), null=True, blank=True)
     max_members = models.PositiveIntegerField(_("seats"), null=True, blank=True)
     expires_at = models.DateTimeField(_("Team expires"), null=True, blank=True)
     last_sync = models.DateTimeField(_("manager's last sync"), null=True, blank=True)
     checked_at = models.DateTimeField(_("last asked"), null=True, blank=True)
-    final_sightings = models.PositiveSmallIntegerField(_("seen expired or gone, in a row"), default=0)
+    final_sightings = models.PositiveSmallIntegerField(
+        _("seen expired or gone, in a row"), default=0
+    )
 
     class Meta:
         verbose_name = _("followed Team")
@@ -451,13 +532,21 @@ class FollowedTeam(models.Model):
         ordering = ["-id"]
         permissions = [("check_teams", _("Can ask the manager about imported Teams now"))]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["", *TeamStatus.values]), name="team_status_valid"),
-            models.CheckConstraint(condition=Q(status="") | Q(checked_at__isnull=False), name="team_status_was_asked"),
+            models.CheckConstraint(
+                condition=Q(status__in=["", *TeamStatus.values]), name="team_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status="") | Q(checked_at__isnull=False), name="team_status_was_asked"
+            ),
         ]
         indexes = [
             models.Index(fields=["status"], name="team_status_idx"),
             # A round asks every Team not yet seen expired or gone twice, in id order.
-            models.Index(fields=["id"], condition=Q(final_sightings__lt=FINAL_SIGHTINGS), name="team_followed_idx"),
+            models.Index(
+                fields=["id"],
+                condition=Q(final_sightings__lt=FINAL_SIGHTINGS),
+                name="team_followed_idx",
+            ),
         ]
 
     def __str__(self):
@@ -467,7 +556,9 @@ class FollowedTeam(models.Model):
 class TeamStatusChange(models.Model):
     """One change of a followed Team's status, so "banned 3 days after import" is known."""
 
-    team = models.ForeignKey(FollowedTeam, verbose_name=_("Team"), on_delete=models.CASCADE, related_name="changes")
+    team = models.ForeignKey(
+        FollowedTeam, verbose_name=_("Team"), on_delete=models.CASCADE, related_name="changes"
+    )
     at = models.DateTimeField(_("seen at"), db_index=True)
     old_status = models.CharField(_("from"), max_length=8, choices=TeamStatus.choices, blank=True)
     new_status = models.CharField(_("to"), max_length=8, choices=TeamStatus.choices)
@@ -477,6 +568,9 @@ class TeamStatusChange(models.Model):
         verbose_name_plural = _("Team status changes")
         ordering = ["-id"]
         indexes = [models.Index(fields=["new_status", "at"], name="team_change_status_at_idx")]
+
+    def __str__(self):
+        return f"{self.team_id}: {self.old_status or '-'} → {self.new_status}"
 
 
 class BatchReport(models.Model):
@@ -494,6 +588,9 @@ class BatchReport(models.Model):
         verbose_name_plural = _("batch reports")
         ordering = ["-id"]
 
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M}" if self.created_at else str(self.pk)
+
 
 class RoundStatus(models.TextChoices):
     QUEUED = "queued", _("queued")
@@ -506,9 +603,16 @@ class RoundStatus(models.TextChoices):
 class FollowUpRound(models.Model):
     """One pass of asking the manager about every followed Team (one at a time, single flight)."""
 
-    status = models.CharField(_("status"), max_length=16, choices=RoundStatus.choices, default=RoundStatus.QUEUED)
+    status = models.CharField(
+        _("status"), max_length=16, choices=RoundStatus.choices, default=RoundStatus.QUEUED
+    )
     requested_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("requested by"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("requested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
@@ -526,9 +630,13 @@ class FollowUpRound(models.Model):
         verbose_name_plural = _("follow-up rounds")
         ordering = ["-id"]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=RoundStatus.values), name="round_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=RoundStatus.values), name="round_status_valid"
+            ),
             models.UniqueConstraint(
-                fields=["status"], condition=Q(status__in=[RoundStatus.QUEUED, RoundStatus.RUNNING]), name="round_one_active"
+                fields=["status"],
+                condition=Q(status__in=[RoundStatus.QUEUED, RoundStatus.RUNNING]),
+                name="round_one_active",
             ),
         ]
 

@@ -56,7 +56,9 @@ def attempts_landed_since(*, since: datetime) -> int:
 
 def attempts_confirmed_since(*, since: datetime) -> int:
     """Imports the manager confirmed after `since`: seats an event received then does not count yet."""
-    return ImportAttempt.objects.filter(created_at__gt=since, outcome=AttemptOutcome.CONSUMED).count()
+    return ImportAttempt.objects.filter(
+        created_at__gt=since, outcome=AttemptOutcome.CONSUMED
+    ).count()
 
 
 def account_next_retry() -> datetime | None:
@@ -138,21 +140,32 @@ def team_dashboard(*, now: datetime) -> dict:
         followed=Count("pk"),
     )
     followed = active["followed"]
-    banned_week = TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)).count()
+    banned_week = TeamStatusChange.objects.filter(
+        new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)
+    ).count()
     # The worst batch, from the newest batch report (made by the worker after each round).
     worst = None
     newest = BatchReport.objects.order_by("-id").values_list("data", flat=True).first() or {}
     for row in newest.get("batches", []):
-        teams = sum(n for key, n in row["in_manager"].items() if key not in ("not_followed", "never_checked"))
+        teams = sum(
+            n
+            for key, n in row["in_manager"].items()
+            if key not in ("not_followed", "never_checked")
+        )
         dead = sum(row["in_manager"][key] for key in DEAD_STATUSES)
         if teams < WORST_BATCH_MIN_TEAMS or not dead:
             continue
         share = dead / teams
         if worst is None or share > worst["share"]:
             worst = {
-                "batch": row["batch"], "label": row["label"], "supplier": row["supplier"], "teams": teams,
-                "dead": dead, "share": share, "percent": round(100 * share),
-            }  # fmt: skip
+                "batch": row["batch"],
+                "label": row["label"],
+                "supplier": row["supplier"],
+                "teams": teams,
+                "dead": dead,
+                "share": share,
+                "percent": round(100 * share),
+            }
     return {
         "followed": followed,
         "active_teams": active["teams"],
@@ -175,17 +188,28 @@ def batch_report(*, now: datetime) -> dict:
 
     batches = {
         pk: {"batch": pk, "label": label, "supplier": supplier, "created_at": created_at}
-        for pk, label, supplier, created_at in AccountBatch.objects.values_list("pk", "label", "supplier", "created_at")
+        for pk, label, supplier, created_at in AccountBatch.objects.values_list(
+            "pk", "label", "supplier", "created_at"
+        )
     }
     rows: dict = {}
 
     def row(batch_id):
         if batch_id not in rows:
-            base = batches.get(batch_id) or {"batch": batch_id, "label": "", "supplier": "", "created_at": None}
+            base = batches.get(batch_id) or {
+                "batch": batch_id,
+                "label": "",
+                "supplier": "",
+                "created_at": None,
+            }
             rows[batch_id] = _report_row(base)
         return rows[batch_id]
 
-    accounts = Account.objects.order_by().values_list("batch_id", "status", "usable").annotate(n=Count("*"))
+    accounts = (
+        Account.objects.order_by()
+        .values_list("batch_id", "status", "usable")
+        .annotate(n=Count("*"))
+    )
     for batch_id, status, usable, n in accounts:
         entry = row(batch_id)
         entry["loaded"] += n
@@ -196,21 +220,31 @@ def batch_report(*, now: datetime) -> dict:
         elif status == AccountStatus.AVAILABLE and not usable:
             entry["held"] += n
     reasons = (
-        Account.objects.filter(status=AccountStatus.REJECTED).order_by()
-        .values_list("batch_id", "last_error").annotate(n=Count("*"))
-    )  # fmt: skip
+        Account.objects.filter(status=AccountStatus.REJECTED)
+        .order_by()
+        .values_list("batch_id", "last_error")
+        .annotate(n=Count("*"))
+    )
     for batch_id, reason, n in reasons:
         row(batch_id)["reasons"].append((n, reason[:120]))
-    teams = FollowedTeam.objects.order_by().values_list("account__batch_id", "status").annotate(n=Count("*"))
+    teams = (
+        FollowedTeam.objects.order_by()
+        .values_list("account__batch_id", "status")
+        .annotate(n=Count("*"))
+    )
     for batch_id, status, n in teams:
         row(batch_id)["in_manager"][status or "never_checked"] += n
     _report_lifetimes(rows, row, now=now)
     for entry in rows.values():
-        entry["in_manager"]["not_followed"] = max(0, entry["consumed"] - sum(entry["in_manager"].values()))
+        entry["in_manager"]["not_followed"] = max(
+            0, entry["consumed"] - sum(entry["in_manager"].values())
+        )
     suppliers: dict = {}
     for entry in rows.values():
         name = entry["supplier"]
-        total = suppliers.setdefault(name, _report_row({"supplier": name, "label": "", "batch": None, "created_at": None}))
+        total = suppliers.setdefault(
+            name, _report_row({"supplier": name, "label": "", "batch": None, "created_at": None})
+        )
         total["batches"] += 1
         for key in ("loaded", "consumed", "rejected", "held"):
             total[key] += entry[key]
@@ -224,16 +258,25 @@ def batch_report(*, now: datetime) -> dict:
     for entry in [*rows.values(), *suppliers.values()]:
         _report_finish(entry)
     ordered = sorted(rows.values(), key=lambda e: -(e["batch"] or 0))
-    return {"batches": ordered, "suppliers": sorted(suppliers.values(), key=lambda e: e["supplier"])}
+    return {
+        "batches": ordered,
+        "suppliers": sorted(suppliers.values(), key=lambda e: e["supplier"]),
+    }
 
 
 def _report_row(base: dict) -> dict:
     return {
         **base,
-        "batches": 0, "loaded": 0, "consumed": 0, "rejected": 0, "held": 0, "reasons": [],
+        "batches": 0,
+        "loaded": 0,
+        "consumed": 0,
+        "rejected": 0,
+        "held": 0,
+        "reasons": [],
         "in_manager": dict.fromkeys(IN_MANAGER_KEYS, 0),
-        "_ban_days": [], "_survival": {days: {"eligible": 0, "alive": 0} for days in SURVIVAL_DAYS},
-    }  # fmt: skip
+        "_ban_days": [],
+        "_survival": {days: {"eligible": 0, "alive": 0} for days in SURVIVAL_DAYS},
+    }
 
 
 def _report_lifetimes(rows: dict, row, *, now: datetime) -> None:
@@ -241,12 +284,18 @@ def _report_lifetimes(rows: dict, row, *, now: datetime) -> None:
     # One pass over the dead statuses, oldest first: each Team's first death and first ban.
     died_at: dict[int, datetime] = {}
     banned_at: dict[int, datetime] = {}
-    changes = TeamStatusChange.objects.filter(new_status__in=DEAD_STATUSES).order_by("at").values_list("team_id", "at", "new_status")
+    changes = (
+        TeamStatusChange.objects.filter(new_status__in=DEAD_STATUSES)
+        .order_by("at")
+        .values_list("team_id", "at", "new_status")
+    )
     for team_id, at, status in changes:
         died_at.setdefault(team_id, at)
         if status == TeamStatus.BANNED:
             banned_at.setdefault(team_id, at)
-    for pk, batch_id, imported_at in FollowedTeam.objects.values_list("pk", "account__batch_id", "imported_at"):
+    for pk, batch_id, imported_at in FollowedTeam.objects.values_list(
+        "pk", "account__batch_id", "imported_at"
+    ):
         entry = row(batch_id)
         if pk in banned_at:
             entry["_ban_days"].append((banned_at[pk] - imported_at).total_seconds() / 86400)
@@ -264,12 +313,16 @@ def _report_finish(entry: dict) -> None:
     survival = entry.pop("_survival")
     for days in SURVIVAL_DAYS:
         eligible = survival[days]["eligible"]
-        entry[f"survival_{days}d"] = round(100 * survival[days]["alive"] / eligible) if eligible else None
+        entry[f"survival_{days}d"] = (
+            round(100 * survival[days]["alive"] / eligible) if eligible else None
+        )
         entry[f"survival_{days}d_of"] = eligible
     counted: dict[str, int] = {}
     for n, reason in entry["reasons"]:
         counted[reason] = counted.get(reason, 0) + n
     entry["reasons"] = sorted(counted.items(), key=lambda item: -item[1])[:3]
+
+
 def event_refused_calls_since(*, since: datetime) -> int:
     """Webhook calls refused since `since`, counting the calls folded into each refused row."""
     refused = WebhookEvent.objects.filter(status=EventStatus.REFUSED, received_at__gte=since)
@@ -279,7 +332,12 @@ def event_refused_calls_since(*, since: datetime) -> int:
 def run_counts_by_status() -> dict[str, int]:
     """Runs by status, zeros included: one grouped count the (status, id) index answers."""
     counts = dict.fromkeys(RunStatus.values, 0)
-    rows = ReplenishmentRun.objects.order_by().values("status").annotate(n=Count("*")).values_list("status", "n")
+    rows = (
+        ReplenishmentRun.objects.order_by()
+        .values("status")
+        .annotate(n=Count("*"))
+        .values_list("status", "n")
+    )
     counts.update(rows)
     return counts
 
@@ -289,7 +347,9 @@ def attempt_counts_by_outcome_since(*, since: datetime) -> dict[str, int]:
     created_at) index per outcome, never the whole history."""
     counts = dict.fromkeys(AttemptOutcome.values, 0)
     for outcome in AttemptOutcome.values:
-        counts[outcome] = ImportAttempt.objects.filter(outcome=outcome, created_at__gte=since).count()
+        counts[outcome] = ImportAttempt.objects.filter(
+            outcome=outcome, created_at__gte=since
+        ).count()
     return counts
 
 

@@ -56,9 +56,15 @@ logger = logging.getLogger(__name__)
 
 MSG_UNUSABLE_AT_PICK = "Not sent: %s"
 MSG_ALREADY_IN_MANAGER = "Already in the manager before this pool sent it: %s"
-MSG_CONFIG_ERROR = "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
-MSG_LEASE_LOST = "This run's lease on the account had expired when the answer came; recorded, not applied."
-MSG_ANSWER_UNRECORDED = "Sent, but the run failed before it recorded the answer (%s): outcome unknown."
+MSG_CONFIG_ERROR = (
+    "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
+)
+MSG_LEASE_LOST = (
+    "This run's lease on the account had expired when the answer came; recorded, not applied."
+)
+MSG_ANSWER_UNRECORDED = (
+    "Sent, but the run failed before it recorded the answer (%s): outcome unknown."
+)
 # A staff push (admin or API): at most this many accounts at once, and what staff read when a run
 # was being queued at that very moment.
 MAX_PUSH_ACCOUNTS = 1000
@@ -81,7 +87,9 @@ class AcceptedEvent:
 # during_run is whether a live run (running, lease not run out) is in flight, and the RETURNING
 # clause tells whether a run is queued or live-running (then nothing needs waking). Portable to
 # SQLite (RETURNING since 3.35) and PostgreSQL; `received_at` is bound like the ORM binds it.
-_LIVE_RUNNING = "SELECT 1 FROM webhooks_replenishmentrun WHERE status = %s AND lease_expires_at > %s"
+_LIVE_RUNNING = (
+    "SELECT 1 FROM webhooks_replenishmentrun WHERE status = %s AND lease_expires_at > %s"
+)
 _QUEUED = "SELECT 1 FROM webhooks_replenishmentrun WHERE status = %s"
 _ACCEPT_SQL = (
     "INSERT INTO webhooks_webhookevent"
@@ -109,10 +117,19 @@ def event_receive(
         cursor.execute(
             _ACCEPT_SQL,
             [
-                stamp, EventStatus.QUEUED.value, True, current_seats, threshold, _storable(message),
-                _storable(payload), remote_addr or None, RunStatus.RUNNING.value, stamp, RunStatus.QUEUED.value,
+                stamp,
+                EventStatus.QUEUED.value,
+                True,
+                current_seats,
+                threshold,
+                _storable(message),
+                _storable(payload),
+                remote_addr or None,
+                RunStatus.RUNNING.value,
+                stamp,
+                RunStatus.QUEUED.value,
             ],
-        )  # fmt: skip
+        )
         pk, during_run, queued = cursor.fetchone()
     if not during_run and not queued:
         run_wake(trigger=RunTrigger.WEBHOOK)
@@ -128,7 +145,9 @@ def _storable(text: str) -> str:
 REFUSAL_FOLD_WINDOW = timedelta(minutes=1)
 
 
-def event_refuse(*, reason: str, key_ok: bool, payload: str, remote_addr: str | None) -> WebhookEvent | None:
+def event_refuse(
+    *, reason: str, key_ok: bool, payload: str, remote_addr: str | None
+) -> WebhookEvent | None:
     """Record a refused call, so staff can see why the pool stopped flowing.
 
     A call refused for the same reason from the same address as a row recorded less than a minute
@@ -148,22 +167,30 @@ def event_refuse(*, reason: str, key_ok: bool, payload: str, remote_addr: str | 
     if WebhookEvent.objects.filter(pk=Subquery(newest)).update(calls=F("calls") + 1):
         return None
     return WebhookEvent.objects.create(
-        status=EventStatus.REFUSED, key_ok=key_ok, refusal=reason, payload=_storable(payload), remote_addr=remote_addr
+        status=EventStatus.REFUSED,
+        key_ok=key_ok,
+        refusal=reason,
+        payload=_storable(payload),
+        remote_addr=remote_addr,
     )
 
 
-def run_wake(*, trigger: str, requested_accounts: int | None = None, requested_by=None) -> ReplenishmentRun | None:
+def run_wake(
+    *, trigger: str, requested_accounts: int | None = None, requested_by=None
+) -> ReplenishmentRun | None:
     """Queue a run (at most one is ever queued) and its task, on commit.
 
     When a run is already queued it will do this work: a manual request adds its accounts to it.
     """
     from webhooks.tasks import replenish
 
-    for _ in range(3):
+    for _attempt in range(3):
         try:
             with transaction.atomic():
                 run = ReplenishmentRun.objects.create(
-                    trigger=trigger, requested_accounts=requested_accounts, requested_by=requested_by
+                    trigger=trigger,
+                    requested_accounts=requested_accounts,
+                    requested_by=requested_by,
                 )
         except IntegrityError:
             if not requested_accounts:
@@ -213,8 +240,14 @@ def replenishment_need(
     accounts = min(wanted, policy.max_accounts_per_event, room)
     capped_by = ""
     if accounts < wanted:
-        capped_by = Shortfall.HOURLY_CAP if room < policy.max_accounts_per_event else Shortfall.EVENT_CAP
-    counted = f"({current_seats} + {policy.seats_per_account} × {confirmed_since} confirmed since)" if confirmed_since else current_seats
+        capped_by = (
+            Shortfall.HOURLY_CAP if room < policy.max_accounts_per_event else Shortfall.EVENT_CAP
+        )
+    counted = (
+        f"({current_seats} + {policy.seats_per_account} × {confirmed_since} confirmed since)"
+        if confirmed_since
+        else current_seats
+    )
     explained = (
         f"ceil(({threshold} + {policy.margin_seats} - {counted}) / {policy.seats_per_account}) = {raw}"
         + (", at least 1" if at_least_one else "")
@@ -253,6 +286,7 @@ def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutco
 
 
 # --- Running --------------------------------------------------------------------------------
+
 
 # Accounts reserved under one lease (settings.REPLENISH_LEASE_CHUNK, 10 by default). A lease
 # covers the worst case of the calls it holds (connect + read timeout each) plus a margin, so a
@@ -322,7 +356,9 @@ _DELIVERED = (AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN)
 class _RunWork:
     """One run's work: reserve in chunks, send, settle each answer, and account for the demand."""
 
-    def __init__(self, *, run: ReplenishmentRun, client: ManagerClient, policy: ReplenishmentPolicy):
+    def __init__(
+        self, *, run: ReplenishmentRun, client: ManagerClient, policy: ReplenishmentPolicy
+    ):
         self.run_obj = run
         self.client = client
         self.policy = policy
@@ -332,7 +368,9 @@ class _RunWork:
         # "not sent" (their re-send may answer "already present", which must settle as consumed).
         self.in_flight: list[tuple[Account, _Lease]] = []
         self.in_flight_mode = ""
-        self.per_call = timedelta(seconds=settings.MANAGER_CONNECT_TIMEOUT + settings.MANAGER_READ_TIMEOUT)
+        self.per_call = timedelta(
+            seconds=settings.MANAGER_CONNECT_TIMEOUT + settings.MANAGER_READ_TIMEOUT
+        )
         self.wanted = 0
         self.delivered = 0
         self.shortfall_reason = ""
@@ -350,15 +388,17 @@ class _RunWork:
         # unmet (_run_close_abandoned).
         now = timezone.now()
         with transaction.atomic():
-            held = ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now).update(
-                lease_expires_at=now + lease_margin()
-            )
+            held = ReplenishmentRun.objects.filter(
+                pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now
+            ).update(lease_expires_at=now + lease_margin())
             if not held:
                 return RunStatus.ABANDONED, ""
             need = self._need(now)
             self.wanted = need.wanted + (run.requested_accounts or 0)
             target = need.accounts + (run.requested_accounts or 0)
-            ReplenishmentRun.objects.filter(pk=run.pk).update(need=target, need_explained=need.explained[:255])
+            ReplenishmentRun.objects.filter(pk=run.pk).update(
+                need=target, need_explained=need.explained[:255]
+            )
         try:
             # Accounts whose earlier outcome is unknown go first: they may already be in the
             # manager. Their seats were counted when they were first sent, so they meet no demand.
@@ -398,7 +438,11 @@ class _RunWork:
 
     def _need(self, now: datetime) -> Need:
         run = self.run_obj
-        pending = list(WebhookEvent.objects.filter(status=EventStatus.QUEUED).order_by("-id").values_list("pk", flat=True))
+        pending = list(
+            WebhookEvent.objects.filter(status=EventStatus.QUEUED)
+            .order_by("-id")
+            .values_list("pk", flat=True)
+        )
         if not pending:
             explained = "no event pending: re-sending unknown outcomes only"
             need = Need(accounts=0, wanted=0, capped_by="", explained=explained)
@@ -420,7 +464,9 @@ class _RunWork:
                 confirmed_since=attempts_confirmed_since(since=event.received_at),
                 at_least_one=not event.during_run,
             )
-            need = Need(need.accounts, need.wanted, need.capped_by, f"event #{event.pk}: {need.explained}")
+            need = Need(
+                need.accounts, need.wanted, need.capped_by, f"event #{event.pk}: {need.explained}"
+            )
         if run.requested_accounts:
             explained = f"{need.explained}; manual push of {run.requested_accounts} (not capped)"
             need = Need(need.accounts, need.wanted, need.capped_by, explained)
@@ -439,7 +485,9 @@ class _RunWork:
             count=count, lease_id=lease.id, lease_until=lease.until, now=now, unresolved=unresolved
         )
         if accounts:
-            ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(reserved=F("reserved") + len(accounts))
+            ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(
+                reserved=F("reserved") + len(accounts)
+            )
         return [(account, lease) for account in accounts]
 
     def _send(self, chunk: list[tuple[Account, _Lease]]) -> tuple[list[AttemptOutcome], str]:
@@ -468,7 +516,9 @@ class _RunWork:
             return True
         error = MSG_UNUSABLE_AT_PICK % problem.code
         with transaction.atomic():
-            settled = pool.account_settle_rejected(account_id=account.pk, lease_id=lease.id, now=now, error=error, sent=False)
+            settled = pool.account_settle_rejected(
+                account_id=account.pk, lease_id=lease.id, now=now, error=error, sent=False
+            )
             ImportAttempt.objects.create(
                 account=account,
                 run=self.run_obj,
@@ -528,7 +578,9 @@ class _RunWork:
         if not self.unsent:
             return False
         held = pool_selectors.account_ids_leased(
-            account_ids=[a.pk for a, _ in self.unsent], lease_id=self.run_obj.lease_id, now=timezone.now()
+            account_ids=[a.pk for a, _ in self.unsent],
+            lease_id=self.run_obj.lease_id,
+            now=timezone.now(),
         )
         self.unsent = [(a, lease) for a, lease in self.unsent if a.pk in held]
         return bool(self.unsent)
@@ -541,7 +593,9 @@ class _RunWork:
         now = timezone.now()
         for account, lease in self.unsent:
             if pool.account_release(account_id=account.pk, lease_id=lease.id, now=now):
-                ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(returned=F("returned") + 1)
+                ReplenishmentRun.objects.filter(pk=self.run_obj.pk).update(
+                    returned=F("returned") + 1
+                )
         self.unsent.clear()
 
     def abort(self, *, error: str) -> None:
@@ -555,14 +609,21 @@ class _RunWork:
             try:
                 self._record(account, lease, answer, self.in_flight_mode)
             except Exception:
-                logger.exception("Could not record account %s as unknown; lease recovery will", account.pk)
+                logger.exception(
+                    "Could not record account %s as unknown; lease recovery will", account.pk
+                )
         self.in_flight.clear()
         try:
             self.release_unsent()
         except Exception:
-            logger.exception("Could not release the unsent accounts of run %s; lease recovery will", self.run_obj.pk)
+            logger.exception(
+                "Could not release the unsent accounts of run %s; lease recovery will",
+                self.run_obj.pk,
+            )
 
-    def _record(self, account: Account, lease: _Lease, answer: ManagerAnswer, mode: str) -> AttemptOutcome:
+    def _record(
+        self, account: Account, lease: _Lease, answer: ManagerAnswer, mode: str
+    ) -> AttemptOutcome:
         """Settle the account and write its attempt row, in one transaction."""
         now = timezone.now()
         outcome = attempt_outcome(answer=answer, had_unknown=account.unknown_attempts > 0)
@@ -576,7 +637,12 @@ class _RunWork:
             backoff = self.policy.backoff_seconds
             n = account.unknown_attempts
             retry_after = now + timedelta(seconds=backoff[n]) if n < len(backoff) else None
-            settle = partial(pool.account_settle_unknown, **common, error=answer.text or answer.failure, retry_after=retry_after)
+            settle = partial(
+                pool.account_settle_unknown,
+                **common,
+                error=answer.text or answer.failure,
+                retry_after=retry_after,
+            )
         else:
             settle = partial(pool.account_release, **common)
         with transaction.atomic():
@@ -594,7 +660,9 @@ class _RunWork:
             )
             if settled and outcome == AttemptOutcome.CONSUMED and answer.team_id is not None:
                 # Followed from now on (docs/FOLLOW_UP.md); "already present" carries no id.
-                FollowedTeam.objects.create(account=account, team_id=answer.team_id, imported_at=now)
+                FollowedTeam.objects.create(
+                    account=account, team_id=answer.team_id, imported_at=now
+                )
         return outcome
 
 
@@ -603,7 +671,9 @@ def _run_finish(*, run: ReplenishmentRun, status: str, error: str, work: _RunWor
     from webhooks.tasks import replenish, retry_unknown
 
     now = timezone.now()
-    counts = dict(ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id")))
+    counts = dict(
+        ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id"))
+    )
     shortfall = max(0, work.wanted - work.delivered)
     with transaction.atomic():
         ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
@@ -623,12 +693,18 @@ def _run_finish(*, run: ReplenishmentRun, status: str, error: str, work: _RunWor
         if WebhookEvent.objects.filter(status=EventStatus.QUEUED).exists():
             follow_up = run_wake(trigger=RunTrigger.FOLLOW_UP)
         if follow_up is None:
-            queued = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True).first()
+            queued = (
+                ReplenishmentRun.objects.filter(status=RunStatus.QUEUED)
+                .values_list("pk", flat=True)
+                .first()
+            )
             if queued:
                 transaction.on_commit(partial(replenish.enqueue, run_id=queued))
         next_retry = account_next_retry()
         if next_retry is not None:
-            transaction.on_commit(partial(retry_unknown.using(run_after=max(next_retry, now)).enqueue))
+            transaction.on_commit(
+                partial(retry_unknown.using(run_after=max(next_retry, now)).enqueue)
+            )
         # Alerts read what this run left behind (its status, its attempts, the pool), so after commit.
         transaction.on_commit(lambda: alerts.alert_evaluate(now=timezone.now()))
 
@@ -645,15 +721,24 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
     stale = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
     stale_ids = list(stale.values_list("pk", flat=True))
     abandoned = stale.filter(pk__in=stale_ids).update(
-        status=RunStatus.ABANDONED, finished_at=now, error="The worker stopped before the run finished."
+        status=RunStatus.ABANDONED,
+        finished_at=now,
+        error="The worker stopped before the run finished.",
     )
     with transaction.atomic():
         recovered = pool.account_recover_expired_leases(now=now)
         runs = dict(
-            ReplenishmentRun.objects.filter(lease_id__in={lease for _, lease in recovered}).values_list("lease_id", "pk")
+            ReplenishmentRun.objects.filter(
+                lease_id__in={lease for _, lease in recovered}
+            ).values_list("lease_id", "pk")
         )
         ImportAttempt.objects.bulk_create(
-            ImportAttempt(account_id=pk, run_id=runs.get(lease), outcome=AttemptOutcome.UNKNOWN, error=pool.MSG_LEASE_EXPIRED)
+            ImportAttempt(
+                account_id=pk,
+                run_id=runs.get(lease),
+                outcome=AttemptOutcome.UNKNOWN,
+                error=pool.MSG_LEASE_EXPIRED,
+            )
             for pk, lease in recovered
         )
     if abandoned:
@@ -664,7 +749,9 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
 def _run_close_abandoned(*, run_ids: list[int]) -> None:
     """An abandoned run's counts, and the demand it left unmet: a dead worker's event is not lost silently."""
     for run in ReplenishmentRun.objects.filter(pk__in=run_ids, status=RunStatus.ABANDONED):
-        counts = dict(ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id")))
+        counts = dict(
+            ImportAttempt.objects.filter(run=run).values_list("outcome").annotate(n=Count("id"))
+        )
         delivered = sum(counts.get(outcome, 0) for outcome in _DELIVERED)
         short = max(0, (run.need or 0) - delivered)
         ReplenishmentRun.objects.filter(pk=run.pk, status=RunStatus.ABANDONED).update(
@@ -713,18 +800,22 @@ def reconcile(*, now: datetime) -> ReconcileResult:
     # django-tasks-db leaves the task of a killed worker RUNNING forever: fail it, so the task
     # list tells the truth (the run itself was recovered above).
     live_runs = set(
-        ReplenishmentRun.objects.filter(status__in=[RunStatus.QUEUED, RunStatus.RUNNING]).values_list("pk", flat=True)
+        ReplenishmentRun.objects.filter(
+            status__in=[RunStatus.QUEUED, RunStatus.RUNNING]
+        ).values_list("pk", flat=True)
     )
     stale = []
-    for task_id, task_path, args_kwargs, started_at in DBTaskResult.objects.filter(status="RUNNING").values_list(
-        "id", "task_path", "args_kwargs", "started_at"
-    ):
+    for task_id, task_path, args_kwargs, started_at in DBTaskResult.objects.filter(
+        status="RUNNING"
+    ).values_list("id", "task_path", "args_kwargs", "started_at"):
         run_id = (args_kwargs or {}).get("kwargs", {}).get("run_id")
         if (task_path == replenish.module_path and run_id not in live_runs) or (
             started_at is not None and started_at < now - STALE_TASK_AFTER
         ):
             stale.append(task_id)
-    failed = DBTaskResult.objects.filter(pk__in=stale, status="RUNNING").update(status="FAILED", finished_at=now)
+    failed = DBTaskResult.objects.filter(pk__in=stale, status="RUNNING").update(
+        status="FAILED", finished_at=now
+    )
     retry_queued = False
     next_retry = account_next_retry()
     if next_retry is not None and next_retry <= now:
@@ -754,7 +845,11 @@ def _run_resume(*, now: datetime) -> tuple[bool, bool]:
     running, _queued = run_activity(now=now)
     if running is not None:
         return False, False
-    queued = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).values_list("pk", flat=True).first()
+    queued = (
+        ReplenishmentRun.objects.filter(status=RunStatus.QUEUED)
+        .values_list("pk", flat=True)
+        .first()
+    )
     if queued is None:
         if WebhookEvent.objects.filter(status=EventStatus.QUEUED).exists():
             return False, run_wake(trigger=RunTrigger.WEBHOOK) is not None

@@ -23,7 +23,7 @@ ERR_CONTENT_TYPE = "The body must be JSON (Content-Type: application/json)."
 ERR_NOT_JSON = "The body is not valid JSON."
 ERR_DUPLICATE_KEY = "The body names the field %s twice."
 ERR_NOT_OBJECT = "The body must be a JSON object."
-ERR_EVENT = "event must be \"low_stock\"."
+ERR_EVENT = 'event must be "low_stock".'
 ERR_COUNT = "%s must be a whole number from 0 to 999999999."
 ERR_MESSAGE = "message must be text of at most 2000 characters."
 ERR_SURROGATE = "%s holds a lone surrogate (such as \\ud800): not valid Unicode text."
@@ -77,7 +77,11 @@ def _validate(raw: bytes) -> dict:
         message = ""
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
         raise _Invalid(ERR_MESSAGE, "message")
-    return {"current_seats": _count(body, "current_seats"), "threshold": _count(body, "threshold"), "message": message}
+    return {
+        "current_seats": _count(body, "current_seats"),
+        "threshold": _count(body, "threshold"),
+        "message": message,
+    }
 
 
 @csrf_exempt
@@ -112,4 +116,3 @@ def low_stock(request):
         return _error(str(invalid), 415 if str(invalid) == ERR_CONTENT_TYPE else 400, invalid.field)
     event = services.event_receive(**data, payload=payload, remote_addr=remote)
     return JsonResponse({"event_id": event.pk, "status": event.status}, status=202)
-

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,121 +15,345 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='AccountBatch',
+            name="AccountBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(max_length=100, verbose_name='label')),
-                ('source', models.CharField(choices=[('admin', 'admin upload'), ('command', 'load_accounts command'), ('api', 'API')], max_length=16, verbose_name='source')),
-                ('status', models.CharField(choices=[('pending', 'awaiting confirmation'), ('loading', 'loading'), ('loaded', 'loaded'), ('aborted', 'aborted, nothing saved'), ('cancelled', 'cancelled')], max_length=16, verbose_name='status')),
-                ('filename', models.CharField(blank=True, max_length=255, verbose_name='file name')),
-                ('content', accounts.fields.EncryptedTextField(null=True, verbose_name='uploaded text')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('created_count', models.PositiveIntegerField(default=0, verbose_name='created')),
-                ('duplicate_count', models.PositiveIntegerField(default=0, verbose_name='duplicates')),
-                ('invalid_count', models.PositiveIntegerField(default=0, verbose_name='invalid')),
-                ('flagged_count', models.PositiveIntegerField(default=0, verbose_name='flagged unusable')),
-                ('loaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='loaded by')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("label", models.CharField(max_length=100, verbose_name="label")),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("admin", "admin upload"),
+                            ("command", "load_accounts command"),
+                            ("api", "API"),
+                        ],
+                        max_length=16,
+                        verbose_name="source",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "awaiting confirmation"),
+                            ("loading", "loading"),
+                            ("loaded", "loaded"),
+                            ("aborted", "aborted, nothing saved"),
+                            ("cancelled", "cancelled"),
+                        ],
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "filename",
+                    models.CharField(blank=True, max_length=255, verbose_name="file name"),
+                ),
+                (
+                    "content",
+                    accounts.fields.EncryptedTextField(null=True, verbose_name="uploaded text"),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished at"),
+                ),
+                ("created_count", models.PositiveIntegerField(default=0, verbose_name="created")),
+                (
+                    "duplicate_count",
+                    models.PositiveIntegerField(default=0, verbose_name="duplicates"),
+                ),
+                ("invalid_count", models.PositiveIntegerField(default=0, verbose_name="invalid")),
+                (
+                    "flagged_count",
+                    models.PositiveIntegerField(default=0, verbose_name="flagged unusable"),
+                ),
+                (
+                    "loaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="loaded by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'batch',
-                'verbose_name_plural': 'batches',
-                'ordering': ['-id'],
+                "verbose_name": "batch",
+                "verbose_name_plural": "batches",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('email', models.CharField(blank=True, db_index=True, max_length=254, verbose_name='email')),
-                ('access_token', accounts.fields.EncryptedTextField(null=True, verbose_name='access token')),
-                ('session_token', accounts.fields.EncryptedTextField(null=True, verbose_name='session token')),
-                ('refresh_token', accounts.fields.EncryptedTextField(null=True, verbose_name='refresh token')),
-                ('client_id', models.CharField(blank=True, max_length=200, verbose_name='client id')),
-                ('account_id', models.CharField(blank=True, max_length=64, verbose_name='account id')),
-                ('identity_hash', models.CharField(editable=False, max_length=64, null=True)),
-                ('access_token_hash', models.CharField(editable=False, max_length=64, null=True)),
-                ('session_token_hash', models.CharField(editable=False, max_length=64, null=True)),
-                ('refresh_token_hash', models.CharField(editable=False, max_length=64, null=True)),
-                ('at_email', models.CharField(blank=True, max_length=254, verbose_name='email in the access token')),
-                ('at_expires_at', models.DateTimeField(blank=True, null=True, verbose_name='access token expires')),
-                ('usable', models.BooleanField(default=True, verbose_name='usable')),
-                ('unusable_reason', models.CharField(blank=True, choices=[('at_expired', 'access token expired, nothing to renew it with'), ('at_short_lived', 'access token about to expire, nothing to renew it with'), ('no_usable_token', 'no usable token')], max_length=32, verbose_name='why unusable')),
-                ('status', models.CharField(choices=[('available', 'available'), ('reserved', 'reserved'), ('consumed', 'consumed'), ('rejected', 'rejected'), ('retired', 'retired')], default='available', max_length=16, verbose_name='status')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='loaded at')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
-                ('attempts', models.PositiveIntegerField(default=0, verbose_name='import attempts')),
-                ('last_error', models.TextField(blank=True, verbose_name='last error')),
-                ('lease_id', models.UUIDField(blank=True, editable=False, null=True, verbose_name='lease')),
-                ('lease_expires_at', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='lease expires')),
-                ('consumed_at', models.DateTimeField(blank=True, editable=False, null=True, verbose_name='consumed at')),
-                ('notes', models.TextField(blank=True, verbose_name='notes')),
-                ('batch', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='accounts', to='accounts.accountbatch', verbose_name='batch')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "email",
+                    models.CharField(
+                        blank=True, db_index=True, max_length=254, verbose_name="email"
+                    ),
+                ),
+                (
+                    "access_token",
+                    accounts.fields.EncryptedTextField(null=True, verbose_name="access token"),
+                ),
+                (
+                    "session_token",
+                    accounts.fields.EncryptedTextField(null=True, verbose_name="session token"),
+                ),
+                (
+                    "refresh_token",
+                    accounts.fields.EncryptedTextField(null=True, verbose_name="refresh token"),
+                ),
+                (
+                    "client_id",
+                    models.CharField(blank=True, max_length=200, verbose_name="client id"),
+                ),
+                (
+                    "account_id",
+                    models.CharField(blank=True, max_length=64, verbose_name="account id"),
+                ),
+                ("identity_hash", models.CharField(editable=False, max_length=64, null=True)),
+                ("access_token_hash", models.CharField(editable=False, max_length=64, null=True)),
+                ("session_token_hash", models.CharField(editable=False, max_length=64, null=True)),
+                ("refresh_token_hash", models.CharField(editable=False, max_length=64, null=True)),
+                (
+                    "at_email",
+                    models.CharField(
+                        blank=True, max_length=254, verbose_name="email in the access token"
+                    ),
+                ),
+                (
+                    "at_expires_at",
+                    models.DateTimeField(
+                        blank=True, null=True, verbose_name="access token expires"
+                    ),
+                ),
+                ("usable", models.BooleanField(default=True, verbose_name="usable")),
+                (
+                    "unusable_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("at_expired", "access token expired, nothing to renew it with"),
+                            (
+                                "at_short_lived",
+                                "access token about to expire, nothing to renew it with",
+                            ),
+                            ("no_usable_token", "no usable token"),
+                        ],
+                        max_length=32,
+                        verbose_name="why unusable",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("available", "available"),
+                            ("reserved", "reserved"),
+                            ("consumed", "consumed"),
+                            ("rejected", "rejected"),
+                            ("retired", "retired"),
+                        ],
+                        default="available",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="loaded at")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
+                (
+                    "attempts",
+                    models.PositiveIntegerField(default=0, verbose_name="import attempts"),
+                ),
+                ("last_error", models.TextField(blank=True, verbose_name="last error")),
+                (
+                    "lease_id",
+                    models.UUIDField(blank=True, editable=False, null=True, verbose_name="lease"),
+                ),
+                (
+                    "lease_expires_at",
+                    models.DateTimeField(
+                        blank=True, editable=False, null=True, verbose_name="lease expires"
+                    ),
+                ),
+                (
+                    "consumed_at",
+                    models.DateTimeField(
+                        blank=True, editable=False, null=True, verbose_name="consumed at"
+                    ),
+                ),
+                ("notes", models.TextField(blank=True, verbose_name="notes")),
+                (
+                    "batch",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="accounts",
+                        to="accounts.accountbatch",
+                        verbose_name="batch",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'account',
-                'verbose_name_plural': 'accounts',
-                'ordering': ['-id'],
+                "verbose_name": "account",
+                "verbose_name_plural": "accounts",
+                "ordering": ["-id"],
             },
         ),
         migrations.AddConstraint(
-            model_name='accountbatch',
-            constraint=models.CheckConstraint(condition=models.Q(('source__in', ['admin', 'command', 'api'])), name='batch_source_valid'),
+            model_name="accountbatch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("source__in", ["admin", "command", "api"])),
+                name="batch_source_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='accountbatch',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['pending', 'loading', 'loaded', 'aborted', 'cancelled'])), name='batch_status_valid'),
+            model_name="accountbatch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["pending", "loading", "loaded", "aborted", "cancelled"])
+                ),
+                name="batch_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='accountbatch',
-            constraint=models.CheckConstraint(condition=models.Q(('content__isnull', True), ('status__in', ['pending', 'loading']), _connector='OR'), name='batch_content_only_while_pending'),
+            model_name="accountbatch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("content__isnull", True),
+                    ("status__in", ["pending", "loading"]),
+                    _connector="OR",
+                ),
+                name="batch_content_only_while_pending",
+            ),
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'available'), ('usable', True)), fields=['id'], name='account_pick_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(("status", "available"), ("usable", True)),
+                fields=["id"],
+                name="account_pick_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(fields=['status', 'id'], name='account_status_idx'),
+            model_name="account",
+            index=models.Index(fields=["status", "id"], name="account_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'reserved')), fields=['lease_expires_at'], name='account_lease_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(("status", "reserved")),
+                fields=["lease_expires_at"],
+                name="account_lease_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['available', 'reserved', 'consumed', 'rejected', 'retired'])), name='account_status_valid'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["available", "reserved", "consumed", "rejected", "retired"])
+                ),
+                name="account_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('unusable_reason', ''), ('usable', True)), models.Q(('unusable_reason__in', ['at_expired', 'at_short_lived', 'no_usable_token']), ('usable', False)), _connector='OR'), name='account_unusable_has_reason'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("unusable_reason", ""), ("usable", True)),
+                    models.Q(
+                        (
+                            "unusable_reason__in",
+                            ["at_expired", "at_short_lived", "no_usable_token"],
+                        ),
+                        ("usable", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="account_unusable_has_reason",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(('access_token__isnull', False), ('session_token__isnull', False), ('refresh_token__isnull', False), _connector='OR'), name='account_has_token'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("access_token__isnull", False),
+                    ("session_token__isnull", False),
+                    ("refresh_token__isnull", False),
+                    _connector="OR",
+                ),
+                name="account_has_token",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('lease_expires_at__isnull', False), ('lease_id__isnull', False), ('status', 'reserved')), models.Q(models.Q(('status', 'reserved'), _negated=True), ('lease_expires_at__isnull', True), ('lease_id__isnull', True)), _connector='OR'), name='account_reserved_has_lease'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("lease_expires_at__isnull", False),
+                        ("lease_id__isnull", False),
+                        ("status", "reserved"),
+                    ),
+                    models.Q(
+                        models.Q(("status", "reserved"), _negated=True),
+                        ("lease_expires_at__isnull", True),
+                        ("lease_id__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="account_reserved_has_lease",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('consumed_at__isnull', False), ('status', 'consumed')), models.Q(models.Q(('status', 'consumed'), _negated=True), ('consumed_at__isnull', True)), _connector='OR'), name='account_consumed_has_time'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("consumed_at__isnull", False), ("status", "consumed")),
+                    models.Q(
+                        models.Q(("status", "consumed"), _negated=True),
+                        ("consumed_at__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="account_consumed_has_time",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.UniqueConstraint(fields=('identity_hash',), name='account_identity_unique'),
+            model_name="account",
+            constraint=models.UniqueConstraint(
+                fields=("identity_hash",), name="account_identity_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.UniqueConstraint(fields=('access_token_hash',), name='account_at_unique'),
+            model_name="account",
+            constraint=models.UniqueConstraint(
+                fields=("access_token_hash",), name="account_at_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.UniqueConstraint(fields=('session_token_hash',), name='account_st_unique'),
+            model_name="account",
+            constraint=models.UniqueConstraint(
+                fields=("session_token_hash",), name="account_st_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.UniqueConstraint(fields=('refresh_token_hash',), name='account_rt_unique'),
+            model_name="account",
+            constraint=models.UniqueConstraint(
+                fields=("refresh_token_hash",), name="account_rt_unique"
+            ),
         ),
     ]

@@ -4,45 +4,81 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='account',
-            name='account_unusable_has_reason',
+            model_name="account",
+            name="account_unusable_has_reason",
         ),
         migrations.RemoveIndex(
-            model_name='account',
-            name='account_pick_idx',
+            model_name="account",
+            name="account_pick_idx",
         ),
         migrations.AddField(
-            model_name='account',
-            name='retry_after',
-            field=models.DateTimeField(blank=True, editable=False, null=True, verbose_name='retry after'),
+            model_name="account",
+            name="retry_after",
+            field=models.DateTimeField(
+                blank=True, editable=False, null=True, verbose_name="retry after"
+            ),
         ),
         migrations.AddField(
-            model_name='account',
-            name='unknown_attempts',
-            field=models.PositiveIntegerField(default=0, verbose_name='attempts with unknown outcome'),
+            model_name="account",
+            name="unknown_attempts",
+            field=models.PositiveIntegerField(
+                default=0, verbose_name="attempts with unknown outcome"
+            ),
         ),
         migrations.AlterField(
-            model_name='account',
-            name='unusable_reason',
-            field=models.CharField(blank=True, choices=[('at_expired', 'access token expired, nothing to renew it with'), ('at_short_lived', 'access token about to expire, nothing to renew it with'), ('no_usable_token', 'no usable token'), ('unknown_outcomes', 'held for staff: several imports with an unknown outcome')], max_length=32, verbose_name='why unusable'),
+            model_name="account",
+            name="unusable_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("at_expired", "access token expired, nothing to renew it with"),
+                    ("at_short_lived", "access token about to expire, nothing to renew it with"),
+                    ("no_usable_token", "no usable token"),
+                    ("unknown_outcomes", "held for staff: several imports with an unknown outcome"),
+                ],
+                max_length=32,
+                verbose_name="why unusable",
+            ),
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'available'), ('unknown_attempts', 0), ('usable', True)), fields=['id'], name='account_pick_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(
+                    ("status", "available"), ("unknown_attempts", 0), ("usable", True)
+                ),
+                fields=["id"],
+                name="account_pick_idx",
+            ),
         ),
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'available'), ('unknown_attempts__gt', 0)), fields=['retry_after'], name='account_unresolved_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(("status", "available"), ("unknown_attempts__gt", 0)),
+                fields=["retry_after"],
+                name="account_unresolved_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('unusable_reason', ''), ('usable', True)), models.Q(('unusable_reason__in', ['at_expired', 'at_short_lived', 'no_usable_token', 'unknown_outcomes']), ('usable', False)), _connector='OR'), name='account_unusable_has_reason'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("unusable_reason", ""), ("usable", True)),
+                    models.Q(
+                        (
+                            "unusable_reason__in",
+                            ["at_expired", "at_short_lived", "no_usable_token", "unknown_outcomes"],
+                        ),
+                        ("usable", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="account_unusable_has_reason",
+            ),
         ),
     ]

@@ -4,14 +4,20 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0002_leases_and_retries'),
+        ("accounts", "0002_leases_and_retries"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='account',
-            options={'ordering': ['-id'], 'permissions': [('requeue_account', 'Can edit, requeue, retry and release accounts')], 'verbose_name': 'account', 'verbose_name_plural': 'accounts'},
+            name="account",
+            options={
+                "ordering": ["-id"],
+                "permissions": [
+                    ("requeue_account", "Can edit, requeue, retry and release accounts")
+                ],
+                "verbose_name": "account",
+                "verbose_name_plural": "accounts",
+            },
         ),
     ]

@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0003_permissions'),
+        ("accounts", "0003_permissions"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'consumed')), fields=['consumed_at'], name='account_consumed_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(("status", "consumed")),
+                fields=["consumed_at"],
+                name="account_consumed_idx",
+            ),
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0004_consumed_index'),
+        ("accounts", "0004_consumed_index"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(fields=['status', 'usable'], name='account_status_usable_idx'),
+            model_name="account",
+            index=models.Index(fields=["status", "usable"], name="account_status_usable_idx"),
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0005_status_usable_index'),
+        ("accounts", "0005_status_usable_index"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='account',
-            name='account_status_idx',
+            model_name="account",
+            name="account_status_idx",
         ),
     ]

@@ -6,104 +6,153 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0006_drop_status_id_index'),
+        ("accounts", "0006_drop_status_id_index"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BatchProblemChunk',
+            name="BatchProblemChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField()),
-                ('data', models.BinaryField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField()),
+                ("data", models.BinaryField()),
             ],
         ),
         migrations.RemoveConstraint(
-            model_name='accountbatch',
-            name='batch_status_valid',
+            model_name="accountbatch",
+            name="batch_status_valid",
         ),
         migrations.RemoveConstraint(
-            model_name='accountbatch',
-            name='batch_content_only_while_pending',
+            model_name="accountbatch",
+            name="batch_content_only_while_pending",
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='confirmed_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='confirmed at'),
+            model_name="accountbatch",
+            name="confirmed_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="confirmed at"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='detail',
-            field=models.JSONField(blank=True, default=dict, editable=False, verbose_name='detail'),
+            model_name="accountbatch",
+            name="detail",
+            field=models.JSONField(blank=True, default=dict, editable=False, verbose_name="detail"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='dry_run',
-            field=models.BooleanField(default=False, verbose_name='check only'),
+            model_name="accountbatch",
+            name="dry_run",
+            field=models.BooleanField(default=False, verbose_name="check only"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='error',
-            field=models.TextField(blank=True, verbose_name='error'),
+            model_name="accountbatch",
+            name="error",
+            field=models.TextField(blank=True, verbose_name="error"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='failed_count',
-            field=models.PositiveIntegerField(default=0, verbose_name='not saved after a database error'),
+            model_name="accountbatch",
+            name="failed_count",
+            field=models.PositiveIntegerField(
+                default=0, verbose_name="not saved after a database error"
+            ),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='language',
-            field=models.CharField(blank=True, max_length=16, verbose_name='language'),
+            model_name="accountbatch",
+            name="language",
+            field=models.CharField(blank=True, max_length=16, verbose_name="language"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='lines_read',
-            field=models.PositiveIntegerField(default=0, verbose_name='lines read'),
+            model_name="accountbatch",
+            name="lines_read",
+            field=models.PositiveIntegerField(default=0, verbose_name="lines read"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='progress_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='last progress'),
+            model_name="accountbatch",
+            name="progress_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="last progress"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='strict',
-            field=models.BooleanField(default=False, verbose_name='all or nothing'),
+            model_name="accountbatch",
+            name="strict",
+            field=models.BooleanField(default=False, verbose_name="all or nothing"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='total_lines',
-            field=models.PositiveIntegerField(default=0, verbose_name='lines'),
+            model_name="accountbatch",
+            name="total_lines",
+            field=models.PositiveIntegerField(default=0, verbose_name="lines"),
         ),
         migrations.AddField(
-            model_name='accountbatch',
-            name='worker_token',
+            model_name="accountbatch",
+            name="worker_token",
             field=models.UUIDField(blank=True, editable=False, null=True),
         ),
         migrations.AlterField(
-            model_name='accountbatch',
-            name='status',
-            field=models.CharField(choices=[('previewing', 'reading'), ('pending', 'awaiting confirmation'), ('loading', 'loading'), ('loaded', 'loaded'), ('checked', 'checked, nothing saved'), ('aborted', 'aborted, nothing saved'), ('failed', 'failed'), ('cancelled', 'cancelled')], max_length=16, verbose_name='status'),
+            model_name="accountbatch",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("previewing", "reading"),
+                    ("pending", "awaiting confirmation"),
+                    ("loading", "loading"),
+                    ("loaded", "loaded"),
+                    ("checked", "checked, nothing saved"),
+                    ("aborted", "aborted, nothing saved"),
+                    ("failed", "failed"),
+                    ("cancelled", "cancelled"),
+                ],
+                max_length=16,
+                verbose_name="status",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='accountbatch',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['previewing', 'pending', 'loading', 'loaded', 'checked', 'aborted', 'failed', 'cancelled'])), name='batch_status_valid'),
+            model_name="accountbatch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        [
+                            "previewing",
+                            "pending",
+                            "loading",
+                            "loaded",
+                            "checked",
+                            "aborted",
+                            "failed",
+                            "cancelled",
+                        ],
+                    )
+                ),
+                name="batch_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='accountbatch',
-            constraint=models.CheckConstraint(condition=models.Q(('content__isnull', True), ('status__in', ('previewing', 'pending', 'loading', 'failed')), _connector='OR'), name='batch_content_only_while_pending'),
+            model_name="accountbatch",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("content__isnull", True),
+                    ("status__in", ("previewing", "pending", "loading", "failed")),
+                    _connector="OR",
+                ),
+                name="batch_content_only_while_pending",
+            ),
         ),
         migrations.AddField(
-            model_name='batchproblemchunk',
-            name='batch',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='problem_chunks', to='accounts.accountbatch'),
+            model_name="batchproblemchunk",
+            name="batch",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="problem_chunks",
+                to="accounts.accountbatch",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='batchproblemchunk',
-            constraint=models.UniqueConstraint(fields=('batch', 'seq'), name='batch_problem_chunk_unique'),
+            model_name="batchproblemchunk",
+            constraint=models.UniqueConstraint(
+                fields=("batch", "seq"), name="batch_problem_chunk_unique"
+            ),
         ),
     ]

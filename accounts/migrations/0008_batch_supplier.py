@@ -4,15 +4,16 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0007_batch_worker_progress'),
+        ("accounts", "0007_batch_worker_progress"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='accountbatch',
-            name='supplier',
-            field=models.CharField(blank=True, db_index=True, max_length=100, verbose_name='supplier'),
+            model_name="accountbatch",
+            name="supplier",
+            field=models.CharField(
+                blank=True, db_index=True, max_length=100, verbose_name="supplier"
+            ),
         ),
     ]

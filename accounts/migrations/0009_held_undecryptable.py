@@ -4,23 +4,54 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0008_batch_supplier'),
+        ("accounts", "0008_batch_supplier"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='account',
-            name='account_unusable_has_reason',
+            model_name="account",
+            name="account_unusable_has_reason",
         ),
         migrations.AlterField(
-            model_name='account',
-            name='unusable_reason',
-            field=models.CharField(blank=True, choices=[('at_expired', 'access token expired, nothing to renew it with'), ('at_short_lived', 'access token about to expire, nothing to renew it with'), ('no_usable_token', 'no usable token'), ('unknown_outcomes', 'held for staff: several imports with an unknown outcome'), ('key_missing', 'held for staff: sealed with a key this service does not have'), ('undecryptable', 'held for staff: its stored tokens fail authentication')], max_length=32, verbose_name='why unusable'),
+            model_name="account",
+            name="unusable_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("at_expired", "access token expired, nothing to renew it with"),
+                    ("at_short_lived", "access token about to expire, nothing to renew it with"),
+                    ("no_usable_token", "no usable token"),
+                    ("unknown_outcomes", "held for staff: several imports with an unknown outcome"),
+                    ("key_missing", "held for staff: sealed with a key this service does not have"),
+                    ("undecryptable", "held for staff: its stored tokens fail authentication"),
+                ],
+                max_length=32,
+                verbose_name="why unusable",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='account',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('unusable_reason', ''), ('usable', True)), models.Q(('unusable_reason__in', ['at_expired', 'at_short_lived', 'no_usable_token', 'unknown_outcomes', 'key_missing', 'undecryptable']), ('usable', False)), _connector='OR'), name='account_unusable_has_reason'),
+            model_name="account",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("unusable_reason", ""), ("usable", True)),
+                    models.Q(
+                        (
+                            "unusable_reason__in",
+                            [
+                                "at_expired",
+                                "at_short_lived",
+                                "no_usable_token",
+                                "unknown_outcomes",
+                                "key_missing",
+                                "undecryptable",
+                            ],
+                        ),
+                        ("usable", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="account_unusable_has_reason",
+            ),
         ),
     ]

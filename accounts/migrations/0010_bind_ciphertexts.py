@@ -13,7 +13,6 @@ def bind_to_columns(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("accounts", "0009_held_undecryptable"),
     ]

@@ -15,7 +15,9 @@ def build_rollup(apps, schema_editor):
     Account = apps.get_model("accounts", "Account")
     ConsumptionDay = apps.get_model("accounts", "ConsumptionDay")
     days = Counter()
-    consumed = Account.objects.filter(status="consumed", consumed_at__isnull=False).values_list("consumed_at", flat=True)
+    consumed = Account.objects.filter(status="consumed", consumed_at__isnull=False).values_list(
+        "consumed_at", flat=True
+    )
     for at in consumed.order_by().iterator(chunk_size=10_000):
         days[timezone.localdate(at)] += 1
     ConsumptionDay.objects.all().delete()
@@ -25,23 +27,30 @@ def build_rollup(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0010_bind_ciphertexts'),
+        ("accounts", "0010_bind_ciphertexts"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsumptionDay',
+            name="ConsumptionDay",
             fields=[
-                ('day', models.DateField(primary_key=True, serialize=False, verbose_name='day')),
-                ('consumed', models.PositiveIntegerField(default=0, verbose_name='accounts consumed')),
+                ("day", models.DateField(primary_key=True, serialize=False, verbose_name="day")),
+                (
+                    "consumed",
+                    models.PositiveIntegerField(default=0, verbose_name="accounts consumed"),
+                ),
             ],
             options={
-                'verbose_name': 'consumption per day',
-                'verbose_name_plural': 'consumption per day',
-                'ordering': ['-day'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('consumed__gte', 0)), name='consumption_day_not_negative')],
+                "verbose_name": "consumption per day",
+                "verbose_name_plural": "consumption per day",
+                "ordering": ["-day"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("consumed__gte", 0)),
+                        name="consumption_day_not_negative",
+                    )
+                ],
             },
         ),
         migrations.RunPython(build_rollup, migrations.RunPython.noop),

@@ -16,7 +16,9 @@ def fill_hints(apps, schema_editor):
     Account = apps.get_model("accounts", "Account")
     last = 0
     while True:
-        chunk = list(Account.objects.filter(pk__gt=last).order_by("pk").only("pk", *TOKEN_FIELDS)[:2000])
+        chunk = list(
+            Account.objects.filter(pk__gt=last).order_by("pk").only("pk", *TOKEN_FIELDS)[:2000]
+        )
         if not chunk:
             return
         for account in chunk:
@@ -27,26 +29,25 @@ def fill_hints(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0011_consumption_per_day'),
+        ("accounts", "0011_consumption_per_day"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='account',
-            name='access_token_hint',
-            field=models.CharField(blank=True, default='', editable=False, max_length=5),
+            model_name="account",
+            name="access_token_hint",
+            field=models.CharField(blank=True, default="", editable=False, max_length=5),
         ),
         migrations.AddField(
-            model_name='account',
-            name='refresh_token_hint',
-            field=models.CharField(blank=True, default='', editable=False, max_length=5),
+            model_name="account",
+            name="refresh_token_hint",
+            field=models.CharField(blank=True, default="", editable=False, max_length=5),
         ),
         migrations.AddField(
-            model_name='account',
-            name='session_token_hint',
-            field=models.CharField(blank=True, default='', editable=False, max_length=5),
+            model_name="account",
+            name="session_token_hint",
+            field=models.CharField(blank=True, default="", editable=False, max_length=5),
         ),
         migrations.RunPython(fill_hints, migrations.RunPython.noop),
     ]

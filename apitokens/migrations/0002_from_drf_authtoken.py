@@ -23,7 +23,12 @@ def carry_over(apps, schema_editor):
         rows = cursor.fetchall()
     AuthToken.objects.bulk_create(
         [
-            AuthToken(digest=hash_token(key), token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH], user_id=user_id, expiry=None)
+            AuthToken(
+                digest=hash_token(key),
+                token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH],
+                user_id=user_id,
+                expiry=None,
+            )
             for key, user_id in rows
         ]
     )

@@ -27,5 +27,7 @@ def floor(request):
     message = body.get("message") or ""
     with connection.cursor() as cursor:
         received = connection.ops.adapt_datetimefield_value(timezone.now())
-        cursor.execute(INSERT, [received, True, seats, threshold, message, request.body.decode(), False])
+        cursor.execute(
+            INSERT, [received, True, seats, threshold, message, request.body.decode(), False]
+        )
     return JsonResponse({"ok": True}, status=202)

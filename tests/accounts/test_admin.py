@@ -50,7 +50,9 @@ def test_upload_preview_confirm(admin_client, material, worker):
     response = admin_client.post(LOAD_URL, {"file": upload, "label": "november"})
     batch = AccountBatch.objects.get(label="november")
     assert response.status_code == 302 and response.url == preview_url(batch)
-    assert batch.status == BatchStatus.PREVIEWING and batch.total_lines == 3  # read by the worker, not here
+    assert (
+        batch.status == BatchStatus.PREVIEWING and batch.total_lines == 3
+    )  # read by the worker, not here
     reading = admin_client.get(response.url).content.decode()
     assert 'id="load-progress"' in reading and 'name="confirm" value="Save" disabled' in reading
 
@@ -59,7 +61,9 @@ def test_upload_preview_confirm(admin_client, material, worker):
     html = preview.content.decode()
     assert preview.status_code == 200
     assert Account.objects.count() == 1  # nothing saved by the preview
-    rows = {int(n): cls for cls, n in re.findall(r'<tr class="outcome-(\w+)" data-line="(\d+)"', html)}
+    rows = {
+        int(n): cls for cls, n in re.findall(r'<tr class="outcome-(\w+)" data-line="(\d+)"', html)
+    }
     assert rows == {1: "created", 2: "invalid", 3: "duplicate"}
     assert good["email"] in html and shown_masked(good["session_token"]) in html
     assert_no_secret(html, good["access_token"], good["session_token"], good["refresh_token"])
@@ -90,7 +94,9 @@ def shown_masked(secret):
 
 
 def test_pasted_text_and_a_second_confirm_loads_once(admin_client, material, worker):
-    response = admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "delimited-dash")})
+    response = admin_client.post(
+        LOAD_URL, {"text": fakes.render_line(material(), "delimited-dash")}
+    )
     batch = AccountBatch.objects.get()
     worker()
     assert admin_client.post(preview_url(batch), {"confirm": "1"}).status_code == 302
@@ -142,7 +148,9 @@ def test_too_big_an_upload_is_refused(admin_client, settings):
 def test_list_and_change_pages_mask_tokens(admin_client):
     account = AccountFactory()
     listing = admin_client.get(LIST_URL).content.decode()
-    change = admin_client.get(reverse("admin:accounts_account_change", args=[account.pk])).content.decode()
+    change = admin_client.get(
+        reverse("admin:accounts_account_change", args=[account.pk])
+    ).content.decode()
     for html in (listing, change):
         assert account.email in html
         assert shown_masked(account.access_token) in html
@@ -159,7 +167,9 @@ def test_search_by_email_prefix_and_filters(admin_client):
     assert "bob@example.com" in html and "alice@example.com" not in html
 
 
-def test_retire_asks_for_confirmation_then_retires_only_what_nobody_is_working_on(admin_client, admin_user):
+def test_retire_asks_for_confirmation_then_retires_only_what_nobody_is_working_on(
+    admin_client, admin_user
+):
     available = AccountFactory()
     consumed = AccountFactory(status=AccountStatus.CONSUMED, consumed_at="2026-01-01T00:00Z")
     selected = {"action": "retire_selected", "_selected_action": [available.pk, consumed.pk]}
@@ -183,19 +193,37 @@ def test_retiring_every_account_of_a_filtered_list_keeps_the_filter(admin_client
     kept = AccountFactory(email="keep@example.com")
     gone = [AccountFactory(email=f"gone{n}@example.com") for n in range(2)]
     url = f"{LIST_URL}?q=gone"
-    asked = admin_client.post(url, {"action": "retire_selected", "select_across": "1", "_selected_action": [gone[0].pk]})
-    form_url = re.search(r'<form method="post" action="([^"]+)" id="retire-form"', asked.content.decode()).group(1)
+    asked = admin_client.post(
+        url, {"action": "retire_selected", "select_across": "1", "_selected_action": [gone[0].pk]}
+    )
+    form_url = re.search(
+        r'<form method="post" action="([^"]+)" id="retire-form"', asked.content.decode()
+    ).group(1)
     assert "q=gone" in form_url
-    admin_client.post(form_url.replace("&amp;", "&"), {"action": "retire_selected", "select_across": "1", "confirmed": "yes", "_selected_action": [gone[0].pk]})
-    assert set(Account.objects.filter(status=AccountStatus.RETIRED).values_list("email", flat=True)) == {a.email for a in gone}
+    admin_client.post(
+        form_url.replace("&amp;", "&"),
+        {
+            "action": "retire_selected",
+            "select_across": "1",
+            "confirmed": "yes",
+            "_selected_action": [gone[0].pk],
+        },
+    )
+    assert set(
+        Account.objects.filter(status=AccountStatus.RETIRED).values_list("email", flat=True)
+    ) == {a.email for a in gone}
     kept.refresh_from_db()
     assert kept.status == AccountStatus.AVAILABLE
 
 
 def test_the_stock_filter_separates_usable_held_and_flagged_accounts(admin_client):
     usable = AccountFactory(email="usable@example.com")
-    held = AccountFactory(email="held@example.com", usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES)
-    flagged = AccountFactory(email="flagged@example.com", usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    held = AccountFactory(
+        email="held@example.com", usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES
+    )
+    flagged = AccountFactory(
+        email="flagged@example.com", usable=False, unusable_reason=UnusableReason.AT_EXPIRED
+    )
     AccountFactory(email="retired@example.com", status=AccountStatus.RETIRED)
     emails = {}
     for kind in ("usable", "held", "flagged"):
@@ -203,7 +231,10 @@ def test_the_stock_filter_separates_usable_held_and_flagged_accounts(admin_clien
         emails[kind] = {account.email for account in response.context["cl"].result_list}
     assert emails == {"usable": {usable.email}, "held": {held.email}, "flagged": {flagged.email}}
     html = admin_client.get(LIST_URL).content.decode()
-    assert str(UnusableReason.UNKNOWN_OUTCOMES.label) in html and str(UnusableReason.AT_EXPIRED.label) in html
+    assert (
+        str(UnusableReason.UNKNOWN_OUTCOMES.label) in html
+        and str(UnusableReason.AT_EXPIRED.label) in html
+    )
 
 
 def test_saving_notes_writes_only_the_notes(admin_client):
@@ -242,22 +273,36 @@ def problems_url(batch):
     return reverse("admin:accounts_account_load_problems", args=[batch.pk])
 
 
-def test_the_status_endpoint_tells_the_progress_while_the_worker_reads(admin_client, material, worker):
+def test_the_status_endpoint_tells_the_progress_while_the_worker_reads(
+    admin_client, material, worker
+):
     lines = [fakes.render_line(material(), "positional"), "nonsense", "more nonsense"]
     admin_client.post(LOAD_URL, {"text": "\n".join(lines)})
     batch = AccountBatch.objects.get()
     before = admin_client.get(status_url(batch)).json()
     assert (before["status"], before["running"], before["total_lines"], before["lines_read"]) == (
-        "previewing", True, 3, 0,
-    )  # fmt: skip
+        "previewing",
+        True,
+        3,
+        0,
+    )
     worker()
     after = admin_client.get(status_url(batch)).json()
-    assert {k: after[k] for k in ("status", "running", "lines_read", "created", "duplicates", "invalid")} == {
-        "status": "pending", "running": False, "lines_read": 3, "created": 1, "duplicates": 0, "invalid": 2,
-    }  # fmt: skip
+    assert {
+        k: after[k] for k in ("status", "running", "lines_read", "created", "duplicates", "invalid")
+    } == {
+        "status": "pending",
+        "running": False,
+        "lines_read": 3,
+        "created": 1,
+        "duplicates": 0,
+        "invalid": 2,
+    }
 
 
-def test_the_preview_shows_the_first_1000_problem_lines_and_the_csv_has_them_all(admin_client, material, worker):
+def test_the_preview_shows_the_first_1000_problem_lines_and_the_csv_has_them_all(
+    admin_client, material, worker
+):
     good = material()
     text = "\n".join([fakes.render_line(good, "positional")] + ["=cmd|' /C calc'!A0"] * 1200)
     admin_client.post(LOAD_URL, {"file": SimpleUploadedFile("many.txt", text.encode())})
@@ -286,7 +331,8 @@ def other_staff(client, django_user_model):
 
     user = django_user_model.objects.create_user("other", password="pw", is_staff=True)
     user.user_permissions.add(
-        Permission.objects.get(codename="add_accountbatch"), Permission.objects.get(codename="view_account")
+        Permission.objects.get(codename="add_accountbatch"),
+        Permission.objects.get(codename="view_account"),
     )
     client.force_login(user)
     return client
@@ -314,7 +360,9 @@ def test_a_failed_batch_can_be_run_again_or_cancelled(admin_client, material, wo
     lines = [fakes.render_line(material(), "positional") for _ in range(2)]
     admin_client.post(LOAD_URL, {"text": "\n".join(lines)})
     batch = AccountBatch.objects.get()
-    AccountBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED, error="The worker stopped.")
+    AccountBatch.objects.filter(pk=batch.pk).update(
+        status=BatchStatus.FAILED, error="The worker stopped."
+    )
     page = admin_client.get(preview_url(batch)).content.decode()
     assert "The worker stopped." in page and 'name="retry"' in page
 
@@ -328,15 +376,23 @@ def test_a_failed_batch_can_be_run_again_or_cancelled(admin_client, material, wo
     AccountBatch.objects.filter(pk=batch.pk).update(status=BatchStatus.FAILED)
     admin_client.post(preview_url(batch), {"cancel": "1"})
     batch.refresh_from_db()
-    assert (batch.status, batch.content, batch.problem_chunks.count()) == (BatchStatus.CANCELLED, None, 0)
+    assert (batch.status, batch.content, batch.problem_chunks.count()) == (
+        BatchStatus.CANCELLED,
+        None,
+        0,
+    )
 
 
-def test_an_access_token_with_a_313_character_email_claim_is_an_invalid_line(admin_client, material, worker):
+def test_an_access_token_with_a_313_character_email_claim_is_an_invalid_line(
+    admin_client, material, worker
+):
     """On PostgreSQL the confirm used to answer 500 (value too long) and lose the valid lines."""
     good = material()
     at = fakes.make_access_token(email="a" * 301 + "@example.com")
     assert len("a" * 301 + "@example.com") == 313
-    text = "\n".join([fakes.render_line(good, "positional"), f"{at}----{fakes.make_session_token()}"])
+    text = "\n".join(
+        [fakes.render_line(good, "positional"), f"{at}----{fakes.make_session_token()}"]
+    )
     admin_client.post(LOAD_URL, {"text": text})
     batch = AccountBatch.objects.get()
     worker()
@@ -370,7 +426,9 @@ def test_the_progress_page_and_the_batch_page_in_simplified_chinese(admin_client
 def test_notes_have_a_length_and_a_shape(admin_client):
     account = AccountFactory()
     url = reverse("admin:accounts_account_change", args=[account.pk])
-    assert admin_client.post(url, {"notes": "x" * 10_001}).status_code == 200  # the form, with its error
+    assert (
+        admin_client.post(url, {"notes": "x" * 10_001}).status_code == 200
+    )  # the form, with its error
     assert admin_client.post(url, {"notes": "bad\x07bell"}).status_code == 200
     account.refresh_from_db()
     assert account.notes == ""

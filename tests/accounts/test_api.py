@@ -11,7 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import api
-from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus, UnusableReason
+from accounts.models import (
+    Account,
+    AccountBatch,
+    AccountStatus,
+    BatchSource,
+    BatchStatus,
+    UnusableReason,
+)
 from apitokens.services import api_token_create
 from tests import fakes
 from tests.accounts.test_admin import assert_no_secret
@@ -29,7 +36,9 @@ def detail_url(pk):
 
 
 def secrets_of(*accounts):
-    return [getattr(a, f) for a in accounts for f in ("access_token", "session_token", "refresh_token")]
+    return [
+        getattr(a, f) for a in accounts for f in ("access_token", "session_token", "refresh_token")
+    ]
 
 
 @pytest.fixture
@@ -40,7 +49,9 @@ def user_with(django_user_model):
         user = django_user_model.objects.create_user(f"user-{uuid.uuid4().hex[:8]}", is_staff=staff)
         for perm in perms:
             app_label, codename = perm.split(".")
-            user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+            user.user_permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )
         return user
 
     return make
@@ -63,7 +74,10 @@ def post_json(client, url, body, **extra):
 
 
 def test_list_shows_tokens_masked_and_never_in_full(admin_client):
-    older, newer = AccountFactory(), AccountFactory(account_id=str(uuid.uuid4()), refresh_token="rt_listed-refresh-token-Q7x9")
+    older, newer = (
+        AccountFactory(),
+        AccountFactory(account_id=str(uuid.uuid4()), refresh_token="rt_listed-refresh-token-Q7x9"),
+    )
     response = admin_client.get(LIST_URL)
     assert response.status_code == 200
     body = response.json()
@@ -73,8 +87,11 @@ def test_list_shows_tokens_masked_and_never_in_full(admin_client):
     assert row["session_token_masked"] == "…" + newer.session_token[-4:]
     assert row["refresh_token_masked"] == "…Q7x9"
     assert (row["email"], row["status"], row["batch"], row["account_id"]) == (
-        newer.email, "available", newer.batch_id, newer.account_id,
-    )  # fmt: skip
+        newer.email,
+        "available",
+        newer.batch_id,
+        newer.account_id,
+    )
     assert not {"access_token", "session_token", "refresh_token"} & set(row)
     assert_no_secret(response.content.decode(), *secrets_of(older, newer))
     detail = admin_client.get(detail_url(newer.pk))
@@ -90,7 +107,9 @@ def test_filters(admin_client):
     batch = AccountBatchFactory()
     alice = AccountFactory(email="alice@example.com", batch=batch)
     bob = AccountFactory(email="bob@example.com", status=AccountStatus.REJECTED, batch=batch)
-    flagged = AccountFactory(email="alina@example.org", usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
+    flagged = AccountFactory(
+        email="alina@example.org", usable=False, unusable_reason=UnusableReason.AT_EXPIRED
+    )
 
     def ids(**params):
         response = admin_client.get(LIST_URL, params)
@@ -107,7 +126,9 @@ def test_filters(admin_client):
     assert ids(email="") == {alice.pk, bob.pk, flagged.pk}
 
 
-@pytest.mark.parametrize("params", [{"status": "gone"}, {"usable": "maybe"}, {"batch": "x"}, {"batch": "0"}])
+@pytest.mark.parametrize(
+    "params", [{"status": "gone"}, {"usable": "maybe"}, {"batch": "x"}, {"batch": "0"}]
+)
 def test_a_bad_filter_is_a_400_naming_it(admin_client, params):
     response = admin_client.get(LIST_URL, params)
     assert response.status_code == 400 and set(response.json()) == set(params)
@@ -154,13 +175,26 @@ def test_writes_need_their_model_permission(client, client_with, material):
     line = fakes.render_line(material(), "delimited-dash")
     assert post_json(client, BULK_URL, {"text": line}).status_code in (401, 403)
     assert post_json(client, RETIRE_URL, {"ids": [account.pk]}).status_code in (401, 403)
-    assert post_json(client_with("accounts.add_accountbatch", staff=False), BULK_URL, {"text": line}).status_code == 403
+    assert (
+        post_json(
+            client_with("accounts.add_accountbatch", staff=False), BULK_URL, {"text": line}
+        ).status_code
+        == 403
+    )
     viewer = client_with("accounts.view_account", "accounts.change_accountbatch")
     assert post_json(viewer, BULK_URL, {"text": line}).status_code == 403
     assert post_json(viewer, RETIRE_URL, {"ids": [account.pk]}).status_code == 403
     assert Account.objects.count() == 1 and Account.objects.get().status == AccountStatus.AVAILABLE
-    assert post_json(client_with("accounts.add_accountbatch"), BULK_URL, {"text": line}).status_code == 202
-    assert post_json(client_with("accounts.change_account"), RETIRE_URL, {"ids": [account.pk]}).status_code == 200
+    assert (
+        post_json(client_with("accounts.add_accountbatch"), BULK_URL, {"text": line}).status_code
+        == 202
+    )
+    assert (
+        post_json(
+            client_with("accounts.change_account"), RETIRE_URL, {"ids": [account.pk]}
+        ).status_code
+        == 200
+    )
 
 
 def test_token_authentication_can_write(client, user_with, material, worker):
@@ -183,11 +217,18 @@ def status_of(client, response):
     return answer.json()
 
 
-def test_bulk_answers_202_with_a_status_url_and_the_worker_loads(admin_client, admin_user, material, worker):
+def test_bulk_answers_202_with_a_status_url_and_the_worker_loads(
+    admin_client, admin_user, material, worker
+):
     good, other, flagged = material(), material(), material(session_token=None, refresh_token=None)
     existing = AccountFactory()
     flagged_line = fakes.render_line(
-        {**flagged, "access_token": fakes.make_access_token(email=flagged["email"], lifetime=timedelta(hours=2))},
+        {
+            **flagged,
+            "access_token": fakes.make_access_token(
+                email=flagged["email"], lifetime=timedelta(hours=2)
+            ),
+        },
         "delimited-pipe",
     )
     text = "\r\n".join(
@@ -203,33 +244,56 @@ def test_bulk_answers_202_with_a_status_url_and_the_worker_loads(admin_client, a
     response = post_json(admin_client, BULK_URL, {"text": text, "label": "november"})
     batch = AccountBatch.objects.get(label="november")
     assert response.json() == {
-        "batch": batch.pk, "status": "loading", "status_url": f"http://testserver/api/accounts/batches/{batch.pk}/",
-    }  # fmt: skip
+        "batch": batch.pk,
+        "status": "loading",
+        "status_url": f"http://testserver/api/accounts/batches/{batch.pk}/",
+    }
     assert response["Location"] == response.json()["status_url"]
     assert not Account.objects.filter(batch=batch).exists()  # nothing done in the request
     waiting = status_of(admin_client, response)
-    assert (waiting["status"], waiting["done"], waiting["total_lines"], waiting["lines_read"]) == ("loading", False, 6, 0)
+    assert (waiting["status"], waiting["done"], waiting["total_lines"], waiting["lines_read"]) == (
+        "loading",
+        False,
+        6,
+        0,
+    )
 
     worker()
     body = status_of(admin_client, response)
     batch.refresh_from_db()
     assert (batch.source, batch.status, batch.loaded_by, batch.content) == (
-        BatchSource.API, BatchStatus.LOADED, admin_user, None,
-    )  # fmt: skip
-    assert {k: body[k] for k in ("status", "done", "batch", "created", "duplicates", "invalid", "flagged_unusable")} == {
-        "status": "loaded", "done": True, "batch": batch.pk, "created": 3, "duplicates": 2, "invalid": 1,
+        BatchSource.API,
+        BatchStatus.LOADED,
+        admin_user,
+        None,
+    )
+    assert {
+        k: body[k]
+        for k in ("status", "done", "batch", "created", "duplicates", "invalid", "flagged_unusable")
+    } == {
+        "status": "loaded",
+        "done": True,
+        "batch": batch.pk,
+        "created": 3,
+        "duplicates": 2,
+        "invalid": 1,
         "flagged_unusable": 1,
-    }  # fmt: skip
+    }
     lines = {line["line"]: line for line in body["lines"]}
     assert {n: line["outcome"] for n, line in lines.items()} == {
-        2: "invalid", 3: "duplicate", 4: "duplicate", 6: "created",
-    }  # fmt: skip
+        2: "invalid",
+        3: "duplicate",
+        4: "duplicate",
+        6: "created",
+    }
     assert f"account #{existing.pk}" in lines[3]["messages"][0]
     assert "line 1" in lines[4]["messages"][0]
     assert all(line["messages"] for line in body["lines"])
     assert set(Account.objects.filter(batch=batch).values_list("email", flat=True)) == {
-        good["email"], other["email"], flagged["email"],
-    }  # fmt: skip
+        good["email"],
+        other["email"],
+        flagged["email"],
+    }
     assert not Account.objects.get(email=flagged["email"]).usable
     assert_no_secret(json.dumps(body), *secrets_of(existing), *(v for v in good.values() if v))
 
@@ -249,7 +313,12 @@ def test_bulk_dry_run_saves_nothing(admin_client, material, worker):
     response = admin_client.post(BULK_URL + "?dry_run=true", text, content_type="text/plain")
     worker()
     body = status_of(admin_client, response)
-    assert (body["status"], body["dry_run"], body["created"], body["invalid"]) == ("checked", True, 1, 1)
+    assert (body["status"], body["dry_run"], body["created"], body["invalid"]) == (
+        "checked",
+        True,
+        1,
+        1,
+    )
     assert [(line["line"], line["outcome"]) for line in body["lines"]] == [(2, "invalid")]
     assert not Account.objects.exists() and AccountBatch.objects.get().content is None
 
@@ -275,7 +344,9 @@ def test_bulk_strict_loads_when_every_line_is_valid(admin_client, material, work
 
 def test_bulk_with_nothing_new_creates_nothing(admin_client, worker):
     existing = AccountFactory()
-    response = post_json(admin_client, BULK_URL, {"text": f"{existing.email}----{existing.access_token}"})
+    response = post_json(
+        admin_client, BULK_URL, {"text": f"{existing.email}----{existing.access_token}"}
+    )
     worker()
     body = status_of(admin_client, response)
     assert (body["created"], body["duplicates"]) == (0, 1)
@@ -298,7 +369,9 @@ def test_a_batchs_status_is_its_uploaders_alone(admin_client, client_with, mater
     assert admin_client.get(url).status_code == 200  # a superuser sees every batch
     stranger = client_with("accounts.add_accountbatch")
     assert stranger.get(url).status_code == 404
-    assert stranger.get(reverse("api-account-batch", kwargs={"batch_id": 10**17})).status_code == 404
+    assert (
+        stranger.get(reverse("api-account-batch", kwargs={"batch_id": 10**17})).status_code == 404
+    )
 
 
 @pytest.mark.parametrize(
@@ -322,7 +395,10 @@ def test_bulk_refuses_an_oversized_body_before_reading_it(admin_client, settings
     settings.POOL_UPLOAD_MAX_BYTES = 1000
     text = fakes.render_line(material(), "positional")
     assert len(text.encode()) > 1000
-    for body, content_type in ((text, "text/plain"), (json.dumps({"text": text}), "application/json")):
+    for body, content_type in (
+        (text, "text/plain"),
+        (json.dumps({"text": text}), "application/json"),
+    ):
         response = admin_client.post(BULK_URL, body, content_type=content_type)
         assert response.status_code == 400
         assert response.json() == {"detail": str(api.MSG_TOO_BIG % {"limit": "1000\xa0bytes"})}
@@ -361,7 +437,9 @@ def test_retire_reports_what_was_retired_and_skipped(admin_client, admin_user):
     available = AccountFactory()
     rejected = AccountFactory(status=AccountStatus.REJECTED)
     reserved = AccountFactory(
-        status=AccountStatus.RESERVED, lease_id=uuid.uuid4(), lease_expires_at=timezone.now() + timedelta(minutes=5)
+        status=AccountStatus.RESERVED,
+        lease_id=uuid.uuid4(),
+        lease_expires_at=timezone.now() + timedelta(minutes=5),
     )
     consumed = AccountFactory(status=AccountStatus.CONSUMED, consumed_at=timezone.now())
     ids = [available.pk, rejected.pk, reserved.pk, consumed.pk, 999999]
@@ -373,8 +451,11 @@ def test_retire_reports_what_was_retired_and_skipped(admin_client, admin_user):
     }
     statuses = dict(Account.objects.values_list("pk", "status"))
     assert statuses == {
-        available.pk: "retired", rejected.pk: "retired", reserved.pk: "reserved", consumed.pk: "consumed",
-    }  # fmt: skip
+        available.pk: "retired",
+        rejected.pk: "retired",
+        reserved.pk: "reserved",
+        consumed.pk: "consumed",
+    }
     logged = LogEntry.objects.filter(user=admin_user).values_list("object_id", flat=True)
     assert sorted(int(pk) for pk in logged) == sorted([available.pk, rejected.pk])
     again = post_json(admin_client, RETIRE_URL, {"ids": [available.pk]})
@@ -383,7 +464,14 @@ def test_retire_reports_what_was_retired_and_skipped(admin_client, admin_user):
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"ids": []}, {"ids": ["x"]}, {"ids": [0]}, {"ids": 5}, {"ids": list(range(1, api.MAX_RETIRE_IDS + 2))}],
+    [
+        {},
+        {"ids": []},
+        {"ids": ["x"]},
+        {"ids": [0]},
+        {"ids": 5},
+        {"ids": list(range(1, api.MAX_RETIRE_IDS + 2))},
+    ],
 )
 def test_retire_refuses_bad_ids(admin_client, body):
     account = AccountFactory()

@@ -92,8 +92,10 @@ def test_the_migration_binds_existing_ciphertexts_to_their_columns():
     assert raw("webhooks_notificationtarget", "url", target.pk)[:1] == crypto.FORMAT_V2
     upgraded = Account.objects.get(pk=account.pk)
     assert (upgraded.access_token, upgraded.session_token, upgraded.refresh_token) == (
-        account.access_token, account.session_token, account.refresh_token,
-    )  # fmt: skip
+        account.access_token,
+        account.session_token,
+        account.refresh_token,
+    )
     assert NotificationTarget.objects.get(pk=target.pk).url == "tgram://123:bot/-1"
 
 
@@ -104,7 +106,9 @@ def test_an_edit_made_while_a_rotation_reseals_the_row_is_not_lost(settings, mon
     from accounts import services
     from webhooks.models import NotificationTarget
 
-    target = NotificationTarget.objects.create(url="json://old.example/hook", masked_url="json://…hook")
+    target = NotificationTarget.objects.create(
+        url="json://old.example/hook", masked_url="json://…hook"
+    )
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
     rotation_read = threading.Event()
     rotating = []

@@ -25,7 +25,9 @@ UTC = ZoneInfo("UTC")
 
 def settle_consumed(account, now):
     lease = uuid.uuid4()
-    Account.objects.filter(pk=account.pk).update(status=AccountStatus.RESERVED, lease_id=lease, lease_expires_at=now)
+    Account.objects.filter(pk=account.pk).update(
+        status=AccountStatus.RESERVED, lease_id=lease, lease_expires_at=now
+    )
     return services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
 
 
@@ -34,8 +36,12 @@ def test_each_consumption_is_counted_once_in_its_local_day(settings):
     late_utc = datetime(2026, 11, 28, 16, 30, tzinfo=UTC)  # 00:30 on the 29th in Shanghai
     first, second = AccountFactory.create_batch(2)
     assert settle_consumed(first, late_utc) and settle_consumed(second, late_utc)
-    assert not services.account_settle_consumed(account_id=first.pk, lease_id=uuid.uuid4(), now=late_utc)
-    assert dict(ConsumptionDay.objects.values_list("day", "consumed")) == {datetime(2026, 11, 29).date(): 2}
+    assert not services.account_settle_consumed(
+        account_id=first.pk, lease_id=uuid.uuid4(), now=late_utc
+    )
+    assert dict(ConsumptionDay.objects.values_list("day", "consumed")) == {
+        datetime(2026, 11, 29).date(): 2
+    }
 
 
 def test_the_dashboard_the_stats_and_the_alerts_read_the_rollup_not_the_accounts():
@@ -46,7 +52,10 @@ def test_the_dashboard_the_stats_and_the_alerts_read_the_rollup_not_the_accounts
         stats = dashboard_stats(now=now)
         alerts._short_runway(alerts.AlertSettings(runway_below_days=30), now)
     assert not [q["sql"] for q in queries.captured_queries if "consumed_at" in q["sql"]]
-    assert stats["consumption_per_day"][-2] == {"day": timezone.localdate(now) - timedelta(days=1), "consumed": 3}
+    assert stats["consumption_per_day"][-2] == {
+        "day": timezone.localdate(now) - timedelta(days=1),
+        "consumed": 3,
+    }
     assert stats["consumed_last_7_days"] == 3
 
 
@@ -58,7 +67,9 @@ def test_the_migration_builds_the_rollup_from_the_accounts_already_consumed(sett
     for account, at in zip(accounts, (day_one, day_one, late)):
         Account.objects.filter(pk=account.pk).update(status=AccountStatus.CONSUMED, consumed_at=at)
     AccountFactory()  # available: not counted
-    ConsumptionDay.objects.create(day=datetime(2020, 1, 1).date(), consumed=9)  # rebuilt from scratch
+    ConsumptionDay.objects.create(
+        day=datetime(2020, 1, 1).date(), consumed=9
+    )  # rebuilt from scratch
 
     migration = importlib.import_module("accounts.migrations.0011_consumption_per_day")
     migration.build_rollup(apps, None)

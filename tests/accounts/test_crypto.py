@@ -16,7 +16,10 @@ CTX = "accounts_account.session_token"
 
 
 def test_round_trip_with_a_fresh_nonce_each_time():
-    first, second = crypto.encrypt("eyJsecret", context=CTX), crypto.encrypt("eyJsecret", context=CTX)
+    first, second = (
+        crypto.encrypt("eyJsecret", context=CTX),
+        crypto.encrypt("eyJsecret", context=CTX),
+    )
     assert first != second
     assert crypto.decrypt(first, context=CTX) == crypto.decrypt(second, context=CTX) == "eyJsecret"
     assert b"eyJsecret" not in first
@@ -81,7 +84,9 @@ def _raw_rows():
 def test_database_holds_no_plaintext_token():
     account = AccountFactory()
     rows = _raw_rows()
-    raw = b"".join(bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0])
+    raw = b"".join(
+        bytes(v) if isinstance(v, (bytes, memoryview)) else str(v).encode() for v in rows[0]
+    )
     for secret in (account.access_token, account.session_token, account.refresh_token):
         assert secret[-40:].encode() not in raw
         assert secret[:40].encode() not in raw
@@ -157,7 +162,10 @@ def test_the_key_id_is_derived_from_the_key_as_documented(settings):
     import hashlib
 
     raw = base64.urlsafe_b64decode(settings.POOL_ENCRYPTION_KEY)
-    assert crypto.encrypt("x", context=CTX)[1:5] == hashlib.sha256(b"pool key id\x00" + raw).digest()[:4]
+    assert (
+        crypto.encrypt("x", context=CTX)[1:5]
+        == hashlib.sha256(b"pool key id\x00" + raw).digest()[:4]
+    )
 
 
 def test_the_shortest_ciphertext_is_read_and_anything_shorter_is_not_ciphertext():

@@ -46,7 +46,13 @@ def run_command(*args, stdin: str | None = None, tmp_path=None):
 
 def test_every_format_loads_and_the_tokens_come_back_intact(material, write_file):
     accounts = [material() for _ in range(5)]
-    formats = ["positional", "delimited-dash", "delimited-pipe", "delimited-tab", "delimited-spaces"]
+    formats = [
+        "positional",
+        "delimited-dash",
+        "delimited-pipe",
+        "delimited-tab",
+        "delimited-spaces",
+    ]
     text = "\n".join(fakes.render_line(a, f) for a, f in zip(accounts, formats)) + "\n"
 
     status, out, _ = run_command(write_file(text))
@@ -56,7 +62,12 @@ def test_every_format_loads_and_the_tokens_come_back_intact(material, write_file
     for given in accounts:
         stored = Account.objects.get(email=given["email"])
         assert stored.status == AccountStatus.AVAILABLE
-        assert (stored.access_token, stored.session_token, stored.refresh_token, stored.client_id) == (
+        assert (
+            stored.access_token,
+            stored.session_token,
+            stored.refresh_token,
+            stored.client_id,
+        ) == (
             given["access_token"],
             given["session_token"],
             given["refresh_token"],
@@ -76,7 +87,9 @@ def test_csv_with_a_header_row(material, write_file):
     assert Account.objects.get(email=accounts[1]["email"]).session_token is None
 
 
-def test_invalid_and_duplicate_lines_are_reported_with_line_numbers_and_not_saved(material, write_file):
+def test_invalid_and_duplicate_lines_are_reported_with_line_numbers_and_not_saved(
+    material, write_file
+):
     good, other = material(), material()
     existing = AccountFactory()
     lines = [
@@ -98,7 +111,9 @@ def test_invalid_and_duplicate_lines_are_reported_with_line_numbers_and_not_save
 
 
 def test_dry_run_saves_nothing(material, write_file):
-    status, out, _ = run_command(write_file(fakes.render_line(material(), "positional")), "--dry-run")
+    status, out, _ = run_command(
+        write_file(fakes.render_line(material(), "positional")), "--dry-run"
+    )
     assert status == 0
     assert "1 would be created" in out
     assert Account.objects.count() == 0 and AccountBatch.objects.count() == 0
@@ -163,7 +178,9 @@ def test_an_account_inserted_by_a_concurrent_load_is_counted_as_a_duplicate(mate
     from accounts.parser import parse_lines
 
     given = [material() for _ in range(3)]
-    parsed = list(parse_lines([fakes.render_line(a, "positional") for a in given], now=timezone.now()))
+    parsed = list(
+        parse_lines([fakes.render_line(a, "positional") for a in given], now=timezone.now())
+    )
     pending = [_pending(p) for p in parsed]
     AccountFactory(**{k: v for k, v in given[1].items() if v is not None})  # the other load won
     batch = AccountBatchFactory(status=BatchStatus.LOADING)
@@ -180,7 +197,9 @@ def test_an_account_inserted_by_a_concurrent_load_is_counted_as_a_duplicate(mate
 def test_strict_abort_raises_with_the_report(material):
     batch = AccountBatchFactory(status=BatchStatus.LOADING)
     with pytest.raises(LoadAborted) as caught:
-        account_load(lines=[fakes.render_line(material(), "positional"), "garbage"], batch=batch, strict=True)
+        account_load(
+            lines=[fakes.render_line(material(), "positional"), "garbage"], batch=batch, strict=True
+        )
     assert caught.value.report.invalid == 1
     assert Account.objects.count() == 0
 
@@ -190,7 +209,13 @@ def test_pool_status_json(capsys):
     AccountFactory(status=AccountStatus.RETIRED)
     call_command("pool_status", "--json")
     data = json.loads(capsys.readouterr().out)
-    assert data["counts"] == {"available": 2, "reserved": 0, "consumed": 0, "rejected": 0, "retired": 1}
+    assert data["counts"] == {
+        "available": 2,
+        "reserved": 0,
+        "consumed": 0,
+        "rejected": 0,
+        "retired": 1,
+    }
     assert data["available_usable"] == 2
 
 
@@ -198,7 +223,9 @@ def test_the_pick_index_exists():
     with connection.cursor() as cursor:
         names = {
             name
-            for constraint in connection.introspection.get_constraints(cursor, "accounts_account").items()
+            for constraint in connection.introspection.get_constraints(
+                cursor, "accounts_account"
+            ).items()
             for name in [constraint[0]]
         }
     assert {"account_pick_idx", "account_status_usable_idx", "account_identity_unique"} <= names
@@ -211,7 +238,9 @@ def _load(lines, *, dry_run=False):
 
 @pytest.mark.parametrize("dry_run", [True, False], ids=["preview", "load"])
 @pytest.mark.parametrize("token", ["session_token", "access_token", "refresh_token"])
-def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(material, token, dry_run):
+def test_a_line_repeating_one_pool_token_under_another_email_is_a_duplicate(
+    material, token, dry_run
+):
     """Each token alone identifies an account: the same token under a new email is the same account.
 
     The pool account's access token carries no email, so a line that re-uses it under another
@@ -239,9 +268,14 @@ def test_the_loader_stores_the_lookup_hashes_as_defined(material, settings, acco
     given["access_token"] = fakes.make_access_token(email="mixed.case@example.com")
     assert _load([fakes.render_line(given, "delimited-dash")]).created == 1
 
-    stored = Account.objects.values("identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash").get()
+    stored = Account.objects.values(
+        "identity_hash", "access_token_hash", "session_token_hash", "refresh_token_hash"
+    ).get()
     expected = account_lookup_hashes(
-        **{f: given[f] for f in ("email", "account_id", "access_token", "session_token", "refresh_token")},
+        **{
+            f: given[f]
+            for f in ("email", "account_id", "access_token", "session_token", "refresh_token")
+        },
         encryption_keys=settings.POOL_ENCRYPTION_KEY,
     )
     assert stored == expected
@@ -252,7 +286,9 @@ def test_a_repeated_refresh_token_is_found_when_no_line_of_the_chunk_has_a_sessi
     """Each token column is checked even when the lines carry none of an earlier column."""
     pool = material(access_token=fakes.make_access_token(email=None))
     assert _load([fakes.render_line(pool, "delimited-dash")]).created == 1
-    other = material(access_token=fakes.make_access_token(email=None), session_token=None, account_id=None)
+    other = material(
+        access_token=fakes.make_access_token(email=None), session_token=None, account_id=None
+    )
     other["refresh_token"] = pool["refresh_token"]
 
     report = _load([fakes.render_line(other, "delimited-dash")], dry_run=True)
@@ -260,7 +296,9 @@ def test_a_repeated_refresh_token_is_found_when_no_line_of_the_chunk_has_a_sessi
     assert (report.created, report.duplicates) == (0, 1)
 
 
-def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(material, monkeypatch):
+def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(
+    material, monkeypatch
+):
     """Another load inserted it between this chunk's check and its insert: the unique constraint
     refuses the insert, the chunk is checked again, and the rest is inserted."""
     from accounts import services
@@ -281,7 +319,9 @@ def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(ma
     assert Account.objects.count() == 3 and len(checks) >= 2
 
 
-def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(material, monkeypatch):
+def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(
+    material, monkeypatch
+):
     inserts = []
 
     def failing_insert(self, rows):

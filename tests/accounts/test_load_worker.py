@@ -30,7 +30,11 @@ def lines_of(n, material):
 
 def stage(lines, *, confirmed=True, **kwargs):
     return services.account_batch_stage(
-        content="\n".join(lines), label="test", source=BatchSource.API, confirmed=confirmed, **kwargs
+        content="\n".join(lines),
+        label="test",
+        source=BatchSource.API,
+        confirmed=confirmed,
+        **kwargs,
     )
 
 
@@ -47,13 +51,17 @@ def test_the_bulk_api_never_forks_in_the_web_process(admin_client, material, mon
 
     monkeypatch.setattr(multiprocessing, "get_context", no_fork)
     text = "\n".join(lines_of(3, material))
-    response = admin_client.post(BULK_URL, json.dumps({"text": text}), content_type="application/json")
+    response = admin_client.post(
+        BULK_URL, json.dumps({"text": text}), content_type="application/json"
+    )
     assert response.status_code == 202
     worker()  # the worker does not fork either
     assert AccountBatch.objects.get().status == BatchStatus.LOADED and Account.objects.count() == 3
 
 
-def test_a_killed_load_is_failed_by_reconcile_and_running_it_again_is_harmless(material, monkeypatch, worker):
+def test_a_killed_load_is_failed_by_reconcile_and_running_it_again_is_harmless(
+    material, monkeypatch, worker
+):
     monkeypatch.setattr("accounts.services.LOAD_CHUNK", 2)
     batch = stage(lines_of(6, material))
     original = services._BatchRecorder.chunk
@@ -76,7 +84,9 @@ def test_a_killed_load_is_failed_by_reconcile_and_running_it_again_is_harmless(m
     batch.refresh_from_db()
     assert batch.status == BatchStatus.LOADING
 
-    AccountBatch.objects.filter(pk=batch.pk).update(progress_at=timezone.now() - timedelta(minutes=3))
+    AccountBatch.objects.filter(pk=batch.pk).update(
+        progress_at=timezone.now() - timedelta(minutes=3)
+    )
     call_command("reconcile")
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FAILED and batch.worker_token is None
@@ -86,8 +96,11 @@ def test_a_killed_load_is_failed_by_reconcile_and_running_it_again_is_harmless(m
     worker()
     batch.refresh_from_db()
     assert (batch.status, batch.created_count, batch.duplicate_count, batch.content) == (
-        BatchStatus.LOADED, 6, 0, None,
-    )  # fmt: skip
+        BatchStatus.LOADED,
+        6,
+        0,
+        None,
+    )
     assert Account.objects.filter(batch=batch).count() == 6
 
 
@@ -119,7 +132,9 @@ def test_a_batch_being_saved_cannot_be_cancelled(material):
         services.account_batch_cancel(batch_id=batch.pk)
 
 
-def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(material, monkeypatch, worker):
+def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(
+    material, monkeypatch, worker
+):
     monkeypatch.setattr("accounts.services.LOAD_CHUNK", 2)
     batch = stage(lines_of(6, material))
     original = services._Inserter.insert
@@ -128,7 +143,9 @@ def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(m
     def refuses_the_second_chunk(self, rows):
         calls.append(len(rows))
         if len(calls) == 2:
-            raise DataError('value too long for type character varying(254)\nCONTEXT: eyJhbGciOiJIUzI1NiJ9.secret')
+            raise DataError(
+                "value too long for type character varying(254)\nCONTEXT: eyJhbGciOiJIUzI1NiJ9.secret"
+            )
         original(self, rows)
 
     monkeypatch.setattr(services._Inserter, "insert", refuses_the_second_chunk)
@@ -137,7 +154,10 @@ def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(m
     assert (batch.status, batch.created_count, batch.failed_count) == (BatchStatus.FAILED, 4, 2)
     assert "lines 3 to 4" in batch.error and "value too long" in batch.error
     assert "eyJhbGciOiJIUzI1NiJ9" not in batch.error and batch.content is not None
-    assert [r["outcome"] for r in batch.detail["rows"] if r["outcome"] != "created"] == ["failed", "failed"]
+    assert [r["outcome"] for r in batch.detail["rows"] if r["outcome"] != "created"] == [
+        "failed",
+        "failed",
+    ]
 
     services.account_batch_retry(batch_id=batch.pk)  # the database accepts them now
     worker()
@@ -176,12 +196,20 @@ def test_a_real_worker_reads_the_upload_then_saves_it_after_confirmation(admin_c
     status = reverse("admin:accounts_account_load_status", args=[batch.pk])
     worker = start_worker(project_env())
     try:
-        wait_for(lambda: admin_client.get(status).json()["status"] == "pending", timeout=30, what="the preview")
+        wait_for(
+            lambda: admin_client.get(status).json()["status"] == "pending",
+            timeout=30,
+            what="the preview",
+        )
         state = admin_client.get(status).json()
         assert (state["created"], state["invalid"], state["lines_read"]) == (5, 1, 6)
         assert Account.objects.count() == 0
         admin_client.post(page, {"confirm": "1"})
-        wait_for(lambda: admin_client.get(status).json()["status"] == "loaded", timeout=30, what="the load")
+        wait_for(
+            lambda: admin_client.get(status).json()["status"] == "loaded",
+            timeout=30,
+            what="the load",
+        )
     finally:
         stop(worker)
     assert Account.objects.filter(batch=batch).count() == 5
@@ -194,13 +222,16 @@ def test_a_real_worker_reads_the_upload_then_saves_it_after_confirmation(admin_c
 def test_a_real_worker_killed_mid_load_leaves_a_batch_reconcile_fails_and_a_rerun_completes():
     # Lines with an access token only: quick to make, slow enough to load that the kill lands.
     lines = [
-        fakes.make_access_token(email=f"kill{n}@example.com", lifetime=timedelta(days=5)) for n in range(30000)
+        fakes.make_access_token(email=f"kill{n}@example.com", lifetime=timedelta(days=5))
+        for n in range(30000)
     ]
     batch = stage(lines)
     worker = start_worker(project_env())
     try:
         wait_for(
-            lambda: AccountBatch.objects.filter(pk=batch.pk, status=BatchStatus.LOADING, lines_read__gt=0).exists(),
+            lambda: AccountBatch.objects.filter(
+                pk=batch.pk, status=BatchStatus.LOADING, lines_read__gt=0
+            ).exists(),
             timeout=60,
             interval=0.02,
             what="the worker's first chunk",
@@ -212,7 +243,9 @@ def test_a_real_worker_killed_mid_load_leaves_a_batch_reconcile_fails_and_a_reru
     saved = Account.objects.filter(batch=batch).count()
     assert 0 < saved < 30000
 
-    AccountBatch.objects.filter(pk=batch.pk).update(progress_at=timezone.now() - timedelta(minutes=3))
+    AccountBatch.objects.filter(pk=batch.pk).update(
+        progress_at=timezone.now() - timedelta(minutes=3)
+    )
     call_command("reconcile")
     batch.refresh_from_db()
     assert batch.status == BatchStatus.FAILED
@@ -232,9 +265,13 @@ def test_a_real_worker_killed_mid_load_leaves_a_batch_reconcile_fails_and_a_reru
     assert Account.objects.filter(batch=batch).count() == 30000
 
 
-def test_a_batch_cancelled_while_the_worker_reads_it_stops_the_worker_and_keeps_nothing(material, monkeypatch, worker):
+def test_a_batch_cancelled_while_the_worker_reads_it_stops_the_worker_and_keeps_nothing(
+    material, monkeypatch, worker
+):
     monkeypatch.setattr("accounts.services.LOAD_CHUNK", 1)
-    monkeypatch.setattr("accounts.services.PROBLEM_CHUNK_CHARS", 1)  # store a problem piece every chunk
+    monkeypatch.setattr(
+        "accounts.services.PROBLEM_CHUNK_CHARS", 1
+    )  # store a problem piece every chunk
     batch = stage(["nonsense"] * 8 + lines_of(8, material), confirmed=False)
     original = services._BatchRecorder.chunk
     calls = []

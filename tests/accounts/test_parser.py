@@ -4,11 +4,13 @@ import itertools
 import random
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.utils.functional import Promise
-from hypothesis import HealthCheck, assume, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, assume, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from accounts import parser
 from accounts.parser import (
@@ -51,7 +53,7 @@ from tests.fakes import (
     render_line,
 )
 
-NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 ALL_CODES = {
     AT_EXPIRED,
     AT_SHORT_LIVED,
@@ -488,7 +490,11 @@ def test_email_mismatch(full):
 @pytest.mark.parametrize("claim", ["a" * 300 + "@example.com", "not an address", "x@y.com\x00"])
 def test_an_access_token_whose_email_claim_is_no_address_is_an_invalid_line(full, fmt, claim):
     at = make_access_token(email=claim, now=NOW)
-    line = f",{at},,{full['session_token']}," if fmt == "positional" else f"{at}----{full['session_token']}"
+    line = (
+        f",{at},,{full['session_token']},"
+        if fmt == "positional"
+        else f"{at}----{full['session_token']}"
+    )
     result = one(line)
     assert codes(result.errors) == [INVALID_AT_EMAIL]
     with english():
@@ -719,9 +725,9 @@ def accounts(draw):
     rng = draw(st.randoms(use_true_random=False))
     present = draw(
         st.fixed_dictionaries({name: st.booleans() for name in FIELDS}).filter(
-            lambda p: p["access_token"]
-            or p["session_token"]
-            or (p["refresh_token"] and p["client_id"])
+            lambda p: (
+                p["access_token"] or p["session_token"] or (p["refresh_token"] and p["client_id"])
+            )
         )
     )
     email = make_email(rng)

@@ -17,7 +17,9 @@ def _key_ids(pk):
     return _raw_key_ids(Account, [pk], ("access_token", "session_token", "refresh_token"))[pk]
 
 
-def test_rotation_keeps_every_token_readable_and_moves_every_row_to_the_newest_key(settings, capsys):
+def test_rotation_keeps_every_token_readable_and_moves_every_row_to_the_newest_key(
+    settings, capsys
+):
     old_key = settings.POOL_ENCRYPTION_KEY
     accounts = AccountFactory.create_batch(7)
     staged = account_batch_stage(content="a@x.com,eyJ…,,,", label="waiting")
@@ -71,7 +73,9 @@ def test_rotation_reseals_encrypted_columns_of_other_apps(settings):
     """Notification URLs borrow the pool's encryption: they must survive removing the old key."""
     from webhooks.models import NotificationTarget
 
-    target = NotificationTarget.objects.create(label="ops", url="json://127.0.0.1:9/hook", masked_url="json://…hook")
+    target = NotificationTarget.objects.create(
+        label="ops", url="json://127.0.0.1:9/hook", masked_url="json://…hook"
+    )
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
     call_command("rotate_pool_key")
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
@@ -85,10 +89,16 @@ def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(sett
 
     old_key = settings.POOL_ENCRYPTION_KEY
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
-    current = NotificationTarget.objects.create(label="new", url="json://127.0.0.1:9/new", masked_url="json://…new")
+    current = NotificationTarget.objects.create(
+        label="new", url="json://127.0.0.1:9/new", masked_url="json://…new"
+    )
     settings.POOL_ENCRYPTION_KEY = old_key
-    first = NotificationTarget.objects.create(label="a", url="json://127.0.0.1:9/a", masked_url="json://…a")
-    second = NotificationTarget.objects.create(label="b", url="json://127.0.0.1:9/b", masked_url="json://…b")
+    first = NotificationTarget.objects.create(
+        label="a", url="json://127.0.0.1:9/a", masked_url="json://…a"
+    )
+    second = NotificationTarget.objects.create(
+        label="b", url="json://127.0.0.1:9/b", masked_url="json://…b"
+    )
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
 
     result = account_rotate_keys()
@@ -96,4 +106,8 @@ def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(sett
     assert (result.key_id, result.others_rewritten) == (crypto.current_key_id().hex(), 2)
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY
     urls = dict(NotificationTarget.objects.values_list("pk", "url"))
-    assert urls == {current.pk: "json://127.0.0.1:9/new", first.pk: "json://127.0.0.1:9/a", second.pk: "json://127.0.0.1:9/b"}
+    assert urls == {
+        current.pk: "json://127.0.0.1:9/new",
+        first.pk: "json://127.0.0.1:9/a",
+        second.pk: "json://127.0.0.1:9/b",
+    }

@@ -31,7 +31,9 @@ def test_the_loader_stores_each_tokens_hint_equal_to_its_mask(material):
     accounts = list(Account.objects.all())
     assert len(accounts) == 3
     for account in accounts:
-        assert hints(account) == masks(account) and all(h.startswith("…") and len(h) == 5 for h in hints(account))
+        assert hints(account) == masks(account) and all(
+            h.startswith("…") and len(h) == 5 for h in hints(account)
+        )
 
 
 def test_the_pool_list_and_the_api_list_decrypt_nothing(admin_client, monkeypatch):
@@ -50,7 +52,11 @@ def test_the_pool_list_and_the_api_list_decrypt_nothing(admin_client, monkeypatc
     shown = {row["id"]: row for row in listed.json()["results"]}
     for account in accounts:
         row = shown[account.pk]
-        assert (row["access_token_masked"], row["session_token_masked"], row["refresh_token_masked"]) == masks(account)
+        assert (
+            row["access_token_masked"],
+            row["session_token_masked"],
+            row["refresh_token_masked"],
+        ) == masks(account)
 
 
 def test_requeue_stores_the_new_tokens_hints(admin_user):

@@ -3,11 +3,13 @@ import json
 import os
 import random
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from accounts import tokens
 from accounts.tokens import (
@@ -38,7 +40,7 @@ from tests.fakes import (
     make_session_token,
 )
 
-NOW = datetime(2025, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 NINE_HOURS = timedelta(hours=9)
 RNG_SEED = 20250601
 
@@ -139,7 +141,15 @@ def test_other_predicates():
 
 @pytest.mark.parametrize(
     "secret, shown",
-    [(None, ""), ("", ""), ("a", "…"), ("abcd", "…"), ("abcde", "…bcde"), ("rt_secret-refresh-WXYZ", "…WXYZ"), (AT, "…" + AT[-4:])],
+    [
+        (None, ""),
+        ("", ""),
+        ("a", "…"),
+        ("abcd", "…"),
+        ("abcde", "…bcde"),
+        ("rt_secret-refresh-WXYZ", "…WXYZ"),
+        (AT, "…" + AT[-4:]),
+    ],
 )
 def test_mask(secret, shown):
     assert mask(secret) == shown
@@ -246,10 +256,10 @@ def test_decode_leaves_unusual_tokens_to_pyjwt():
     padded = f"{header}.{payload}{'=' * (-len(payload) % 4)}.{signature}"
     assert not is_jwt(padded)
     assert decode_access_token(padded).expires_at == datetime.fromtimestamp(
-        1760000000, timezone.utc
+        1760000000, UTC
     )
     crit = compact({"alg": "HS256", "b64": True, "crit": ["b64"]}, {"exp": 1760000000})
-    assert decode_access_token(crit).expires_at == datetime.fromtimestamp(1760000000, timezone.utc)
+    assert decode_access_token(crit).expires_at == datetime.fromtimestamp(1760000000, UTC)
 
 
 # The fast decoder must accept exactly what jwt.decode accepts, with the same
@@ -257,8 +267,9 @@ def test_decode_leaves_unusual_tokens_to_pyjwt():
 # headers PyJWT treats specially, non-canonical and padded base64url.
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=6,
 )
 headers = st.one_of(
@@ -321,7 +332,7 @@ def jwt_like(draw):
 def pyjwt_verdict(token):
     try:
         return jwt.decode(token, options={"verify_signature": False})
-    except Exception:  # noqa: BLE001 - any failure is a rejection for this comparison
+    except Exception:
         return "rejected"
 
 
@@ -353,8 +364,12 @@ def test_decode_of_arbitrary_text_only_raises_malformed(text):
             claims = decode_access_token(candidate)
         except MalformedToken:
             continue
-        assert claims.email is None or (isinstance(claims.email, str) and claims.email == claims.email.strip().lower())
-        assert claims.expires_at is None or (isinstance(claims.expires_at, datetime) and claims.expires_at.utcoffset() is not None)
+        assert claims.email is None or (
+            isinstance(claims.email, str) and claims.email == claims.email.strip().lower()
+        )
+        assert claims.expires_at is None or (
+            isinstance(claims.expires_at, datetime) and claims.expires_at.utcoffset() is not None
+        )
 
 
 def test_real_signature_checks_are_not_needed_but_tokens_are_real_jwts():

@@ -47,10 +47,15 @@ def test_an_account_no_key_opens_is_held_for_staff_and_the_pick_takes_the_next_o
     assert all(a.lease_id == lease and isinstance(a.access_token, str) for a in taken)
     held = Account.objects.get(pk=sealed.pk)
     assert (held.status, held.usable, held.unusable_reason) == (
-        AccountStatus.AVAILABLE, False, UnusableReason.KEY_MISSING,
-    )  # fmt: skip
+        AccountStatus.AVAILABLE,
+        False,
+        UnusableReason.KEY_MISSING,
+    )
     assert (held.lease_id, held.lease_expires_at, held.attempts) == (None, None, 0)
-    assert f"sealed with a key this service does not have (key id {foreign_key_id()})" in held.last_error
+    assert (
+        f"sealed with a key this service does not have (key id {foreign_key_id()})"
+        in held.last_error
+    )
     assert Account.objects.get(pk=third.pk).status == AccountStatus.AVAILABLE
     assert reserve(5)[1] == [third]  # never picked again
 
@@ -58,9 +63,11 @@ def test_an_account_no_key_opens_is_held_for_staff_and_the_pick_takes_the_next_o
 def test_a_pool_of_only_sealed_accounts_reserves_nothing_and_holds_them_all(settings):
     sealed = [account_sealed_with_foreign_key(settings) for _ in range(3)]
     assert reserve(2)[1] == []
-    assert set(Account.objects.filter(pk__in=[a.pk for a in sealed]).values_list("unusable_reason", flat=True)) == {
-        UnusableReason.KEY_MISSING
-    }
+    assert set(
+        Account.objects.filter(pk__in=[a.pk for a in sealed]).values_list(
+            "unusable_reason", flat=True
+        )
+    ) == {UnusableReason.KEY_MISSING}
     assert not Account.objects.filter(status=AccountStatus.RESERVED).exists()
 
 
@@ -70,26 +77,39 @@ def test_a_tampered_account_is_held_with_its_own_reason():
         cursor.execute("SELECT session_token FROM accounts_account WHERE id = %s", [account.pk])
         blob = bytearray(cursor.fetchone()[0])
         blob[-1] ^= 1
-        cursor.execute("UPDATE accounts_account SET session_token = %s WHERE id = %s", [bytes(blob), account.pk])
+        cursor.execute(
+            "UPDATE accounts_account SET session_token = %s WHERE id = %s",
+            [bytes(blob), account.pk],
+        )
     assert reserve(1)[1] == []
     held = Account.objects.get(pk=account.pk)
     assert (held.usable, held.unusable_reason) == (False, UnusableReason.UNDECRYPTABLE)
     assert "fail authentication" in held.last_error
 
 
-def test_a_held_account_goes_back_to_the_pool_when_its_key_is_restored_and_staff_retry_it(settings, admin_user):
+def test_a_held_account_goes_back_to_the_pool_when_its_key_is_restored_and_staff_retry_it(
+    settings, admin_user
+):
     sealed = account_sealed_with_foreign_key(settings)
     reserve(1)
     settings.POOL_ENCRYPTION_KEY = f"{settings.POOL_ENCRYPTION_KEY},{FOREIGN_KEY}"
-    assert [a.pk for a in services.account_retry(account_ids=[sealed.pk], by=admin_user)] == [sealed.pk]
+    assert [a.pk for a in services.account_retry(account_ids=[sealed.pk], by=admin_user)] == [
+        sealed.pk
+    ]
     assert [a.pk for a in reserve(1)[1]] == [sealed.pk]
 
 
-def test_requeue_of_a_rejected_account_that_cannot_be_decrypted_asks_for_the_tokens_again(settings, admin_user):
+def test_requeue_of_a_rejected_account_that_cannot_be_decrypted_asks_for_the_tokens_again(
+    settings, admin_user
+):
     sealed = account_sealed_with_foreign_key(settings, status=AccountStatus.REJECTED)
     with pytest.raises(services.RequeueRefused) as refused:
         services.account_requeue(account_id=sealed.pk, changes={}, by=admin_user)
-    assert {field for field, _ in refused.value.problems} == {"access_token", "session_token", "refresh_token"}
+    assert {field for field, _ in refused.value.problems} == {
+        "access_token",
+        "session_token",
+        "refresh_token",
+    }
     assert Account.objects.get(pk=sealed.pk).status == AccountStatus.REJECTED
 
 
@@ -103,7 +123,9 @@ def test_admin_list_and_change_page_show_cannot_be_decrypted(admin_client, setti
     assert listing.status_code == 200 and CANNOT in listing.content.decode()
     page = admin_client.get(reverse("admin:accounts_account_change", args=[sealed.pk]))
     assert page.status_code == 200 and page.content.decode().count(CANNOT) >= 3
-    saved = admin_client.post(reverse("admin:accounts_account_change", args=[sealed.pk]), {"notes": "key lost"})
+    saved = admin_client.post(
+        reverse("admin:accounts_account_change", args=[sealed.pk]), {"notes": "key lost"}
+    )
     assert saved.status_code == 302 and Account.objects.get(pk=sealed.pk).notes == "key lost"
 
 
@@ -115,14 +137,22 @@ def test_admin_actions_work_on_rows_that_cannot_be_decrypted(admin_client, setti
     assert retired.status_code == 302
     assert Account.objects.get(pk=sealed.pk).status == AccountStatus.RETIRED
     rejected = account_sealed_with_foreign_key(settings, status=AccountStatus.REJECTED)
-    assert admin_client.post(LIST_URL, {"action": "retry_selected", "_selected_action": [rejected.pk]}).status_code == 302
+    assert (
+        admin_client.post(
+            LIST_URL, {"action": "retry_selected", "_selected_action": [rejected.pk]}
+        ).status_code
+        == 302
+    )
     assert Account.objects.get(pk=rejected.pk).status == AccountStatus.AVAILABLE
     Account.objects.filter(pk=rejected.pk).update(status=AccountStatus.REJECTED)
     requeue_url = reverse("admin:accounts_account_requeue", args=[rejected.pk])
     page = admin_client.get(requeue_url)
     assert page.status_code == 200 and CANNOT in page.content.decode()
     refused = admin_client.post(requeue_url, {"email": ""})
-    assert refused.status_code == 200 and "cannot be decrypted with the configured keys" in refused.content.decode()
+    assert (
+        refused.status_code == 200
+        and "cannot be decrypted with the configured keys" in refused.content.decode()
+    )
 
 
 def test_api_list_detail_and_retire_show_cannot_be_decrypted(admin_client, settings):
@@ -130,9 +160,13 @@ def test_api_list_detail_and_retire_show_cannot_be_decrypted(admin_client, setti
     listing = admin_client.get("/api/accounts/")
     assert listing.status_code == 200
     (row,) = listing.json()["results"]
-    assert [row[f] for f in ("access_token_masked", "session_token_masked", "refresh_token_masked")] == [CANNOT] * 3
+    assert [
+        row[f] for f in ("access_token_masked", "session_token_masked", "refresh_token_masked")
+    ] == [CANNOT] * 3
     assert admin_client.get(f"/api/accounts/{sealed.pk}/").json()["access_token_masked"] == CANNOT
-    retired = admin_client.post("/api/accounts/retire/", {"ids": [sealed.pk]}, content_type="application/json")
+    retired = admin_client.post(
+        "/api/accounts/retire/", {"ids": [sealed.pk]}, content_type="application/json"
+    )
     assert retired.status_code == 200 and retired.json()["retired"] == [sealed.pk]
 
 
@@ -140,7 +174,9 @@ def test_csv_exports_answer_with_rows_that_cannot_be_decrypted(admin_client, set
     from webhooks.models import AttemptOutcome, ImportAttempt
 
     now = timezone.now()
-    sealed = account_sealed_with_foreign_key(settings, status=AccountStatus.CONSUMED, consumed_at=now)
+    sealed = account_sealed_with_foreign_key(
+        settings, status=AccountStatus.CONSUMED, consumed_at=now
+    )
     ImportAttempt.objects.create(account=sealed, outcome=AttemptOutcome.CONSUMED)
     url = reverse("admin:webhooks_importattempt_export")
     today = timezone.localdate().isoformat()
@@ -173,7 +209,10 @@ def test_system_check_warns_about_key_ids_not_configured_with_their_row_counts(s
     account_sealed_with_foreign_key(settings)
     (warning,) = pool_key_census_check(None)
     assert warning.id == "accounts.W001" and warning.level == 30  # a warning: it stops nothing
-    assert f"Key id {foreign_key_id()}, which is not in POOL_ENCRYPTION_KEY, sealed rows of accounts: 2." in warning.msg
+    assert (
+        f"Key id {foreign_key_id()}, which is not in POOL_ENCRYPTION_KEY, sealed rows of accounts: 2."
+        in warning.msg
+    )
 
 
 def test_census_counts_rows_per_key_id_in_every_encrypted_table(settings):
@@ -195,13 +234,17 @@ def test_check_pool_keys_refuses_only_when_no_row_opens(settings, capsys):
     AccountFactory()
     call_command("check_pool_keys")  # some rows open: a warning, not a refusal
     assert "NOT CONFIGURED" in capsys.readouterr().out
-    Account.objects.filter(pk__in=[a.pk for a in Account.objects.all() if isinstance(a.access_token, str)]).delete()
+    Account.objects.filter(
+        pk__in=[a.pk for a in Account.objects.all() if isinstance(a.access_token, str)]
+    ).delete()
     with pytest.raises(CommandError) as refused:
         call_command("check_pool_keys")
     assert "none of them opens with the configured POOL_ENCRYPTION_KEY" in str(refused.value)
 
 
-def test_rotate_check_lists_rows_per_key_and_fails_while_any_are_under_an_older_key(settings, capsys):
+def test_rotate_check_lists_rows_per_key_and_fails_while_any_are_under_an_older_key(
+    settings, capsys
+):
     old_key = settings.POOL_ENCRYPTION_KEY
     AccountFactory.create_batch(2)
     call_command("rotate_pool_key", "--check")
@@ -212,7 +255,10 @@ def test_rotate_check_lists_rows_per_key_and_fails_while_any_are_under_an_older_
         call_command("rotate_pool_key", "--check")
     assert failed.value.code == 1
     out = capsys.readouterr()
-    assert "(older, configured)" in out.out and "Rows still under a key other than the newest: 2." in out.err
+    assert (
+        "(older, configured)" in out.out
+        and "Rows still under a key other than the newest: 2." in out.err
+    )
 
     call_command("rotate_pool_key")
     call_command("rotate_pool_key", "--check")
@@ -225,6 +271,11 @@ def test_rotation_leaves_rows_no_key_opens_as_they_are(settings, capsys):
     settings.POOL_ENCRYPTION_KEY = f"{crypto.generate_key()},{settings.POOL_ENCRYPTION_KEY}"
     call_command("rotate_pool_key")
     captured = capsys.readouterr()
-    assert "Re-encrypted 1 of 2 accounts" in captured.out and "1 rows were left as they are" in captured.err
+    assert (
+        "Re-encrypted 1 of 2 accounts" in captured.out
+        and "1 rows were left as they are" in captured.err
+    )
     settings.POOL_ENCRYPTION_KEY = FOREIGN_KEY
-    assert isinstance(Account.objects.get(pk=sealed.pk).access_token, str)  # still opens with its own key
+    assert isinstance(
+        Account.objects.get(pk=sealed.pk).access_token, str
+    )  # still opens with its own key

@@ -29,7 +29,9 @@ def api_get(client, key):
 def staff_with_token_permissions(django_user_model, name="clerk"):
     user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
     for codename in ("add_apitoken", "view_apitoken", "delete_apitoken"):
-        user.user_permissions.add(Permission.objects.get(content_type__app_label="apitokens", codename=codename))
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label="apitokens", codename=codename)
+        )
     return user
 
 
@@ -112,13 +114,17 @@ def test_the_superuser_manages_everyones_tokens(client, admin_user, django_user_
     api_token_create(user=clerk)
     client.force_login(admin_user)
     assert str(clerk) in client.get(LIST_URL).content.decode()
-    assert client.post(ADD_URL, {"user": clerk.pk, "expiry_0": "", "expiry_1": ""}).status_code == 200
+    assert (
+        client.post(ADD_URL, {"user": clerk.pk, "expiry_0": "", "expiry_1": ""}).status_code == 200
+    )
     assert AuthToken.objects.filter(user=clerk).count() == 2
 
 
 def test_the_command_prints_a_new_key_once(client, admin_user):
     out, err = StringIO(), StringIO()
-    call_command("create_api_token", admin_user.username, "--expires-days", "30", stdout=out, stderr=err)
+    call_command(
+        "create_api_token", admin_user.username, "--expires-days", "30", stdout=out, stderr=err
+    )
     key = out.getvalue().strip()
     assert api_get(client, key).status_code == 200
     token = AuthToken.objects.get()
@@ -138,8 +144,13 @@ def test_drf_tokens_are_carried_over_hashed_and_their_clear_table_dropped(client
     migration = importlib.import_module("apitokens.migrations.0002_from_drf_authtoken")
     old_key = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
     with connection.cursor() as cursor:
-        cursor.execute('CREATE TABLE authtoken_token ("key" varchar(40) PRIMARY KEY, created timestamp, user_id integer)')
-        cursor.execute("INSERT INTO authtoken_token VALUES (%s, %s, %s)", [old_key, timezone.now(), admin_user.pk])
+        cursor.execute(
+            'CREATE TABLE authtoken_token ("key" varchar(40) PRIMARY KEY, created timestamp, user_id integer)'
+        )
+        cursor.execute(
+            "INSERT INTO authtoken_token VALUES (%s, %s, %s)",
+            [old_key, timezone.now(), admin_user.pk],
+        )
 
     def execute(sql):
         with connection.cursor() as cursor:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter, defaultdict
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,6 @@ from accounts.models import Account, AccountStatus, UnusableReason
 from accounts.services import account_retry
 from tests.processes import ROOT, free_port, stop, wait_for
 from webhooks import services
-from webhooks.services import MSG_LEASE_LOST
 from webhooks.models import (
     ACTIVE_RUN_STATUSES,
     AttemptOutcome,
@@ -38,6 +37,7 @@ from webhooks.models import (
     WebhookEvent,
 )
 from webhooks.selectors import run_activity
+from webhooks.services import MSG_LEASE_LOST
 
 ARTIFACTS = ROOT / "tests" / "artifacts" / "proof"
 WEBHOOK_PATH = "/webhooks/low-stock/"
@@ -56,7 +56,9 @@ class Cluster:
     file rather than a pipe nobody reads, which would stall a chatty process once full.
     """
 
-    def __init__(self, *, logs: Path, env: dict[str, str], webs: int, web_workers: int, workers: int):
+    def __init__(
+        self, *, logs: Path, env: dict[str, str], webs: int, web_workers: int, workers: int
+    ):
         self.logs = logs
         self.env = env
         self.web_count, self.web_workers, self.worker_count = webs, web_workers, workers
@@ -73,7 +75,14 @@ class Cluster:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         out = open(self.logs / f"{name}.log", "ab")
         try:
-            return subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             out.close()
 
@@ -84,9 +93,19 @@ class Cluster:
             self.webs.append(
                 self._spawn(
                     f"web{n}",
-                    [sys.executable, "-m", "gunicorn", "poolsite.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                     "--workers", str(self.web_workers), "--graceful-timeout", "5"],
-                )  # fmt: skip
+                    [
+                        sys.executable,
+                        "-m",
+                        "gunicorn",
+                        "poolsite.wsgi:application",
+                        "--bind",
+                        f"127.0.0.1:{port}",
+                        "--workers",
+                        str(self.web_workers),
+                        "--graceful-timeout",
+                        "5",
+                    ],
+                )
             )
             self.web_urls.append(f"http://127.0.0.1:{port}")
         for _ in range(self.worker_count):
@@ -100,12 +119,25 @@ class Cluster:
         worker_id = f"proof-worker-{os.getpid()}-{self.workers_started}"
         self.workers[worker_id] = self._spawn(
             worker_id,
-            [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.05", "--worker-id", worker_id],
+            [
+                sys.executable,
+                "manage.py",
+                "db_worker",
+                "--no-startup-delay",
+                "--interval",
+                "0.05",
+                "--worker-id",
+                worker_id,
+            ],
         )
         return worker_id
 
     def start_reconciler(self, every: float) -> None:
-        self.others.append(self._spawn("reconcile", [sys.executable, "manage.py", "reconcile", "--every", str(every)]))
+        self.others.append(
+            self._spawn(
+                "reconcile", [sys.executable, "manage.py", "reconcile", "--every", str(every)]
+            )
+        )
 
     def worker_of_live_run(self) -> str | None:
         """The live worker carrying out the run in flight, if one is."""
@@ -116,10 +148,14 @@ class Cluster:
         running, _queued = run_activity(now=timezone.now())
         if running is None:
             return None
-        for ids, args in DBTaskResult.objects.filter(status="RUNNING", task_path=replenish.module_path).values_list(
-            "worker_ids", "args_kwargs"
-        ):
-            if ids and ids[-1] in self.workers and (args or {}).get("kwargs", {}).get("run_id") == running:
+        for ids, args in DBTaskResult.objects.filter(
+            status="RUNNING", task_path=replenish.module_path
+        ).values_list("worker_ids", "args_kwargs"):
+            if (
+                ids
+                and ids[-1] in self.workers
+                and (args or {}).get("kwargs", {}).get("run_id") == running
+            ):
                 return ids[-1]
         return None
 
@@ -184,18 +220,22 @@ class Cluster:
         if self.real_time_leases:
             return 0
         dead_runs, live_runs = set(), set()
-        for ids, args in DBTaskResult.objects.filter(status="RUNNING", task_path=replenish.module_path).values_list(
-            "worker_ids", "args_kwargs"
-        ):
+        for ids, args in DBTaskResult.objects.filter(
+            status="RUNNING", task_path=replenish.module_path
+        ).values_list("worker_ids", "args_kwargs"):
             run_id = (args or {}).get("kwargs", {}).get("run_id")
             (dead_runs if ids and ids[-1] in self.dead else live_runs).add(run_id)
-        runs = ReplenishmentRun.objects.filter(pk__in=dead_runs - live_runs, status=RunStatus.RUNNING)
+        runs = ReplenishmentRun.objects.filter(
+            pk__in=dead_runs - live_runs, status=RunStatus.RUNNING
+        )
         leases = list(runs.values_list("lease_id", flat=True))
         if not leases:
             return 0
         past = timezone.now() - timedelta(seconds=1)
         runs.update(lease_expires_at=past)
-        Account.objects.filter(status=AccountStatus.RESERVED, lease_id__in=leases).update(lease_expires_at=past)
+        Account.objects.filter(status=AccountStatus.RESERVED, lease_id__in=leases).update(
+            lease_expires_at=past
+        )
         return len(leases)
 
     def check_alive(self) -> list[str]:
@@ -225,6 +265,7 @@ def _answers(url: str) -> bool:
 
 def staff_token() -> str:
     from django.contrib.auth import get_user_model
+
     from apitokens.services import api_token_create
 
     user = get_user_model().objects.create_superuser("proof", password="proof-not-a-secret")
@@ -273,7 +314,9 @@ def settle(cluster: Cluster, fake, *, timeout: float) -> float:
         cluster.expire_dead_leases()
         services.reconcile(now=timezone.now())
         held = Account.objects.filter(
-            status=AccountStatus.AVAILABLE, usable=False, unusable_reason=UnusableReason.UNKNOWN_OUTCOMES
+            status=AccountStatus.AVAILABLE,
+            usable=False,
+            unusable_reason=UnusableReason.UNKNOWN_OUTCOMES,
         ).values_list("pk", flat=True)
         if held:
             account_retry(account_ids=list(held), by=None)  # what staff do with held accounts
@@ -319,7 +362,9 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
     held = set(fake.imported)
     pool = {
         identity(email, account_id): (status, consumed_at)
-        for email, account_id, status, consumed_at in Account.objects.values_list("email", "account_id", "status", "consumed_at")
+        for email, account_id, status, consumed_at in Account.objects.values_list(
+            "email", "account_id", "status", "consumed_at"
+        )
     }
     consumed = {key for key, (status, _) in pool.items() if status == AccountStatus.CONSUMED}
     for key in sorted(held - consumed):
@@ -347,7 +392,9 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
             found.append(f"{key} was sent {n} time(s) after the pool recorded it consumed")
     for key, n in sorted(named.items()):
         if n > recorded[key]["all"]:
-            found.append(f"{key}: the manager saw {n} calls, the pool recorded {recorded[key]['all']} attempts")
+            found.append(
+                f"{key}: the manager saw {n} calls, the pool recorded {recorded[key]['all']} attempts"
+            )
         # The fake accepts an account once by construction, so "imported twice" shows as calls:
         # each call after the first must be explained by an earlier answer the pool could not use.
         if n - 1 > recorded[key]["unknown"] + recorded[key]["config_error"]:
@@ -357,14 +404,22 @@ def violations(fake, *, hour_cap: int | None = None) -> list[str]:
             )
     for key, counts in sorted(recorded.items()):
         if counts["answered"] > named[key]:
-            found.append(f"{key}: {counts['answered']} attempts recorded as sent, the manager saw {named[key]} calls")
+            found.append(
+                f"{key}: {counts['answered']} attempts recorded as sent, the manager saw {named[key]} calls"
+            )
     found += unmet_demand()
 
     if hour_cap is not None:
-        pushed = sum(ReplenishmentRun.objects.exclude(requested_accounts=None).values_list("requested_accounts", flat=True))
+        pushed = sum(
+            ReplenishmentRun.objects.exclude(requested_accounts=None).values_list(
+                "requested_accounts", flat=True
+            )
+        )
         first_sent = ImportAttempt.objects.filter(sent=True).values("account").distinct().count()
         if first_sent > hour_cap + pushed:
-            found.append(f"{first_sent} accounts sent within the hour, cap {hour_cap} + {pushed} pushed by staff")
+            found.append(
+                f"{first_sent} accounts sent within the hour, cap {hour_cap} + {pushed} pushed by staff"
+            )
     return found
 
 
@@ -386,10 +441,17 @@ def _attempts_by_identity() -> dict[str, Counter]:
     wrote for a call it made: they carry the mode), and "lease lost" (answers that came back
     after the run's lease on the account was gone: recorded, not applied)."""
     counts: dict[str, Counter] = defaultdict(Counter)
-    rows = ImportAttempt.objects.filter(sent=True).values_list("account__email", "account__account_id", "outcome", "mode", "error")
+    rows = ImportAttempt.objects.filter(sent=True).values_list(
+        "account__email", "account__account_id", "outcome", "mode", "error"
+    )
     for email, account_id, outcome, mode, error in rows:
         counts[identity(email, account_id)].update(
-            ("all", outcome, *(["answered"] if mode else []), *(["lease lost"] if MSG_LEASE_LOST in error else []))
+            (
+                "all",
+                outcome,
+                *(["answered"] if mode else []),
+                *(["lease lost"] if MSG_LEASE_LOST in error else []),
+            )
         )
     return counts
 
@@ -402,15 +464,21 @@ def unmet_demand() -> list[str]:
     must cover the need.
     """
     delivered: Counter = Counter()
-    rows = ImportAttempt.objects.filter(outcome__in=[AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN]).values_list("run_id", "error")
+    rows = ImportAttempt.objects.filter(
+        outcome__in=[AttemptOutcome.CONSUMED, AttemptOutcome.UNKNOWN]
+    ).values_list("run_id", "error")
     for run_id, error in rows:
         if MSG_LEASE_LOST not in error:
             delivered[run_id] += 1
     found = []
     finished = ReplenishmentRun.objects.exclude(status__in=ACTIVE_RUN_STATUSES).exclude(need=None)
-    for run_id, need, shortfall, reason in finished.values_list("pk", "need", "shortfall", "shortfall_reason"):
+    for run_id, need, shortfall, reason in finished.values_list(
+        "pk", "need", "shortfall", "shortfall_reason"
+    ):
         if delivered[run_id] + shortfall < need:
-            found.append(f"run #{run_id} needed {need}, delivered {delivered[run_id]}, recorded {shortfall} short ({reason or 'no reason'})")
+            found.append(
+                f"run #{run_id} needed {need}, delivered {delivered[run_id]}, recorded {shortfall} short ({reason or 'no reason'})"
+            )
     return found
 
 
@@ -453,9 +521,14 @@ class RecordingFault:
         with connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {self.TABLE}")
             if connection.vendor == "postgresql":
-                cursor.execute(f"INSERT INTO {self.TABLE} VALUES (clock_timestamp() + %s * interval '1 second')", [seconds])
+                cursor.execute(
+                    f"INSERT INTO {self.TABLE} VALUES (clock_timestamp() + %s * interval '1 second')",
+                    [seconds],
+                )
             else:
-                cursor.execute(f"INSERT INTO {self.TABLE} VALUES (julianday('now') + %s / 86400.0)", [seconds])
+                cursor.execute(
+                    f"INSERT INTO {self.TABLE} VALUES (julianday('now') + %s / 86400.0)", [seconds]
+                )
 
     def remove(self) -> None:
         table = Account._meta.db_table
@@ -477,7 +550,9 @@ class Figures:
 
     name: str
     database: str = field(default_factory=lambda: connection.vendor)
-    started: str = field(default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds"))
+    started: str = field(
+        default_factory=lambda: datetime.now().astimezone().isoformat(timespec="seconds")
+    )
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     violations: list[str] = field(default_factory=list)
@@ -495,19 +570,32 @@ class Figures:
             behaviours[name] = behaviours.get(name, 0) + 1
         self.counts.update({f"answers: {name}": n for name, n in sorted(behaviours.items())})
         self.counts["pool accounts"] = Account.objects.count()
-        for status, n in Account.objects.values_list("status").order_by("status").annotate(n=Count("id")):
+        for status, n in (
+            Account.objects.values_list("status").order_by("status").annotate(n=Count("id"))
+        ):
             self.counts[f"pool {status}"] = n
 
     def write(self) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{self.name}-{self.database}.json"
-        payload = {**self.__dict__, "seconds": round(self.seconds, 1), "python": sys.version.split()[0]}
+        payload = {
+            **self.__dict__,
+            "seconds": round(self.seconds, 1),
+            "python": sys.version.split()[0],
+        }
         path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
         return path
 
 
-def post_webhook(session: requests.Session, url: str, *, current_seats: int, threshold: int = 10) -> int:
-    body = {"event": "low_stock", "current_seats": current_seats, "threshold": threshold, "message": "库存不足预警"}
+def post_webhook(
+    session: requests.Session, url: str, *, current_seats: int, threshold: int = 10
+) -> int:
+    body = {
+        "event": "low_stock",
+        "current_seats": current_seats,
+        "threshold": threshold,
+        "message": "库存不足预警",
+    }
     headers = {"X-API-Key": settings.MANAGER_API_KEY}
     return session.post(url + WEBHOOK_PATH, json=body, headers=headers, timeout=30).status_code
 
@@ -516,7 +604,10 @@ def post_push(session: requests.Session, url: str, *, token: str, accounts: int)
     """A staff push through the API; a 409 (a run was starting that moment) is tried again."""
     for _ in range(20):
         status = session.post(
-            url + PUSH_PATH, json={"accounts": accounts}, headers={"Authorization": f"Token {token}"}, timeout=30
+            url + PUSH_PATH,
+            json={"accounts": accounts},
+            headers={"Authorization": f"Token {token}"},
+            timeout=30,
         ).status_code
         if status != 409:
             return status

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from django.utils import timezone
 from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
-from django.utils import timezone
 
 from accounts.models import Account
 from tests.factories import AccountFactory, account_sealed_with_foreign_key
@@ -50,7 +50,9 @@ from webhooks.selectors import policy_get, run_activity
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 SCHEDULES = env_int("PROOF_SCHEDULES", 200)
-READ_TIMEOUT = 0.5  # "slow:0.8" and "landed_then_hang:0.8" outlast it: the import lands, the answer is lost
+READ_TIMEOUT = (
+    0.5  # "slow:0.8" and "landed_then_hang:0.8" outlast it: the import lands, the answer is lost
+)
 LONG_ANSWERS = ("slow:0.8", "landed_then_hang:0.8")
 
 
@@ -127,17 +129,37 @@ class Schedule:
     killed_push: KilledPush | None = None  # this schedule's leases run out in real time
 
 
-_NAMES = ["ok", "reject", "unauthorized", "http500", "slow", "drop", "landed_then_drop", "landed_then_hang", "garbage", "cut"]
+_NAMES = [
+    "ok",
+    "reject",
+    "unauthorized",
+    "http500",
+    "slow",
+    "drop",
+    "landed_then_drop",
+    "landed_then_hang",
+    "garbage",
+    "cut",
+]
 behaviours = st.sampled_from(_NAMES).flatmap(
-    lambda name: st.sampled_from(["slow:0.1", "slow:0.8"]) if name == "slow"
-    else st.just("landed_then_hang:0.8") if name == "landed_then_hang"
-    else st.integers(0, 3).map(lambda k: f"cut:{k}") if name == "cut"
-    else st.just(name)
-)  # fmt: skip
+    lambda name: (
+        st.sampled_from(["slow:0.1", "slow:0.8"])
+        if name == "slow"
+        else st.just("landed_then_hang:0.8")
+        if name == "landed_then_hang"
+        else st.integers(0, 3).map(lambda k: f"cut:{k}")
+        if name == "cut"
+        else st.just(name)
+    )
+)
 triggers = st.one_of(st.builds(Webhook, st.integers(0, 10)), st.builds(Push, st.integers(1, 2)))
 steps = st.one_of(
     triggers,
-    st.builds(Kill, st.sampled_from(["now", "busy", "busy", "in_flight", "after_call"]), st.sampled_from([0.0, 0.02, 0.1])),
+    st.builds(
+        Kill,
+        st.sampled_from(["now", "busy", "busy", "in_flight", "after_call"]),
+        st.sampled_from([0.0, 0.02, 0.1]),
+    ),
     # Twice the weight: a stall needs a run in flight, often a long answer.
     st.builds(Stall, st.sampled_from(["in_call", "in_call", "busy"]), st.sampled_from([0.2, 0.6])),
     st.builds(Stall, st.sampled_from(["in_call", "in_call", "busy"]), st.sampled_from([0.2, 0.6])),
@@ -149,7 +171,11 @@ steps = st.one_of(
 # Rare (one schedule in 32): each costs a real lease, about 6 s with the proof's short leases.
 # (A middle value: hypothesis draws the ends of a range more often than the rest.)
 killed_pushes = st.integers(1, 32).flatmap(
-    lambda n: st.builds(KilledPush, st.sampled_from([7, 12, 200]), st.sampled_from([2, 5, 40])) if n == 17 else st.none()
+    lambda n: (
+        st.builds(KilledPush, st.sampled_from([7, 12, 200]), st.sampled_from([2, 5, 40]))
+        if n == 17
+        else st.none()
+    )
 )
 schedules = st.builds(
     Schedule,
@@ -165,23 +191,47 @@ schedules = st.builds(
 # Always played first, so that every kind of step is covered whatever is drawn after them.
 ALWAYS = [
     # A push of 200 whose worker is killed midway, its lease left to run out in real time.
-    Schedule(mode=ImportMode.SINGLE, new_accounts=0, plan=["ok"], steps=[Pause(0.05)], killed_push=KilledPush(200, 40)),
+    Schedule(
+        mode=ImportMode.SINGLE,
+        new_accounts=0,
+        plan=["ok"],
+        steps=[Pause(0.05)],
+        killed_push=KilledPush(200, 40),
+    ),
     # An event during a run that under-delivers (the manager rejects one account).
-    Schedule(mode=ImportMode.SINGLE, new_accounts=4, plan=["reject", "slow:0.1", "slow:0.1"], steps=[WebhookDuringRun(0)]),
+    Schedule(
+        mode=ImportMode.SINGLE,
+        new_accounts=4,
+        plan=["reject", "slow:0.1", "slow:0.1"],
+        steps=[WebhookDuringRun(0)],
+    ),
     # Two accounts with one email (two workspaces) in batch mode.
-    Schedule(mode=ImportMode.BATCH, new_accounts=2, plan=["ok"], steps=[Webhook(0)], same_email_pairs=1),
+    Schedule(
+        mode=ImportMode.BATCH, new_accounts=2, plan=["ok"], steps=[Webhook(0)], same_email_pairs=1
+    ),
     # The database fails while the answers of a batch are being recorded.
-    Schedule(mode=ImportMode.BATCH, new_accounts=3, plan=["slow:0.1"], steps=[Webhook(0), RecordingFails(0.5)]),
+    Schedule(
+        mode=ImportMode.BATCH,
+        new_accounts=3,
+        plan=["slow:0.1"],
+        steps=[Webhook(0), RecordingFails(0.5)],
+    ),
     # A row sealed with a key the service does not have, first in line among the picks.
-    Schedule(mode=ImportMode.SINGLE, new_accounts=2, plan=["ok"], steps=[Webhook(0)], foreign_rows=1),
+    Schedule(
+        mode=ImportMode.SINGLE, new_accounts=2, plan=["ok"], steps=[Webhook(0)], foreign_rows=1
+    ),
 ]
 
 
 @pytest.fixture
 def cluster(manager, tmp_path):
     policy = policy_get()
-    policy.retry_backoff = "0,0,0"  # due at once: the schedule's own faults decide what happens next
-    policy.max_accounts_per_hour = 10**6  # the storm proves the cap; here it would only stop the work
+    policy.retry_backoff = (
+        "0,0,0"  # due at once: the schedule's own faults decide what happens next
+    )
+    policy.max_accounts_per_hour = (
+        10**6
+    )  # the storm proves the cap; here it would only stop the work
     policy.save()
     # Short leases (3 accounts a chunk, 2 s margin: 3 × 1.5 s + 2 s) so that a schedule can let a
     # killed worker's lease run out in real time.
@@ -200,7 +250,9 @@ def cluster(manager, tmp_path):
     fault.remove()
 
 
-def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(cluster, manager, settings):
+def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(
+    cluster, manager, settings
+):
     django_settings = settings
     token = staff_token()
     session = requests.Session()
@@ -259,7 +311,9 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         if (status := post_push(session, url, token=token, accounts=step.accounts)) != 202:
             raise AssertionError(f"push answered {status}")
         deadline = time.monotonic() + 20
-        while len(manager.import_calls()) < calls + step.after_calls and time.monotonic() < deadline:
+        while (
+            len(manager.import_calls()) < calls + step.after_calls and time.monotonic() < deadline
+        ):
             time.sleep(0.005)
         victim = cluster.worker_of_live_run()
         if victim is not None:
@@ -331,10 +385,17 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
         play_out(cluster, timeout=5)  # under the schedule's faults
         settle(cluster, manager, timeout=60)
         cluster.real_time_leases = False
-        found = refused + violations(manager) + never_sent_undecryptable(manager) + cluster.check_alive()
+        found = (
+            refused
+            + violations(manager)
+            + never_sent_undecryptable(manager)
+            + cluster.check_alive()
+        )
         if found:
             # The processes' logs outlive pytest's temporary directories (kept for three runs only).
-            shutil.copytree(cluster.logs, ARTIFACTS / f"logs-{figures.database}", dirs_exist_ok=True)
+            shutil.copytree(
+                cluster.logs, ARTIFACTS / f"logs-{figures.database}", dirs_exist_ok=True
+            )
             figures.violations += found
             figures.seconds = time.monotonic() - started
             figures.write()
@@ -343,7 +404,10 @@ def test_fault_schedules_leave_the_pool_and_the_manager_in_exact_agreement(clust
     run()
     figures.seconds = time.monotonic() - started
     figures.add("worker processes started", cluster.workers_started)
-    figures.add("accounts held for a key the service lacks", Account.objects.filter(unusable_reason="key_missing").count())
+    figures.add(
+        "accounts held for a key the service lacks",
+        Account.objects.filter(unusable_reason="key_missing").count(),
+    )
     figures.manager_figures(manager)
     figures.write()
     assert figures.counts["schedules"] >= SCHEDULES

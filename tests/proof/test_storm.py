@@ -73,7 +73,9 @@ def manager_answers(rng: random.Random, n: int) -> list[str]:
     return plan
 
 
-def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agreement(manager, tmp_path):
+def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agreement(
+    manager, tmp_path
+):
     rng = random.Random(20261125)
     postgres = connection.vendor == "postgresql"
     policy = policy_get()
@@ -85,7 +87,11 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
     manager.default = "slow:1"
     env = project_env(MANAGER_READ_TIMEOUT="3", MANAGER_CONNECT_TIMEOUT="1")
     cluster = Cluster(
-        logs=tmp_path / "logs", env=env, webs=2 if postgres else 1, web_workers=2, workers=3 if postgres else 1
+        logs=tmp_path / "logs",
+        env=env,
+        webs=2 if postgres else 1,
+        web_workers=2,
+        workers=3 if postgres else 1,
     )
     figures = Figures("storm")
     token = staff_token()
@@ -96,7 +102,9 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
         statuses: Counter = Counter()
         latencies: list[float] = []
         lock = threading.Lock()
-        per_client = [WEBHOOKS // CLIENTS + (1 if i < WEBHOOKS % CLIENTS else 0) for i in range(CLIENTS)]
+        per_client = [
+            WEBHOOKS // CLIENTS + (1 if i < WEBHOOKS % CLIENTS else 0) for i in range(CLIENTS)
+        ]
         seeds = [rng.random() for _ in range(CLIENTS + 1)]
 
         def client(index: int) -> None:
@@ -107,7 +115,9 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
                 url = cluster.web_urls[(index + n) % len(cluster.web_urls)]
                 sent = time.perf_counter()
                 threshold = own.randint(5, 40)  # asks for 1 to 9 accounts
-                status = post_webhook(session, url, current_seats=own.randint(0, threshold), threshold=threshold)
+                status = post_webhook(
+                    session, url, current_seats=own.randint(0, threshold), threshold=threshold
+                )
                 with lock:
                     latencies.append(time.perf_counter() - sent)
                     statuses[f"webhook {status}"] += 1
@@ -136,15 +146,28 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
         found.append(f"answers {dict(statuses)}, expected {expected}")
     # What every process of the storm printed holds no slice of any token.
     finder = SecretFinder(
-        {f"{field} of #{a.pk}": getattr(a, field) for a in Account.objects.all() for field in TOKEN_FIELDS if getattr(a, field)}
+        {
+            f"{field} of #{a.pk}": getattr(a, field)
+            for a in Account.objects.all()
+            for field in TOKEN_FIELDS
+            if getattr(a, field)
+        }
     )
     for log in sorted((tmp_path / "logs").glob("*.log")):
-        found += [f"a token ({name}) in {log.name} at offset {at}" for at, name in finder.find(log.read_text(errors="replace"))]
-    cap_spent = ReplenishmentRun.objects.filter(need_explained__contains="in the last hour → 0").count()
+        found += [
+            f"a token ({name}) in {log.name} at offset {at}"
+            for at, name in finder.find(log.read_text(errors="replace"))
+        ]
+    cap_spent = ReplenishmentRun.objects.filter(
+        need_explained__contains="in the last hour → 0"
+    ).count()
     if not cap_spent:
         found.append("the hourly cap was never reached: the storm did not test it")
     events = Counter(WebhookEvent.objects.values_list("status", flat=True))
-    if sum(events.values()) != WEBHOOKS or set(events) - {EventStatus.ACTED_ON, EventStatus.SUPERSEDED}:
+    if sum(events.values()) != WEBHOOKS or set(events) - {
+        EventStatus.ACTED_ON,
+        EventStatus.SUPERSEDED,
+    }:
         found.append(f"events recorded {dict(events)}")
 
     latencies.sort()
@@ -163,7 +186,12 @@ def test_a_storm_of_webhooks_over_many_processes_leaves_pool_and_manager_in_agre
             "quiet period seconds": round(quiet_seconds),
             **{f"events {status}": n for status, n in sorted(events.items())},
             "runs the hourly cap left with nothing to do": cap_spent,
-            **{f"runs {status}": n for status, n in Counter(ReplenishmentRun.objects.values_list("status", flat=True)).items()},
+            **{
+                f"runs {status}": n
+                for status, n in Counter(
+                    ReplenishmentRun.objects.values_list("status", flat=True)
+                ).items()
+            },
         }
     )
     figures.manager_figures(manager)

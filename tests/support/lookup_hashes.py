@@ -37,7 +37,11 @@ def hash_key(encryption_keys: str) -> bytes:
 
 
 def lookup_hash(value: str, *, encryption_keys: str) -> str:
-    return hmac.new(hash_key(encryption_keys), value.encode("utf-8"), hashlib.sha256).digest()[:16].hex()
+    return (
+        hmac.new(hash_key(encryption_keys), value.encode("utf-8"), hashlib.sha256)
+        .digest()[:16]
+        .hex()
+    )
 
 
 def account_lookup_hashes(

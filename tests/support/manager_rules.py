@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 # The manager's own patterns (its batch fallback uses the same ones on a whole line).
@@ -94,7 +94,7 @@ def read_claims(access_token: str) -> Claims | None:
         if isinstance(exp, bool) or not isinstance(exp, (int, float)):
             return None
         try:
-            expires_at = datetime.fromtimestamp(exp, tz=timezone.utc)
+            expires_at = datetime.fromtimestamp(exp, tz=UTC)
         except (OverflowError, OSError, ValueError):
             return None
     return Claims(email, expires_at)

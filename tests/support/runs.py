@@ -5,13 +5,17 @@ from webhooks.models import ReplenishmentRun, RunStatus, RunTrigger, WebhookEven
 
 
 def event(current_seats=5, threshold=10):
-    accepted = services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    accepted = services.event_receive(
+        current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None
+    )
     return WebhookEvent.objects.get(pk=accepted.pk)
 
 
 def run_now(trigger=RunTrigger.WEBHOOK, **kwargs):
     """Carry out the queued run (waking one first if none is queued), as a worker would."""
-    run = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).first() or services.run_wake(trigger=trigger, **kwargs)
+    run = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).first() or services.run_wake(
+        trigger=trigger, **kwargs
+    )
     return services.run_execute(run_id=run.pk)
 
 

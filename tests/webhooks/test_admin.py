@@ -7,8 +7,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from tests.factories import AccountFactory
 from tests.accounts.test_admin import assert_no_secret
+from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.models import ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger, Shortfall
 
@@ -18,13 +18,22 @@ pytestmark = pytest.mark.django_db
 def test_history_pages_show_the_run_and_no_secret(admin_client, manager):
     account = AccountFactory()
     manager.plan(["http500"])
-    services.event_receive(current_seats=9, threshold=10, message="库存不足", payload="{}", remote_addr="127.0.0.1")
+    services.event_receive(
+        current_seats=9, threshold=10, message="库存不足", payload="{}", remote_addr="127.0.0.1"
+    )
     run = services.run_execute(run_id=ReplenishmentRun.objects.get().pk)
     for name in ("webhookevent", "replenishmentrun", "importattempt"):
         response = admin_client.get(reverse(f"admin:webhooks_{name}_changelist"))
         assert response.status_code == 200, name
-        assert_no_secret(response.content.decode(), account.access_token, account.session_token, account.refresh_token)
-    attempts = admin_client.get(reverse("admin:webhooks_importattempt_changelist"), {"q": account.email[:5]})
+        assert_no_secret(
+            response.content.decode(),
+            account.access_token,
+            account.session_token,
+            account.refresh_token,
+        )
+    attempts = admin_client.get(
+        reverse("admin:webhooks_importattempt_changelist"), {"q": account.email[:5]}
+    )
     assert account.email in attempts.content.decode()
     detail = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk]))
     assert "ceil((10 + 5 - 9) / 5)" in detail.content.decode()
@@ -32,10 +41,16 @@ def test_history_pages_show_the_run_and_no_secret(admin_client, manager):
 
 def test_push_now_queues_a_manual_run(admin_client, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        response = admin_client.post(reverse("admin:webhooks_replenishmentrun_push"), {"accounts": 3})
+        response = admin_client.post(
+            reverse("admin:webhooks_replenishmentrun_push"), {"accounts": 3}
+        )
     assert response.status_code == 302
     run = ReplenishmentRun.objects.get()
-    assert (run.trigger, run.status, run.requested_accounts) == (RunTrigger.MANUAL, RunStatus.QUEUED, 3)
+    assert (run.trigger, run.status, run.requested_accounts) == (
+        RunTrigger.MANUAL,
+        RunStatus.QUEUED,
+        3,
+    )
     assert run.requested_by.username == "admin" and len(callbacks) == 1
 
 
@@ -62,7 +77,9 @@ def test_the_attempts_list_decrypts_no_token(admin_client, manager, monkeypatch)
     from accounts import crypto
 
     AccountFactory.create_batch(3)
-    services.event_receive(current_seats=0, threshold=10, message="", payload="{}", remote_addr=None)
+    services.event_receive(
+        current_seats=0, threshold=10, message="", payload="{}", remote_addr=None
+    )
     services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
     decrypted = []
     real_decrypt = crypto.decrypt
@@ -75,7 +92,9 @@ def test_the_attempts_list_decrypts_no_token(admin_client, manager, monkeypatch)
 
 
 @pytest.mark.parametrize("model", ["webhookevent", "replenishmentrun", "importattempt"])
-def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(admin_client, monkeypatch, model):
+def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(
+    admin_client, monkeypatch, model
+):
     from accounts.admin import CappedCountPaginator
     from webhooks.models import AttemptOutcome, ImportAttempt
 
@@ -98,11 +117,15 @@ def test_history_lists_say_more_than_the_cap_instead_of_counting_everything(admi
 def test_a_runs_page_lists_its_attempts_and_links_to_them(admin_client, manager):
     kept, refused = AccountFactory(), AccountFactory()
     manager.plan(["ok", "reject"])
-    services.event_receive(current_seats=0, threshold=10, message="", payload="{}", remote_addr="127.0.0.1")
+    services.event_receive(
+        current_seats=0, threshold=10, message="", payload="{}", remote_addr="127.0.0.1"
+    )
     run = services.run_execute(run_id=ReplenishmentRun.objects.get().pk)
     other = ReplenishmentRun.objects.create(trigger=RunTrigger.MANUAL, status=RunStatus.FINISHED)
 
-    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+    html = admin_client.get(
+        reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])
+    ).content.decode()
     table = html.split('id="run-attempts"')[1]
     rows = re.findall(r'<tr data-attempt="\d+">(.*?)</tr>', table, re.S)
     assert len(rows) == ImportAttempt.objects.filter(run=run).count() >= 2
@@ -117,20 +140,35 @@ def test_a_runs_page_lists_its_attempts_and_links_to_them(admin_client, manager)
     listed = admin_client.get(link)
     assert listed.status_code == 200  # not a redirect to "?e=1": the filter is allowed
     assert listed.context["cl"].result_count == len(rows)
-    empty = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[other.pk])).content.decode()
+    empty = admin_client.get(
+        reverse("admin:webhooks_replenishmentrun_change", args=[other.pk])
+    ).content.decode()
     assert "This run sent no account." in empty
 
 
 def test_a_finished_run_shows_no_lease_and_says_why_it_was_short(admin_client):
     run = ReplenishmentRun.objects.create(
-        trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED, need=4, shortfall=3, shortfall_reason=Shortfall.POOL_EMPTY,
-        stray_answers=["stray@example.com: ok"], lease_expires_at=timezone.now(),
-    )  # fmt: skip
-    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+        trigger=RunTrigger.WEBHOOK,
+        status=RunStatus.FINISHED,
+        need=4,
+        shortfall=3,
+        shortfall_reason=Shortfall.POOL_EMPTY,
+        stray_answers=["stray@example.com: ok"],
+        lease_expires_at=timezone.now(),
+    )
+    html = admin_client.get(
+        reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])
+    ).content.decode()
     assert "Lease expires" not in html
     assert "Accounts short" in html and str(Shortfall.POOL_EMPTY.label) in html
-    assert "stray@example.com: ok" in html and html.count("Answers that matched no account sent") == 1
+    assert (
+        "stray@example.com: ok" in html and html.count("Answers that matched no account sent") == 1
+    )
 
-    ReplenishmentRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=timezone.now())
-    html = admin_client.get(reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])).content.decode()
+    ReplenishmentRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, started_at=timezone.now()
+    )
+    html = admin_client.get(
+        reverse("admin:webhooks_replenishmentrun_change", args=[run.pk])
+    ).content.decode()
     assert "Lease expires" in html

@@ -8,8 +8,8 @@ import re
 import socket
 import threading
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.admin.models import LogEntry
@@ -114,7 +114,9 @@ def evaluate():
 
 def run_now():
     """One webhook event and the run it wakes, carried out here against the fake manager."""
-    services.event_receive(current_seats=9, threshold=10, message="", payload="{}", remote_addr=None)
+    services.event_receive(
+        current_seats=9, threshold=10, message="", payload="{}", remote_addr=None
+    )
     return services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
 
 
@@ -187,7 +189,12 @@ def test_short_runway_fires_when_the_dashboard_runway_is_under_the_threshold(rec
     evaluate()
     assert dashboard_stats(now=timezone.now())["runway_days"] == 2.5
     assert receiver.titles == [str(alerts.TITLES[AlertCondition.SHORT_RUNWAY])]
-    expected = alerts.MSG_SHORT_RUNWAY % {"per_day": "2.0", "available": 5, "days": 2.5, "threshold": 3}
+    expected = alerts.MSG_SHORT_RUNWAY % {
+        "per_day": "2.0",
+        "available": 5,
+        "days": 2.5,
+        "threshold": 3,
+    }
     assert receiver.posts[0]["body"] == str(expected)
 
     AccountFactory()  # 6 left at 2 a day: 3.0 days, no longer under 3
@@ -203,7 +210,9 @@ def test_short_runway_counts_days_in_the_local_time_zone_as_the_dashboard_does(r
     thresholds(runway_below_days=7)
     AccountFactory.create_batch(5)
     just_after_midnight = (
-        timezone.now().astimezone(ZoneInfo("Asia/Shanghai")).replace(hour=0, minute=30, second=0, microsecond=0)
+        timezone.now()
+        .astimezone(ZoneInfo("Asia/Shanghai"))
+        .replace(hour=0, minute=30, second=0, microsecond=0)
     ).astimezone(ZoneInfo("UTC"))  # 16:30 UTC the day before, as timezone.now() gives it
     consumed_at = just_after_midnight - timedelta(minutes=20)  # 00:10 local: today, not UTC's today
     AccountFactory.create_batch(7, status=AccountStatus.CONSUMED, consumed_at=consumed_at)
@@ -302,7 +311,9 @@ def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager,
     with Receiver(status=500) as refusing:
         refusing_url = refusing.url(credentials="ops:pa55word-of-the-bot@")
         NotificationTarget.objects.create(
-            label="ops chat", url=refusing_url, masked_url=alerts.notification_url_mask(url=refusing_url)
+            label="ops chat",
+            url=refusing_url,
+            masked_url=alerts.notification_url_mask(url=refusing_url),
         )
         thresholds(config_error=True)
         AccountFactory()
@@ -321,7 +332,9 @@ def test_a_broken_destination_is_recorded_and_the_run_goes_on(receiver, manager,
     assert config.last_error == event.error and config.last_notified_at is not None
     for text in (event.error, caplog.text):
         assert "pa55word-of-the-bot" not in text and down not in text
-    assert "not delivered everywhere" in caplog.text and "NOTIFY_URLS #2 bark://…down" in caplog.text
+    assert (
+        "not delivered everywhere" in caplog.text and "NOTIFY_URLS #2 bark://…down" in caplog.text
+    )
 
 
 def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings):
@@ -341,15 +354,21 @@ def test_when_nothing_is_delivered_the_alert_stays_raised_and_says_why(settings)
     assert AlertEvent.objects.first().error == str(alerts.MSG_NO_DESTINATION)
 
 
-def test_a_url_sealed_with_a_key_no_longer_configured_does_not_hide_the_others(receiver, settings, admin_client):
-    NotificationTarget.objects.create(label="old", url="bark://127.0.0.1:1/old", masked_url="bark://…/old")
+def test_a_url_sealed_with_a_key_no_longer_configured_does_not_hide_the_others(
+    receiver, settings, admin_client
+):
+    NotificationTarget.objects.create(
+        label="old", url="bark://127.0.0.1:1/old", masked_url="bark://…/old"
+    )
     settings.POOL_ENCRYPTION_KEY = generate_key()
     thresholds(stock_below=1)
     emptied_pool()
     evaluate()
     assert len(receiver.posts) == 1
     assert str(alerts.MSG_URL_UNDECRYPTABLE) in state(AlertCondition.LOW_STOCK).last_error
-    assert admin_client.get(reverse("admin:webhooks_notificationtarget_changelist")).status_code == 200
+    assert (
+        admin_client.get(reverse("admin:webhooks_notificationtarget_changelist")).status_code == 200
+    )
 
 
 # --- Admin ------------------------------------------------------------------------------------
@@ -359,15 +378,25 @@ def test_the_test_button_sends_one_notification(client, admin_user, receiver):
     client.force_login(admin_user)
     changelist = reverse("admin:webhooks_notificationtarget_changelist")
     page = client.get(changelist).content.decode()
-    assert 'id="test-notification-form"' in page and "bark://…hook" in page and receiver.url() not in page
+    assert (
+        'id="test-notification-form"' in page
+        and "bark://…hook" in page
+        and receiver.url() not in page
+    )
 
     button = reverse("admin:webhooks_notificationtarget_test")
     response = client.post(button)
     assert response.status_code == 302 and response.url == changelist
     assert receiver.titles == [str(alerts.TITLE_TEST)]
-    assert [str(m) for m in get_messages(response.wsgi_request)] == [str(alerts_admin.MSG_TEST_SENT)]
+    assert [str(m) for m in get_messages(response.wsgi_request)] == [
+        str(alerts_admin.MSG_TEST_SENT)
+    ]
     event = AlertEvent.objects.get()
-    assert (event.kind, event.delivery, event.requested_by) == (AlertEventKind.TEST, SENT, admin_user)
+    assert (event.kind, event.delivery, event.requested_by) == (
+        AlertEventKind.TEST,
+        SENT,
+        admin_user,
+    )
     assert client.get(button).status_code == 405 and len(receiver.posts) == 1
 
 
@@ -383,7 +412,10 @@ def test_the_test_button_needs_the_permission(client, django_user_model, receive
     viewer = django_user_model.objects.create_user("viewer", is_staff=True)
     viewer.user_permissions.add(Permission.objects.get(codename="view_notificationtarget"))
     client.force_login(viewer)
-    assert 'id="test-notification-form"' not in client.get(reverse("admin:webhooks_notificationtarget_changelist")).content.decode()
+    assert (
+        'id="test-notification-form"'
+        not in client.get(reverse("admin:webhooks_notificationtarget_changelist")).content.decode()
+    )
     assert client.post(reverse("admin:webhooks_notificationtarget_test")).status_code == 403
     assert receiver.posts == []
 
@@ -396,10 +428,14 @@ def test_destinations_are_masked_in_the_admin_and_encrypted_at_rest(client, admi
     add = reverse("admin:webhooks_notificationtarget_add")
     url = f"tgram://{BOT_TOKEN}/987654321"
 
-    refused = client.post(add, {"label": "ops", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"})
+    refused = client.post(
+        add, {"label": "ops", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"}
+    )
     assert refused.status_code == 200 and BOT_TOKEN not in refused.content.decode()
     assert str(alerts.MSG_SCHEME_NOT_ALLOWED) in refused.content.decode()
-    unusable = client.post(add, {"label": "ops", "new_url": "tgram://not-a-bot-token", "enabled": "on"})
+    unusable = client.post(
+        add, {"label": "ops", "new_url": "tgram://not-a-bot-token", "enabled": "on"}
+    )
     assert str(alerts.MSG_URL_NOT_RECOGNISED) in unusable.content.decode()
     assert client.post(add, {"label": "ops", "new_url": "", "enabled": "on"}).status_code == 200
 
@@ -411,12 +447,19 @@ def test_destinations_are_masked_in_the_admin_and_encrypted_at_rest(client, admi
         assert BOT_TOKEN.encode() not in bytes(cursor.fetchone()[0])
 
     change = reverse("admin:webhooks_notificationtarget_change", args=[target.pk])
-    assert client.post(change, {"label": "ops room", "new_url": "", "enabled": "on"}).status_code == 302
+    assert (
+        client.post(change, {"label": "ops room", "new_url": "", "enabled": "on"}).status_code
+        == 302
+    )
     assert NotificationTarget.objects.get().url == url  # an empty field keeps the URL
 
     listing = client.get(reverse("admin:webhooks_notificationtarget_changelist")).content.decode()
     assert "tgram://…4321" in listing
-    for page in (listing, client.get(change).content.decode(), client.get(change + "../history/").content.decode()):
+    for page in (
+        listing,
+        client.get(change).content.decode(),
+        client.get(change + "../history/").content.decode(),
+    ):
         assert BOT_TOKEN not in page and "AAEhBOweik6ad9r" not in page
     for entry in LogEntry.objects.all():
         assert BOT_TOKEN not in entry.object_repr + entry.change_message
@@ -428,13 +471,21 @@ def test_thresholds_change_only_with_the_change_permission(client, admin_user, d
     client.force_login(viewer)
     listing = client.get(reverse("admin:webhooks_alertsettings_changelist"))
     assert listing.status_code == 302
-    form = {"stock_below": 25, "runway_below_days": 5, "config_error": "on", "unknown_in_a_row": 4, "banned_in_a_day": 3}
+    form = {
+        "stock_below": 25,
+        "runway_below_days": 5,
+        "config_error": "on",
+        "unknown_in_a_row": 4,
+        "banned_in_a_day": 3,
+    }
     assert 'name="stock_below"' not in client.get(listing.url).content.decode()
     assert client.post(listing.url, form).status_code == 403
     assert AlertSettings.objects.get().stock_below == 10
 
     client.force_login(admin_user)
-    assert client.post(listing.url, {**form, "unknown_in_a_row": 101}).status_code == 200  # at most 100
+    assert (
+        client.post(listing.url, {**form, "unknown_in_a_row": 101}).status_code == 200
+    )  # at most 100
     assert client.post(listing.url, form).status_code == 302
     assert AlertSettings.objects.get().stock_below == 25
 
@@ -453,7 +504,16 @@ def test_states_and_history_are_listed(admin_client, receiver):
 # No test here opens a socket: names resolve through a stub, and any connection attempt fails
 # the test. Refusals must come before any connection.
 
-INTERNAL = ["10.0.0.5", "169.254.169.254", "::1", "127.0.0.1", "192.168.1.10", "fd00:ec2::254", "224.0.0.1", "100.100.100.200"]
+INTERNAL = [
+    "10.0.0.5",
+    "169.254.169.254",
+    "::1",
+    "127.0.0.1",
+    "192.168.1.10",
+    "fd00:ec2::254",
+    "224.0.0.1",
+    "100.100.100.200",
+]
 
 
 @pytest.fixture
@@ -469,7 +529,13 @@ def network(monkeypatch, settings):
     def getaddrinfo(host, port, *args, **kwargs):
         Network.looked_up.append(host)
         return [
-            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, port or 0),
+            )
             for a in Network.addresses
         ]
 
@@ -484,15 +550,29 @@ def network(monkeypatch, settings):
 
 
 def add_destination(client, url):
-    return client.post(reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": url, "enabled": "on"})
+    return client.post(
+        reverse("admin:webhooks_notificationtarget_add"),
+        {"label": "x", "new_url": url, "enabled": "on"},
+    )
 
 
 @pytest.mark.parametrize("address", INTERNAL)
-@pytest.mark.parametrize("url", ["bark://bark.internal.example/DEVICEKEY", "mailtos://ops:pw@mail.internal.example?to=ops@example.com"])
-def test_a_destination_whose_host_resolves_inside_is_refused_when_saved(admin_client, network, url, address):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "bark://bark.internal.example/DEVICEKEY",
+        "mailtos://ops:pw@mail.internal.example?to=ops@example.com",
+    ],
+)
+def test_a_destination_whose_host_resolves_inside_is_refused_when_saved(
+    admin_client, network, url, address
+):
     network.addresses = [address]
     response = add_destination(admin_client, url)
-    assert response.status_code == 200 and str(alerts.MSG_HOST_NOT_ALLOWED) in response.content.decode()
+    assert (
+        response.status_code == 200
+        and str(alerts.MSG_HOST_NOT_ALLOWED) in response.content.decode()
+    )
     assert not NotificationTarget.objects.exists()
     assert network.looked_up and network.connections == []
 
@@ -500,7 +580,10 @@ def test_a_destination_whose_host_resolves_inside_is_refused_when_saved(admin_cl
 @pytest.mark.parametrize(
     "url, problem",
     [
-        ("json://127.0.0.1:8080/hook?+X-Token=abc", "MSG_SCHEME_NOT_ALLOWED"),  # custom headers, any method
+        (
+            "json://127.0.0.1:8080/hook?+X-Token=abc",
+            "MSG_SCHEME_NOT_ALLOWED",
+        ),  # custom headers, any method
         ("xml://bark.example/", "MSG_SCHEME_NOT_ALLOWED"),
         ("form://bark.example/", "MSG_SCHEME_NOT_ALLOWED"),
         ("bark://[::1]:8080/DEVICEKEY", "MSG_HOST_NOT_ALLOWED"),
@@ -508,13 +591,17 @@ def test_a_destination_whose_host_resolves_inside_is_refused_when_saved(admin_cl
         ("mailto://ops:pw@example.com?smtp=10.1.2.3&to=ops@example.com", "MSG_HOST_NOT_ALLOWED"),
     ],
 )
-def test_other_kinds_and_internal_addresses_in_the_url_are_refused(admin_client, network, url, problem):
+def test_other_kinds_and_internal_addresses_in_the_url_are_refused(
+    admin_client, network, url, problem
+):
     response = add_destination(admin_client, url)
     assert str(getattr(alerts, problem)) in response.content.decode()
     assert not NotificationTarget.objects.exists() and network.connections == []
 
 
-def test_a_name_that_points_inside_when_sending_is_refused_before_connecting(client, admin_user, network, settings):
+def test_a_name_that_points_inside_when_sending_is_refused_before_connecting(
+    client, admin_user, network, settings
+):
     """Checked when saved, and resolved again right before each message (the name may change)."""
     settings.NOTIFY_URLS = []
     client.force_login(admin_user)
@@ -534,7 +621,12 @@ def test_a_name_that_points_inside_when_sending_is_refused_before_connecting(cli
 def test_notify_urls_are_checked_at_start_and_again_when_sending(network, settings):
     from django.core.checks import run_checks
 
-    settings.NOTIFY_URLS = ["json://127.0.0.1:9/x", "bark://10.0.0.5/KEY", f"tgram://{BOT_TOKEN}/1", "bark://bark.example.net/KEY"]
+    settings.NOTIFY_URLS = [
+        "json://127.0.0.1:9/x",
+        "bark://10.0.0.5/KEY",
+        f"tgram://{BOT_TOKEN}/1",
+        "bark://bark.example.net/KEY",
+    ]
     errors = [e for e in run_checks() if e.id == "webhooks.E001"]
     assert [e.msg.split(":")[0] for e in errors] == ["NOTIFY_URLS #1 json", "NOTIFY_URLS #2 bark"]
 
@@ -543,7 +635,10 @@ def test_notify_urls_are_checked_at_start_and_again_when_sending(network, settin
     thresholds(stock_below=1)
     emptied_pool()
     evaluate()
-    assert state(AlertCondition.LOW_STOCK).last_error == f"NOTIFY_URLS #1 bark://…/KEY: {alerts.MSG_HOST_NOT_ALLOWED}"
+    assert (
+        state(AlertCondition.LOW_STOCK).last_error
+        == f"NOTIFY_URLS #1 bark://…/KEY: {alerts.MSG_HOST_NOT_ALLOWED}"
+    )
     assert network.connections == []
 
 
@@ -561,9 +656,17 @@ def test_redirects_are_never_followed_whatever_the_url_says():
 
 @pytest.mark.parametrize(
     "address, allowed",
-    [("1.1.1.1", True), ("2606:4700:4700::1111", True), ("::ffff:10.0.0.5", False), ("64:ff9b::a9fe:a9fe", False),
-     ("0.0.0.0", False), ("240.0.0.1", False), ("fe80::1%eth0", False), ("100.64.0.1", False)],
-)  # fmt: skip
+    [
+        ("1.1.1.1", True),
+        ("2606:4700:4700::1111", True),
+        ("::ffff:10.0.0.5", False),
+        ("64:ff9b::a9fe:a9fe", False),
+        ("0.0.0.0", False),
+        ("240.0.0.1", False),
+        ("fe80::1%eth0", False),
+        ("100.64.0.1", False),
+    ],
+)
 def test_which_addresses_a_notification_may_go_to(address, allowed):
     assert alerts.address_allowed(address) is allowed
 
@@ -575,15 +678,23 @@ def test_adding_a_destination_shows_a_plain_url_field_and_editing_says_empty_kee
     assert "field-masked_url" not in add  # no "URL: -" above it
     assert str(alerts_admin.HELP_URL_NEW) in add and "keep the current one" not in add
 
-    missing = admin_client.post(reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": "", "enabled": "on"})
+    missing = admin_client.post(
+        reverse("admin:webhooks_notificationtarget_add"),
+        {"label": "x", "new_url": "", "enabled": "on"},
+    )
     assert str(alerts_admin.MSG_URL_REQUIRED) in missing.content.decode()
     refused = admin_client.post(
-        reverse("admin:webhooks_notificationtarget_add"), {"label": "x", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"}
+        reverse("admin:webhooks_notificationtarget_add"),
+        {"label": "x", "new_url": f"nonsense://{BOT_TOKEN}", "enabled": "on"},
     )
     assert BOT_TOKEN not in refused.content.decode()  # a plain field, never filled back in
 
-    target = NotificationTarget.objects.create(label="ops", url=f"tgram://{BOT_TOKEN}/1", masked_url="tgram://…/1")
-    edit = admin_client.get(reverse("admin:webhooks_notificationtarget_change", args=[target.pk])).content.decode()
+    target = NotificationTarget.objects.create(
+        label="ops", url=f"tgram://{BOT_TOKEN}/1", masked_url="tgram://…/1"
+    )
+    edit = admin_client.get(
+        reverse("admin:webhooks_notificationtarget_change", args=[target.pk])
+    ).content.decode()
     field = re.search(r'<input [^>]*name="new_url"[^>]*>', edit).group(0)
     assert 'type="password"' in field and "required" not in field
     assert "Leave it empty to keep the current one." in edit and "tgram://…/1" in edit

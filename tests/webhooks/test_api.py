@@ -1,8 +1,7 @@
 """/api/stats/, /api/events/, /api/runs/, /api/attempts/ and the push, with the fake manager over real HTTP."""
 
 import json
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.urls import reverse
@@ -31,7 +30,7 @@ EVENTS_URL = reverse("api-event-list")
 RUNS_URL = reverse("api-run-list")
 ATTEMPTS_URL = reverse("api-attempt-list")
 PUSH_URL = reverse("api-run-push")
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=dt_timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def ids(client, url, **params):
@@ -44,9 +43,15 @@ def webhook_run(manager, behaviours, *, current_seats, message=""):
     """An accepted event and the run it wakes, carried out against the fake manager."""
     manager.plan(behaviours)
     event = services.event_receive(
-        current_seats=current_seats, threshold=10, message=message, payload="{}", remote_addr="127.0.0.1"
+        current_seats=current_seats,
+        threshold=10,
+        message=message,
+        payload="{}",
+        remote_addr="127.0.0.1",
     )
-    return event, services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
+    return event, services.run_execute(
+        run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk
+    )
 
 
 # --- Stats -------------------------------------------------------------------------------------
@@ -59,9 +64,22 @@ def test_stats_are_the_dashboard_figures(admin_client):
     response = admin_client.get(STATS_URL)
     assert response.status_code == 200
     body = response.json()
-    assert body["counts"] == {"available": 3, "reserved": 0, "consumed": 1, "rejected": 0, "retired": 0}
-    assert (body["available_usable"], body["available_flagged_unusable"], body["seats_in_stock"]) == (2, 1, 10)
-    assert body["consumption_per_day"][-1] == {"day": timezone.now().date().isoformat(), "consumed": 1}
+    assert body["counts"] == {
+        "available": 3,
+        "reserved": 0,
+        "consumed": 1,
+        "rejected": 0,
+        "retired": 0,
+    }
+    assert (
+        body["available_usable"],
+        body["available_flagged_unusable"],
+        body["seats_in_stock"],
+    ) == (2, 1, 10)
+    assert body["consumption_per_day"][-1] == {
+        "day": timezone.now().date().isoformat(),
+        "consumed": 1,
+    }
     assert (body["consumed_last_7_days"], body["runway_days"]) == (1, 14.0)
     # The answer is passed through as dashboard_stats returns it: document every figure it adds.
     assert set(body) == set(api.StatsSerializer().fields)
@@ -82,10 +100,18 @@ def test_stats_need_what_the_dashboard_figures_need(client, client_with):
 
 def test_events_list_filter_and_redact(admin_client, manager):
     at, st = AccountFactory(), AccountFactory()
-    acted, run = webhook_run(manager, ["ok"], current_seats=9, message=f"库存不足 {at.access_token}")
-    refused = services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=None)
+    acted, run = webhook_run(
+        manager, ["ok"], current_seats=9, message=f"库存不足 {at.access_token}"
+    )
+    refused = services.event_refuse(
+        reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=None
+    )
     queued = services.event_receive(
-        current_seats=1, threshold=10, message="", payload=json.dumps({"x": st.session_token}), remote_addr=None
+        current_seats=1,
+        threshold=10,
+        message="",
+        payload=json.dumps({"x": st.session_token}),
+        remote_addr=None,
     )
     WebhookEvent.objects.filter(pk=acted.pk).update(received_at=T0)
     WebhookEvent.objects.filter(pk=refused.pk).update(received_at=T0 + timedelta(hours=1))
@@ -94,13 +120,23 @@ def test_events_list_filter_and_redact(admin_client, manager):
     assert ids(admin_client, EVENTS_URL) == [queued.pk, refused.pk, acted.pk]
     assert ids(admin_client, EVENTS_URL, status="refused") == [refused.pk]
     assert ids(admin_client, EVENTS_URL, key_ok="true") == [queued.pk, acted.pk]
-    assert ids(admin_client, EVENTS_URL, since=(T0 + timedelta(hours=1)).isoformat()) == [queued.pk, refused.pk]
+    assert ids(admin_client, EVENTS_URL, since=(T0 + timedelta(hours=1)).isoformat()) == [
+        queued.pk,
+        refused.pk,
+    ]
     assert ids(admin_client, EVENTS_URL, until=(T0 + timedelta(hours=1)).isoformat()) == [acted.pk]
-    assert ids(admin_client, EVENTS_URL, since="2026-03-01T12:30:00Z", until="2026-03-01T13:30:00Z") == [refused.pk]
+    assert ids(
+        admin_client, EVENTS_URL, since="2026-03-01T12:30:00Z", until="2026-03-01T13:30:00Z"
+    ) == [refused.pk]
 
     detail = admin_client.get(reverse("api-event-detail", args=[acted.pk]))
     row = detail.json()
-    assert (row["status"], row["run"], row["current_seats"], row["threshold"]) == (EventStatus.ACTED_ON, run.pk, 9, 10)
+    assert (row["status"], row["run"], row["current_seats"], row["threshold"]) == (
+        EventStatus.ACTED_ON,
+        run.pk,
+        9,
+        10,
+    )
     assert row["message"].startswith("库存不足 [redacted]")
     page = admin_client.get(EVENTS_URL).content.decode()
     assert_no_secret(page + detail.content.decode(), *secrets_of(at, st))
@@ -109,17 +145,24 @@ def test_events_list_filter_and_redact(admin_client, manager):
 def test_runs_list_and_filter(admin_client, admin_user, manager):
     AccountFactory.create_batch(3)
     _, webhook = webhook_run(manager, ["ok"], current_seats=9)
-    manual = services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=2, requested_by=admin_user)
+    manual = services.run_wake(
+        trigger=RunTrigger.MANUAL, requested_accounts=2, requested_by=admin_user
+    )
     assert ids(admin_client, RUNS_URL) == [manual.pk, webhook.pk]
     assert ids(admin_client, RUNS_URL, status="finished") == [webhook.pk]
     assert ids(admin_client, RUNS_URL, trigger="manual") == [manual.pk]
     ReplenishmentRun.objects.filter(pk=webhook.pk).update(created_at=T0)
-    assert ids(admin_client, RUNS_URL, until=(T0 + timedelta(seconds=1)).isoformat()) == [webhook.pk]
+    assert ids(admin_client, RUNS_URL, until=(T0 + timedelta(seconds=1)).isoformat()) == [
+        webhook.pk
+    ]
     assert ids(admin_client, RUNS_URL, since=(T0 + timedelta(seconds=1)).isoformat()) == [manual.pk]
     row = admin_client.get(reverse("api-run-detail", args=[webhook.pk])).json()
     assert (row["status"], row["need"], row["consumed"]) == ("finished", 2, 2)
     assert "ceil((10 + 5 - 9) / 5)" in row["need_explained"]
-    assert admin_client.get(reverse("api-run-detail", args=[manual.pk])).json()["requested_by"] == "admin"
+    assert (
+        admin_client.get(reverse("api-run-detail", args=[manual.pk])).json()["requested_by"]
+        == "admin"
+    )
 
 
 def test_attempts_list_filter_and_page_newest_first(admin_client, manager):
@@ -138,9 +181,16 @@ def test_attempts_list_filter_and_page_newest_first(admin_client, manager):
     assert ids(admin_client, ATTEMPTS_URL, email=" CAR") == [rejected.pk, ok.pk]
     assert ids(admin_client, ATTEMPTS_URL, email="car", outcome="consumed") == [ok.pk]
     assert ids(admin_client, ATTEMPTS_URL, account=second.pk) == [unknown.pk]
-    assert ids(admin_client, ATTEMPTS_URL, run=run.pk, mode="single", sent="true") == [rejected.pk, unknown.pk, ok.pk]
+    assert ids(admin_client, ATTEMPTS_URL, run=run.pk, mode="single", sent="true") == [
+        rejected.pk,
+        unknown.pk,
+        ok.pk,
+    ]
     assert ids(admin_client, ATTEMPTS_URL, run=run.pk + 1) == []
-    assert ids(admin_client, ATTEMPTS_URL, since=(T0 + timedelta(minutes=1)).isoformat()) == [rejected.pk, unknown.pk]
+    assert ids(admin_client, ATTEMPTS_URL, since=(T0 + timedelta(minutes=1)).isoformat()) == [
+        rejected.pk,
+        unknown.pk,
+    ]
     assert ids(admin_client, ATTEMPTS_URL, until=(T0 + timedelta(minutes=1)).isoformat()) == [ok.pk]
 
     pages, url, params = [], ATTEMPTS_URL, {"page_size": 2}
@@ -152,15 +202,30 @@ def test_attempts_list_filter_and_page_newest_first(admin_client, manager):
     assert pages == [[rejected.pk, unknown.pk], [ok.pk]]
 
     row = admin_client.get(reverse("api-attempt-detail", args=[ok.pk])).json()
-    assert (row["account"], row["account_email"], row["run"], row["http_status"], row["outcome"]) == (
-        first.pk, "carol@example.com", run.pk, 200, AttemptOutcome.CONSUMED,
-    )  # fmt: skip
+    assert (
+        row["account"],
+        row["account_email"],
+        row["run"],
+        row["http_status"],
+        row["outcome"],
+    ) == (
+        first.pk,
+        "carol@example.com",
+        run.pk,
+        200,
+        AttemptOutcome.CONSUMED,
+    )
 
 
 def test_cursor_pages_keep_rows_that_share_a_time(admin_client):
     events = [
         # One address each: refusals from one address within a minute are folded into one row.
-        services.event_refuse(reason="Missing or wrong X-API-Key.", key_ok=False, payload="", remote_addr=f"127.0.0.{n}")
+        services.event_refuse(
+            reason="Missing or wrong X-API-Key.",
+            key_ok=False,
+            payload="",
+            remote_addr=f"127.0.0.{n}",
+        )
         for n in range(1, 6)
     ]
     WebhookEvent.objects.update(received_at=T0)
@@ -213,8 +278,11 @@ def test_push_queues_a_manual_run(admin_client, admin_user, django_capture_on_co
     run = ReplenishmentRun.objects.get()
     assert response.json() == {"run": run.pk, "requested_accounts": 3}
     assert (run.trigger, run.status, run.requested_accounts, run.requested_by) == (
-        RunTrigger.MANUAL, RunStatus.QUEUED, 3, admin_user,
-    )  # fmt: skip
+        RunTrigger.MANUAL,
+        RunStatus.QUEUED,
+        3,
+        admin_user,
+    )
     assert len(callbacks) == 1
 
 
@@ -231,7 +299,9 @@ def test_push_that_races_a_starting_run_asks_to_try_again(admin_client, monkeypa
     assert response.status_code == 409 and response.json() == {"detail": str(api.MSG_PUSH_BUSY)}
 
 
-@pytest.mark.parametrize("body", [{}, {"accounts": 0}, {"accounts": api.MAX_PUSH_ACCOUNTS + 1}, {"accounts": "many"}])
+@pytest.mark.parametrize(
+    "body", [{}, {"accounts": 0}, {"accounts": api.MAX_PUSH_ACCOUNTS + 1}, {"accounts": "many"}]
+)
 def test_push_refuses_a_bad_count(admin_client, body):
     response = post_json(admin_client, PUSH_URL, body)
     assert response.status_code == 400 and "accounts" in response.json()
@@ -240,8 +310,18 @@ def test_push_refuses_a_bad_count(admin_client, body):
 
 def test_push_needs_the_permission(client, client_with, user_with):
     assert post_json(client, PUSH_URL, {"accounts": 1}).status_code in (401, 403)
-    assert post_json(client_with("webhooks.push_accounts", staff=False), PUSH_URL, {"accounts": 1}).status_code == 403
-    assert post_json(client_with("webhooks.view_replenishmentrun"), PUSH_URL, {"accounts": 1}).status_code == 403
+    assert (
+        post_json(
+            client_with("webhooks.push_accounts", staff=False), PUSH_URL, {"accounts": 1}
+        ).status_code
+        == 403
+    )
+    assert (
+        post_json(
+            client_with("webhooks.view_replenishmentrun"), PUSH_URL, {"accounts": 1}
+        ).status_code
+        == 403
+    )
     assert not ReplenishmentRun.objects.exists()
     client.logout()
     token, key = api_token_create(user=user_with("webhooks.push_accounts"))
@@ -255,9 +335,14 @@ def test_push_needs_the_permission(client, client_with, user_with):
 def test_no_response_carries_any_piece_of_a_token(admin_client, manager):
     """Every GET endpoint, lists and details, over a pool that has been through a run."""
     accounts = AccountFactory.create_batch(3)
-    webhook_run(manager, ["ok", "http500", "reject"], current_seats=0, message=accounts[0].access_token)
+    webhook_run(
+        manager, ["ok", "http500", "reject"], current_seats=0, message=accounts[0].access_token
+    )
     services.event_refuse(
-        reason="The body is not valid JSON.", key_ok=True, payload=accounts[1].session_token, remote_addr=None
+        reason="The body is not valid JSON.",
+        key_ok=True,
+        payload=accounts[1].session_token,
+        remote_addr=None,
     )
     services.event_receive(
         current_seats=1,

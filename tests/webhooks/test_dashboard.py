@@ -41,14 +41,16 @@ INDEX_URL = reverse("admin:index")
 STATUS_URL = reverse("admin:webhooks_manager_status")
 
 
-
-
 def make_pool(now):
     """3 usable + 1 flagged available, 1 reserved, 2 consumed today, 1 rejected, 1 retired."""
     for _ in range(3):
         AccountFactory()
     AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
-    AccountFactory(status=AccountStatus.RESERVED, lease_id=uuid.uuid4(), lease_expires_at=now + timedelta(minutes=5))
+    AccountFactory(
+        status=AccountStatus.RESERVED,
+        lease_id=uuid.uuid4(),
+        lease_expires_at=now + timedelta(minutes=5),
+    )
     for _ in range(2):
         AccountFactory(status=AccountStatus.CONSUMED, consumed_at=now - timedelta(seconds=5))
     AccountFactory(status=AccountStatus.REJECTED)
@@ -56,9 +58,16 @@ def make_pool(now):
 
 
 def make_history(n):
-    runs = [ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED, need=2) for _ in range(n)]
+    runs = [
+        ReplenishmentRun.objects.create(
+            trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED, need=2
+        )
+        for _ in range(n)
+    ]
     events = [
-        WebhookEvent.objects.create(status=EventStatus.ACTED_ON, key_ok=True, current_seats=4, threshold=10, run=run)
+        WebhookEvent.objects.create(
+            status=EventStatus.ACTED_ON, key_ok=True, current_seats=4, threshold=10, run=run
+        )
         for run in runs
     ]
     return events, runs
@@ -70,7 +79,13 @@ def test_dashboard_shows_the_pool_consumption_and_runway(admin_client):
     html = admin_client.get(INDEX_URL).content.decode()
 
     counts = dict(re.findall(r'data-state-count="(\w+)">(\d+)<', html))
-    assert counts == {"available": "4", "reserved": "1", "consumed": "2", "rejected": "1", "retired": "1"}
+    assert counts == {
+        "available": "4",
+        "reserved": "1",
+        "consumed": "2",
+        "rejected": "1",
+        "retired": "1",
+    }
     figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
     assert figures["available_usable"] == "3"
     assert figures["held_for_staff"] == "0"
@@ -78,7 +93,10 @@ def test_dashboard_shows_the_pool_consumption_and_runway(admin_client):
     assert figures["seats_in_stock"] == "15"  # 3 usable accounts × 5 seats (the default policy)
     assert figures["runway_days"] == "10.5 days"  # 3 accounts at 2 a week
     # One bar a day for 30 days, today's at full height (the busiest day).
-    bars = re.findall(r'<rect class="bar" x="[\d.]+" y="([\d.]+)" width="14" height="([\d.]+)" data-day="([\d-]+)" data-consumed="(\d+)"', html)
+    bars = re.findall(
+        r'<rect class="bar" x="[\d.]+" y="([\d.]+)" width="14" height="([\d.]+)" data-day="([\d-]+)" data-consumed="(\d+)"',
+        html,
+    )
     assert len(bars) == 30
     assert bars[-1][2:] == (timezone.localdate(now).isoformat(), "2") and float(bars[-1][1]) == 100
     assert all(consumed == "0" and float(height) == 0 for _, height, _, consumed in bars[:-1])
@@ -103,7 +121,9 @@ def test_the_last_ten_events_and_runs_link_to_their_pages(admin_client):
     assert str(RunStatus.FINISHED.label) in html and str(EventStatus.ACTED_ON.label) in html
 
 
-def test_the_dashboard_takes_a_bounded_number_of_queries(admin_client, django_assert_max_num_queries):
+def test_the_dashboard_takes_a_bounded_number_of_queries(
+    admin_client, django_assert_max_num_queries
+):
     now = timezone.now()
     make_pool(now)
     make_history(3)
@@ -119,8 +139,12 @@ def test_the_dashboard_takes_a_bounded_number_of_queries(admin_client, django_as
 
 def test_the_dashboard_counts_the_refused_calls_of_the_last_hour(admin_client):
     def refused(calls, *, minutes_ago):
-        event = WebhookEvent.objects.create(status=EventStatus.REFUSED, key_ok=False, refusal="wrong key", calls=calls)
-        WebhookEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - timedelta(minutes=minutes_ago))
+        event = WebhookEvent.objects.create(
+            status=EventStatus.REFUSED, key_ok=False, refusal="wrong key", calls=calls
+        )
+        WebhookEvent.objects.filter(pk=event.pk).update(
+            received_at=timezone.now() - timedelta(minutes=minutes_ago)
+        )
 
     refused(1500, minutes_ago=2)
     refused(7, minutes_ago=59)
@@ -159,7 +183,11 @@ def test_what_a_user_sees_follows_the_permissions(client, django_user_model):
     )
     client.force_login(reviewer)
     html = client.get(INDEX_URL).content.decode()
-    assert 'id="dashboard-pool"' in html and 'id="dashboard-runs"' in html and 'id="dashboard-events"' in html
+    assert (
+        'id="dashboard-pool"' in html
+        and 'id="dashboard-runs"' in html
+        and 'id="dashboard-events"' in html
+    )
     assert 'id="dashboard-push"' not in html and 'id="dashboard-policy"' not in html
 
     operator = staff_with(
@@ -181,7 +209,11 @@ def test_held_and_flagged_accounts_are_counted_apart_from_usable_stock(admin_cli
     AccountFactory(usable=False, unusable_reason=UnusableReason.AT_EXPIRED)
     html = admin_client.get(INDEX_URL).content.decode()
     figures = dict(re.findall(r'data-figure="(\w+)">(?:<a [^>]*>)?([^<]+)<', html))
-    assert (figures["available_usable"], figures["held_for_staff"], figures["flagged_at_load"]) == ("2", "2", "1")
+    assert (figures["available_usable"], figures["held_for_staff"], figures["flagged_at_load"]) == (
+        "2",
+        "2",
+        "1",
+    )
     held = html.split('data-figure="held_for_staff"')[1].split("</div>")[0]
     assert "?stock=held" in held and f"1 · {UnusableReason.UNKNOWN_OUTCOMES.label}" in held
     assert f"1 · {UnusableReason.KEY_MISSING.label}" in held
@@ -199,11 +231,16 @@ def problems(html: str) -> str:
 def test_an_active_alert_is_on_top_with_what_to_do(admin_client, settings):
     settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
     AccountFactory()
-    AlertState.objects.create(condition=AlertCondition.UNKNOWN_OUTCOMES, active=True, since=timezone.now())
+    AlertState.objects.create(
+        condition=AlertCondition.UNKNOWN_OUTCOMES, active=True, since=timezone.now()
+    )
     AlertEvent.objects.create(
-        kind=AlertEventKind.RAISED, condition=AlertCondition.UNKNOWN_OUTCOMES, title="Imports keep failing",
-        message="Check that the manager is up.", delivery=AlertDelivery.SENT,
-    )  # fmt: skip
+        kind=AlertEventKind.RAISED,
+        condition=AlertCondition.UNKNOWN_OUTCOMES,
+        title="Imports keep failing",
+        message="Check that the manager is up.",
+        delivery=AlertDelivery.SENT,
+    )
     AlertState.objects.create(condition=AlertCondition.LOW_STOCK, active=False)
     html = admin_client.get(INDEX_URL).content.decode()
     top = problems(html)
@@ -212,12 +249,16 @@ def test_an_active_alert_is_on_top_with_what_to_do(admin_client, settings):
     assert html.index('id="dashboard-problems"') < html.index('id="dashboard-pool"')
 
 
-def test_a_run_stopped_on_a_configuration_error_stands_out_until_a_run_finishes(admin_client, settings):
+def test_a_run_stopped_on_a_configuration_error_stands_out_until_a_run_finishes(
+    admin_client, settings
+):
     settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
     AccountFactory()
     ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.FINISHED)
     stopped = ReplenishmentRun.objects.create(
-        trigger=RunTrigger.WEBHOOK, status=RunStatus.CONFIG_ERROR, error="The manager refused the request (HTTP 401)"
+        trigger=RunTrigger.WEBHOOK,
+        status=RunStatus.CONFIG_ERROR,
+        error="The manager refused the request (HTTP 401)",
     )
     top = problems(admin_client.get(INDEX_URL).content.decode())
     assert 'id="dashboard-stopped-run"' in top and f"#{stopped.pk}" in top and "HTTP 401" in top
@@ -226,14 +267,24 @@ def test_a_run_stopped_on_a_configuration_error_stands_out_until_a_run_finishes(
     assert problems(admin_client.get(INDEX_URL).content.decode()) == ""
 
 
-def test_a_fresh_install_says_how_to_load_accounts_and_which_settings_to_set(admin_client, settings):
+def test_a_fresh_install_says_how_to_load_accounts_and_which_settings_to_set(
+    admin_client, settings
+):
     settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "", ""
     html = admin_client.get(INDEX_URL).content.decode()
     top = problems(html)
     assert 'id="dashboard-no-accounts"' in top and "manage.py load_accounts" in top
     assert 'id="dashboard-not-configured"' in top
-    assert "MANAGER_BASE_URL" in top and "MANAGER_API_KEY" in top and ".env" in top and "restart" in top
-    assert f'href="{reverse("admin:accounts_account_load")}" class="button" id="dashboard-load"' in html
+    assert (
+        "MANAGER_BASE_URL" in top
+        and "MANAGER_API_KEY" in top
+        and ".env" in top
+        and "restart" in top
+    )
+    assert (
+        f'href="{reverse("admin:accounts_account_load")}" class="button" id="dashboard-load"'
+        in html
+    )
 
     settings.MANAGER_BASE_URL, settings.MANAGER_API_KEY = "http://127.0.0.1:1", "k"
     AccountFactory()
@@ -247,7 +298,14 @@ def test_the_load_button_needs_the_permission_to_add_accounts(client, django_use
 
 @pytest.mark.parametrize(
     "days, reads",
-    [(None, "—"), (0.5, "0.5 days"), (10.5, "10.5 days"), (365, "365 days"), (365.1, "more than a year"), (21199.5, "more than a year")],
+    [
+        (None, "—"),
+        (0.5, "0.5 days"),
+        (10.5, "10.5 days"),
+        (365, "365 days"),
+        (365.1, "more than a year"),
+        (21199.5, "more than a year"),
+    ],
 )
 def test_the_runway_reads_sensibly(days, reads):
     assert runway(days) == reads
@@ -292,7 +350,11 @@ def test_probe_of_a_manager_that_is_down(settings):
 
 @pytest.mark.parametrize(
     "fault, state, status",
-    [("redirect", PROBE_KEY_REFUSED, 307), ("http500", PROBE_UNEXPECTED, 500), ("drop", PROBE_UNREACHABLE, None)],
+    [
+        ("redirect", PROBE_KEY_REFUSED, 307),
+        ("http500", PROBE_UNEXPECTED, 500),
+        ("drop", PROBE_UNREACHABLE, None),
+    ],
 )
 def test_probe_reports_other_answers(manager, fault, state, status):
     manager.plan([fault])
@@ -309,7 +371,10 @@ def test_status_view_right_key(admin_client, manager):
 def test_status_view_wrong_key(admin_client, manager, settings):
     settings.MANAGER_API_KEY = "not-the-key"
     answer = admin_client.get(STATUS_URL).json()
-    assert (answer["state"], answer["label"]) == (PROBE_KEY_REFUSED, str(webhooks_admin.MSG_PROBE[PROBE_KEY_REFUSED]))
+    assert (answer["state"], answer["label"]) == (
+        PROBE_KEY_REFUSED,
+        str(webhooks_admin.MSG_PROBE[PROBE_KEY_REFUSED]),
+    )
     assert "not-the-key" not in str(answer)
 
 
@@ -317,7 +382,10 @@ def test_status_view_unreachable(admin_client, settings):
     settings.MANAGER_BASE_URL = closed_port_url()
     settings.MANAGER_API_KEY = MANAGER_KEY
     answer = admin_client.get(STATUS_URL).json()
-    assert (answer["state"], answer["label"]) == (PROBE_UNREACHABLE, str(webhooks_admin.MSG_PROBE[PROBE_UNREACHABLE]))
+    assert (answer["state"], answer["label"]) == (
+        PROBE_UNREACHABLE,
+        str(webhooks_admin.MSG_PROBE[PROBE_UNREACHABLE]),
+    )
 
 
 def test_status_view_unexpected_answer(admin_client, manager):
@@ -343,15 +411,22 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (scripts/ensure_chromium.sh)")
-def test_the_browser_shows_the_reachability_after_the_page_loaded(live_server, manager, admin_user, client):
+@pytest.mark.skipif(
+    not os.path.exists(CHROMIUM),
+    reason="Debian chromium is not installed (scripts/ensure_chromium.sh)",
+)
+def test_the_browser_shows_the_reachability_after_the_page_loaded(
+    live_server, manager, admin_user, client
+):
     from playwright.sync_api import sync_playwright
 
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     client.force_login(admin_user)
     session = client.cookies["sessionid"].value
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         try:
             context = browser.new_context(locale="en-US")
             context.add_cookies([{"name": "sessionid", "value": session, "url": live_server.url}])

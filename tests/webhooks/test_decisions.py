@@ -36,7 +36,9 @@ POLICY = ReplenishmentPolicy(
     ],
 )
 def test_need(threshold, current, landed, expected):
-    need = replenishment_need(threshold=threshold, current_seats=current, policy=POLICY, landed_last_hour=landed)
+    need = replenishment_need(
+        threshold=threshold, current_seats=current, policy=POLICY, landed_last_hour=landed
+    )
     assert need.accounts == expected
     assert need.explained.endswith(f"→ {expected}")
 
@@ -60,28 +62,46 @@ def test_need(threshold, current, landed, expected):
 def test_need_rounds_a_part_account_up(seats_per_account, shortfall, expected):
     """A first event's need is the shortfall in whole accounts, rounded up (no cap in reach)."""
     policy = ReplenishmentPolicy(
-        seats_per_account=seats_per_account, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100
+        seats_per_account=seats_per_account,
+        margin_seats=0,
+        max_accounts_per_event=100,
+        max_accounts_per_hour=100,
     )
-    need = replenishment_need(threshold=shortfall, current_seats=0, policy=policy, landed_last_hour=0)
+    need = replenishment_need(
+        threshold=shortfall, current_seats=0, policy=policy, landed_last_hour=0
+    )
     assert need.accounts == expected
 
 
-@pytest.mark.parametrize("landed, expected", [(0, 10), (40, 10), (41, 9), (49, 1), (50, 0), (51, 0)])
+@pytest.mark.parametrize(
+    "landed, expected", [(0, 10), (40, 10), (41, 9), (49, 1), (50, 0), (51, 0)]
+)
 def test_need_is_capped_by_the_event_cap_and_the_room_left_in_the_hour(landed, expected):
-    need = replenishment_need(threshold=500, current_seats=0, policy=POLICY, landed_last_hour=landed)
+    need = replenishment_need(
+        threshold=500, current_seats=0, policy=POLICY, landed_last_hour=landed
+    )
     assert need.accounts == expected
 
 
 def test_the_need_is_explained_with_its_arithmetic():
-    explained = replenishment_need(threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45).explained
+    explained = replenishment_need(
+        threshold=10, current_seats=3, policy=POLICY, landed_last_hour=45
+    ).explained
     assert explained == (
         "ceil((10 + 5 - 3) / 5) = 3, at least 1 → 3; cap per event 10; hourly cap 50 with 45 in the last hour → 3"
     )
 
 
 def test_need_follows_the_policy():
-    policy = ReplenishmentPolicy(seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100)
-    assert replenishment_need(threshold=10, current_seats=1, policy=policy, landed_last_hour=0).accounts == 3
+    policy = ReplenishmentPolicy(
+        seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100
+    )
+    assert (
+        replenishment_need(
+            threshold=10, current_seats=1, policy=policy, landed_last_hour=0
+        ).accounts
+        == 3
+    )
 
 
 def answer(status, success=None, text="", failure=""):
@@ -102,7 +122,11 @@ def answer(status, success=None, text="", failure=""):
         (answer(404, None, ""), False, AttemptOutcome.CONFIG_ERROR),
         (answer(422, None, "[]"), False, AttemptOutcome.CONFIG_ERROR),
         (answer(307, None, "/login", FAILURE_REDIRECT), False, AttemptOutcome.CONFIG_ERROR),
-        (answer(200, False, "未能从文本中提取任何 Token", FAILURE_BATCH_REFUSED), False, AttemptOutcome.CONFIG_ERROR),
+        (
+            answer(200, False, "未能从文本中提取任何 Token", FAILURE_BATCH_REFUSED),
+            False,
+            AttemptOutcome.CONFIG_ERROR,
+        ),
         (answer(500, False, "导入失败: boom"), False, AttemptOutcome.UNKNOWN),
         (answer(502, None, "", FAILURE_UNREADABLE), False, AttemptOutcome.UNKNOWN),
         (answer(200, None, "<html>", FAILURE_UNREADABLE), False, AttemptOutcome.UNKNOWN),
@@ -112,7 +136,11 @@ def answer(status, success=None, text="", failure=""):
         (answer(None, None, "", FAILURE_NOT_IN_STREAM), False, AttemptOutcome.UNKNOWN),
         (answer(200, None, "{}"), False, AttemptOutcome.UNKNOWN),  # 200 without a verdict
         # A failure to read the answer wins over whatever status and verdict came with it.
-        (answer(200, True, "成功导入 1 个 Team 账号", FAILURE_STREAM_CUT), False, AttemptOutcome.UNKNOWN),
+        (
+            answer(200, True, "成功导入 1 个 Team 账号", FAILURE_STREAM_CUT),
+            False,
+            AttemptOutcome.UNKNOWN,
+        ),
         (answer(400, False, ALREADY, FAILURE_UNREADABLE), False, AttemptOutcome.UNKNOWN),
         (answer(404, None, "", FAILURE_CONNECTION), False, AttemptOutcome.UNKNOWN),
     ],
@@ -151,7 +179,10 @@ def test_every_configuration_error_is_a_configuration_error(given, had_unknown):
 
 @pytest.mark.parametrize("status", [200, 201, 299, 400, 402, 406, 409, 410, 429, 500, 503])
 def test_statuses_next_to_the_configuration_errors_are_not_configuration_errors(status):
-    assert attempt_outcome(answer=answer(status, None, ""), had_unknown=False) != AttemptOutcome.CONFIG_ERROR
+    assert (
+        attempt_outcome(answer=answer(status, None, ""), had_unknown=False)
+        != AttemptOutcome.CONFIG_ERROR
+    )
 
 
 def test_redaction_of_manager_text():
@@ -160,13 +191,26 @@ def test_redaction_of_manager_text():
 
     at = fakes.make_access_token(email="a@x.com")
     st, rt = fakes.make_session_token(), fakes.make_refresh_token()
-    text = redact(f"bad token {at} and {st} / {rt} for a@x.com 0f8fad5b-d9cb-469f-a165-70867728950e")
+    text = redact(
+        f"bad token {at} and {st} / {rt} for a@x.com 0f8fad5b-d9cb-469f-a165-70867728950e"
+    )
     assert at[:20] not in text and st[-20:] not in text and rt[-12:] not in text
     assert text.count(REDACTED) == 3
     assert "a@x.com" in text and "0f8fad5b-d9cb-469f-a165-70867728950e" in text
 
 
-@pytest.mark.parametrize("value, ok", [("60,300,1800", True), (" 5 , 10 ", True), ("1", True), ("", False), ("1,,2", False), ("a,b", False), ("-1", False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("60,300,1800", True),
+        (" 5 , 10 ", True),
+        ("1", True),
+        ("", False),
+        ("1,,2", False),
+        ("a,b", False),
+        ("-1", False),
+    ],
+)
 def test_retry_delays_are_validated(value, ok):
     from django.core.exceptions import ValidationError
 
@@ -190,9 +234,16 @@ def test_retry_delays_are_validated(value, ok):
         (1, 3, 0),
     ],
 )
-def test_a_follow_up_credits_the_accounts_confirmed_since_its_event_and_asks_for_no_minimum(current, confirmed, expected):
+def test_a_follow_up_credits_the_accounts_confirmed_since_its_event_and_asks_for_no_minimum(
+    current, confirmed, expected
+):
     need = replenishment_need(
-        threshold=10, current_seats=current, policy=POLICY, landed_last_hour=0, confirmed_since=confirmed, at_least_one=False
+        threshold=10,
+        current_seats=current,
+        policy=POLICY,
+        landed_last_hour=0,
+        confirmed_since=confirmed,
+        at_least_one=False,
     )
     assert (need.accounts, need.wanted) == (expected, expected)
     assert need.explained.endswith("already satisfied") is (expected == 0)
@@ -201,20 +252,38 @@ def test_a_follow_up_credits_the_accounts_confirmed_since_its_event_and_asks_for
 
 
 def test_a_first_event_always_asks_for_one_even_when_its_count_is_met():
-    policy = ReplenishmentPolicy(seats_per_account=5, margin_seats=0, max_accounts_per_event=10, max_accounts_per_hour=50)
+    policy = ReplenishmentPolicy(
+        seats_per_account=5, margin_seats=0, max_accounts_per_event=10, max_accounts_per_hour=50
+    )
     first = replenishment_need(threshold=10, current_seats=10, policy=policy, landed_last_hour=0)
-    follow_up = replenishment_need(threshold=10, current_seats=10, policy=policy, landed_last_hour=0, at_least_one=False)
+    follow_up = replenishment_need(
+        threshold=10, current_seats=10, policy=policy, landed_last_hour=0, at_least_one=False
+    )
     assert (first.accounts, follow_up.accounts) == (1, 0)
 
 
 @pytest.mark.parametrize(
     "landed, expected",
-    [(0, (10, 12, "event_cap")), (45, (5, 12, "hourly_cap")), (0, (10, 12, "event_cap")), (38, (10, 12, "event_cap")), (39, (10, 12, "event_cap")), (41, (9, 12, "hourly_cap"))],
+    [
+        (0, (10, 12, "event_cap")),
+        (45, (5, 12, "hourly_cap")),
+        (0, (10, 12, "event_cap")),
+        (38, (10, 12, "event_cap")),
+        (39, (10, 12, "event_cap")),
+        (41, (9, 12, "hourly_cap")),
+    ],
 )
 def test_a_capped_need_says_which_cap_cut_it(landed, expected):
-    need = replenishment_need(threshold=60, current_seats=5, policy=POLICY, landed_last_hour=landed)  # wants 12
+    need = replenishment_need(
+        threshold=60, current_seats=5, policy=POLICY, landed_last_hour=landed
+    )  # wants 12
     assert (need.accounts, need.wanted, need.capped_by) == expected
 
 
 def test_a_need_within_the_caps_names_no_cap():
-    assert replenishment_need(threshold=10, current_seats=5, policy=POLICY, landed_last_hour=0).capped_by == ""
+    assert (
+        replenishment_need(
+            threshold=10, current_seats=5, policy=POLICY, landed_last_hour=0
+        ).capped_by
+        == ""
+    )

@@ -7,7 +7,14 @@ from tests.factories import AccountFactory
 from tests.support.runs import ClientHook, event, run_now
 from webhooks import services
 from webhooks.client import ManagerClient
-from webhooks.models import EventStatus, ReplenishmentRun, RunStatus, RunTrigger, Shortfall, WebhookEvent
+from webhooks.models import (
+    EventStatus,
+    ReplenishmentRun,
+    RunStatus,
+    RunTrigger,
+    Shortfall,
+    WebhookEvent,
+)
 from webhooks.selectors import policy_get
 
 pytestmark = pytest.mark.django_db
@@ -23,7 +30,9 @@ def run_with_events_during(*seat_counts, current_seats=5):
             for seats in seat_counts:
                 event(current_seats=seats)
 
-    return services.run_execute(run_id=run.pk, client=ClientHook(ManagerClient.from_settings(), arrive))
+    return services.run_execute(
+        run_id=run.pk, client=ClientHook(ManagerClient.from_settings(), arrive)
+    )
 
 
 def test_an_event_during_a_run_is_acted_on_by_one_follow_up_that_credits_what_landed_since(manager):
@@ -93,7 +102,9 @@ def test_rejections_stop_being_replaced_after_one_events_cap(manager):
 
 
 @pytest.mark.parametrize(
-    "hourly, expected", [(1, (1, Shortfall.HOURLY_CAP)), (50, (0, ""))], ids=["hourly cap", "within the caps"]
+    "hourly, expected",
+    [(1, (1, Shortfall.HOURLY_CAP)), (50, (0, ""))],
+    ids=["hourly cap", "within the caps"],
 )
 def test_unmet_demand_is_recorded_with_its_reason(manager, hourly, expected):
     AccountFactory.create_batch(4)

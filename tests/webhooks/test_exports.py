@@ -42,7 +42,9 @@ def at(day: date, hour: int = 12) -> datetime:
 
 
 def attempt(account, *, when, outcome=AttemptOutcome.CONSUMED, run=None, **fields):
-    row = ImportAttempt.objects.create(account=account, run=run, mode=ImportMode.SINGLE, outcome=outcome, **fields)
+    row = ImportAttempt.objects.create(
+        account=account, run=run, mode=ImportMode.SINGLE, outcome=outcome, **fields
+    )
     ImportAttempt.objects.filter(pk=row.pk).update(created_at=when)
     return row
 
@@ -58,8 +60,6 @@ def read_csv(response) -> list[dict]:
 
 def raw_csv(response) -> str:
     return b"".join(response.streaming_content).decode("utf-8")
-
-
 
 
 # --- The CSV exports ---------------------------------------------------------------------------
@@ -88,23 +88,42 @@ def test_attempts_of_a_period_are_streamed_without_secrets_and_neutralised(admin
     attempt(other, when=at(date(2026, 4, 1), 0))  # the day after the period
     attempt(other, when=at(date(2026, 2, 28), 23))  # the day before
 
-    response = admin_client.get(EXPORT_URL, {"what": "attempts", "first": "2026-03-01", "last": "2026-03-31"})
+    response = admin_client.get(
+        EXPORT_URL, {"what": "attempts", "first": "2026-03-01", "last": "2026-03-31"}
+    )
     rows = read_csv(response)
     assert [int(r["id"]) for r in rows] == [inside.pk, last_day.pk]
     first = rows[0]
     assert first["email"] == "'=hyperlink@example.com"
     assert first["error"] == "'-1+2"
-    assert (first["outcome"], first["http_status"], first["mode"], first["sent"]) == ("rejected", "400", "single", "true")
-    assert first["created_at"] == timezone.localtime(at(date(2026, 3, 1), 0)).isoformat(timespec="seconds")
+    assert (first["outcome"], first["http_status"], first["mode"], first["sent"]) == (
+        "rejected",
+        "400",
+        "single",
+        "true",
+    )
+    assert first["created_at"] == timezone.localtime(at(date(2026, 3, 1), 0)).isoformat(
+        timespec="seconds"
+    )
     assert "[redacted]" in first["manager_message"]
-    assert response["Content-Disposition"] == 'attachment; filename="import-attempts_2026-03-01_2026-03-31.csv"'
+    assert (
+        response["Content-Disposition"]
+        == 'attachment; filename="import-attempts_2026-03-01_2026-03-31.csv"'
+    )
 
 
 def test_the_export_holds_no_token(admin_client):
     account = AccountFactory()
-    attempt(account, when=timezone.now(), manager_message=account.refresh_token, error=account.session_token[:200])
+    attempt(
+        account,
+        when=timezone.now(),
+        manager_message=account.refresh_token,
+        error=account.session_token[:200],
+    )
     today = timezone.localdate().isoformat()
-    body = raw_csv(admin_client.get(EXPORT_URL, {"what": "attempts", "first": today, "last": today}))
+    body = raw_csv(
+        admin_client.get(EXPORT_URL, {"what": "attempts", "first": today, "last": today})
+    )
     assert account.email in body
     assert_no_secret(body, account.access_token, account.session_token, account.refresh_token)
 
@@ -118,11 +137,15 @@ def test_consumed_accounts_of_a_period(admin_client):
         status=AccountStatus.CONSUMED,
         consumed_at=at(date(2026, 5, 10)),
     )
-    AccountFactory(status=AccountStatus.CONSUMED, consumed_at=at(date(2026, 5, 12)))  # after the period
+    AccountFactory(
+        status=AccountStatus.CONSUMED, consumed_at=at(date(2026, 5, 12))
+    )  # after the period
     AccountFactory(status=AccountStatus.REJECTED)
     AccountFactory()
 
-    response = admin_client.get(EXPORT_URL, {"what": "consumed", "first": "2026-05-01", "last": "2026-05-11"})
+    response = admin_client.get(
+        EXPORT_URL, {"what": "consumed", "first": "2026-05-01", "last": "2026-05-11"}
+    )
     body = raw_csv(response)
     rows = list(csv.DictReader(io.StringIO(body[1:])))
     assert rows == [
@@ -135,7 +158,10 @@ def test_consumed_accounts_of_a_period(admin_client):
         }
     ]
     assert_no_secret(body, consumed.access_token, consumed.session_token, consumed.refresh_token)
-    assert response["Content-Disposition"] == 'attachment; filename="consumed-accounts_2026-05-01_2026-05-11.csv"'
+    assert (
+        response["Content-Disposition"]
+        == 'attachment; filename="consumed-accounts_2026-05-01_2026-05-11.csv"'
+    )
 
 
 def test_export_of_what_the_list_shows(admin_client):
@@ -145,7 +171,9 @@ def test_export_of_what_the_list_shows(admin_client):
     attempt(alice, when=now, outcome=AttemptOutcome.CONSUMED)
     attempt(bob, when=now, outcome=AttemptOutcome.REJECTED)
 
-    listing = admin_client.get(ATTEMPTS_URL, {"outcome__exact": "rejected", "q": "ALI"}).content.decode()
+    listing = admin_client.get(
+        ATTEMPTS_URL, {"outcome__exact": "rejected", "q": "ALI"}
+    ).content.decode()
     link = re.search(r'href="([^"]+)" id="export-filtered"', listing).group(1).replace("&amp;", "&")
     assert link.startswith(FILTERED_URL + "?")
     rows = read_csv(admin_client.get(link))
@@ -154,7 +182,9 @@ def test_export_of_what_the_list_shows(admin_client):
 
 def test_export_form_explains_what_is_wrong(admin_client):
     assert admin_client.get(EXPORT_URL).status_code == 200
-    response = admin_client.get(EXPORT_URL, {"what": "attempts", "first": "2026-03-02", "last": "2026-03-01"})
+    response = admin_client.get(
+        EXPORT_URL, {"what": "attempts", "first": "2026-03-02", "last": "2026-03-01"}
+    )
     assert response.status_code == 200 and not response.streaming
     assert str(webhooks_admin.MSG_EXPORT_PERIOD_ORDER) in response.content.decode()
     response = admin_client.get(EXPORT_URL, {"what": "attempts", "first": "yesterday"})
@@ -173,13 +203,20 @@ def test_exports_need_the_view_permissions(client, django_user_model):
     assert client.get(EXPORT_URL).status_code == 403
     assert client.get(FILTERED_URL).status_code == 403
 
-    client.force_login(staff_with(django_user_model, "webhooks.view_importattempt", username="historian"))
+    client.force_login(
+        staff_with(django_user_model, "webhooks.view_importattempt", username="historian")
+    )
     assert client.get(EXPORT_URL, {"what": "attempts", **period}).streaming
     assert client.get(FILTERED_URL).streaming
     assert client.get(EXPORT_URL, {"what": "consumed", **period}).status_code == 403
 
     client.force_login(
-        staff_with(django_user_model, "webhooks.view_importattempt", "accounts.view_account", username="auditor")
+        staff_with(
+            django_user_model,
+            "webhooks.view_importattempt",
+            "accounts.view_account",
+            username="auditor",
+        )
     )
     assert client.get(EXPORT_URL, {"what": "consumed", **period}).streaming
 
@@ -194,7 +231,9 @@ def history(now):
     idle = ReplenishmentRun.objects.create(trigger=RunTrigger.MANUAL, status=RunStatus.FINISHED)
     attempt(account, when=now, run=run)
     attempt(other, when=now, run=idle, outcome=AttemptOutcome.UNKNOWN)
-    WebhookEvent.objects.create(status=EventStatus.ACTED_ON, key_ok=True, current_seats=3, threshold=10, run=run)
+    WebhookEvent.objects.create(
+        status=EventStatus.ACTED_ON, key_ok=True, current_seats=3, threshold=10, run=run
+    )
     WebhookEvent.objects.create(status=EventStatus.REFUSED, key_ok=False, refusal="wrong key")
     return run, idle
 
@@ -207,25 +246,37 @@ def test_history_lists_filter_and_search(admin_client):
     assert "carol@example.com" in html and "dave@example.com" not in html
 
     html = admin_client.get(RUNS_URL, {"q": "CAROL"}).content.decode()
-    shown = set(re.findall(r'/admin/webhooks/replenishmentrun/(\d+)/change/', html))
+    shown = set(re.findall(r"/admin/webhooks/replenishmentrun/(\d+)/change/", html))
     assert shown == {str(run.pk)}
-    html = admin_client.get(RUNS_URL, {"trigger__exact": "manual", "status__exact": "finished"}).content.decode()
-    assert set(re.findall(r'/admin/webhooks/replenishmentrun/(\d+)/change/', html)) == {str(idle.pk)}
+    html = admin_client.get(
+        RUNS_URL, {"trigger__exact": "manual", "status__exact": "finished"}
+    ).content.decode()
+    assert set(re.findall(r"/admin/webhooks/replenishmentrun/(\d+)/change/", html)) == {
+        str(idle.pk)
+    }
 
     html = admin_client.get(EVENTS_URL, {"status__exact": "refused"}).content.decode()
     refused = WebhookEvent.objects.get(status=EventStatus.REFUSED)
-    assert set(re.findall(r'/admin/webhooks/webhookevent/(\d+)/change/', html)) == {str(refused.pk)}
+    assert set(re.findall(r"/admin/webhooks/webhookevent/(\d+)/change/", html)) == {str(refused.pk)}
 
 
 @pytest.mark.parametrize("url", [ATTEMPTS_URL, RUNS_URL, EVENTS_URL])
 def test_history_lists_never_count_or_scan_every_row(admin_client, url):
     history(timezone.now())
-    for params in ({}, {"_facets": "True"}, {"q": "carol"} if url != EVENTS_URL else {"status__exact": "acted_on"}):
+    for params in (
+        {},
+        {"_facets": "True"},
+        {"q": "carol"} if url != EVENTS_URL else {"status__exact": "acted_on"},
+    ):
         with CaptureQueriesContext(connection) as queries:
             assert admin_client.get(url, params).status_code == 200
         sql = [q["sql"].upper() for q in queries.captured_queries]
-        assert not [s for s in sql if "DISTINCT" in s], "the date drill-down must not scan for distinct dates"
-        assert all("LIMIT" in s for s in sql if "COUNT(" in s and "DJANGO_ADMIN_LOG" not in s), "uncapped COUNT"
+        assert not [s for s in sql if "DISTINCT" in s], (
+            "the date drill-down must not scan for distinct dates"
+        )
+        assert all("LIMIT" in s for s in sql if "COUNT(" in s and "DJANGO_ADMIN_LOG" not in s), (
+            "uncapped COUNT"
+        )
 
 
 def test_date_drilldown_offers_the_periods_between_the_first_and_last_row(admin_client):
@@ -243,10 +294,17 @@ def test_date_drilldown_offers_the_periods_between_the_first_and_last_row(admin_
     years = choices({})
     assert [title for _, title in years] == ["2024", "2025", "2026"]
     months = choices({"created_at__year": "2026"})
-    assert [title.strip() for _, title in months][1:] == ["February 2026", "March 2026", "April 2026"]
+    assert [title.strip() for _, title in months][1:] == [
+        "February 2026",
+        "March 2026",
+        "April 2026",
+    ]
     days = choices({"created_at__year": "2026", "created_at__month": "4"})
     assert [title.strip() for _, title in days][1:] == ["April 20", "April 21", "April 22"]
-    rows = admin_client.get(ATTEMPTS_URL, {"created_at__year": "2026", "created_at__month": "4", "created_at__day": "22"})
+    rows = admin_client.get(
+        ATTEMPTS_URL,
+        {"created_at__year": "2026", "created_at__month": "4", "created_at__day": "22"},
+    )
     assert rows.context["cl"].result_count == 1
 
 
@@ -285,7 +343,13 @@ def test_the_export_form_offers_the_last_30_days(admin_client):
 
 
 @pytest.mark.parametrize(
-    "page", ["accounts_account", "webhooks_importattempt", "webhooks_replenishmentrun", "webhooks_followedteam"]
+    "page",
+    [
+        "accounts_account",
+        "webhooks_importattempt",
+        "webhooks_replenishmentrun",
+        "webhooks_followedteam",
+    ],
 )
 def test_search_help_says_it_matches_the_start_of_an_address(admin_client, page):
     html = admin_client.get(reverse(f"admin:{page}_changelist")).content.decode()

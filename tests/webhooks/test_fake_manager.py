@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 import requests
@@ -98,7 +98,11 @@ def test_wrong_key_with_html_accept_redirects_to_login(fake, material):
 
 def test_a_client_that_follows_the_redirect_lands_on_a_200_login_page(fake, material):
     response = post(
-        fake, single(material()), key="wrong-key", headers={"Accept": BROWSER_ACCEPT}, allow_redirects=True
+        fake,
+        single(material()),
+        key="wrong-key",
+        headers={"Accept": BROWSER_ACCEPT},
+        allow_redirects=True,
     )
 
     # What the contract warns about: status 200, but an HTML page, and nothing imported.
@@ -460,7 +464,10 @@ def test_batch_parses_every_line_format_and_streams_ndjson(fake, material):
     imported = fake.imported
     for account, fmt in zip(accounts, fakes.LINE_FORMATS):
         record = imported[account["account_id"]]
-        assert (record["email"], record["access_token"]) == (account["email"], account["access_token"])
+        assert (record["email"], record["access_token"]) == (
+            account["email"],
+            account["access_token"],
+        )
         # The comma line goes through the manager's lossy fallback: its session token is lost.
         expected_st = None if fmt == "positional" else account["session_token"]
         assert record["session_token"] == expected_st, fmt
@@ -470,7 +477,9 @@ def test_batch_deduplicates_lines_by_email_first_wins(fake, material):
     first = material()
     second = material(email=first["email"].upper(), access_token=None)
 
-    content = batch(fakes.render_line(first, "delimited-dash"), fakes.render_line(second, "delimited-pipe"))
+    content = batch(
+        fakes.render_line(first, "delimited-dash"), fakes.render_line(second, "delimited-pipe")
+    )
 
     response = post(fake, content, stream=True)
 
@@ -482,7 +491,9 @@ def test_batch_deduplicates_lines_by_email_first_wins(fake, material):
 def test_batch_reports_each_accounts_outcome_in_its_progress_line(fake, rng, material):
     present = material()
     post(fake, single(present))
-    short_at = fakes.make_access_token(email="short@example.com", lifetime=timedelta(hours=2), rng=rng)
+    short_at = fakes.make_access_token(
+        email="short@example.com", lifetime=timedelta(hours=2), rng=rng
+    )
     short_lived = material(
         email="short@example.com", access_token=short_at, session_token=None, refresh_token=None
     )
@@ -491,7 +502,9 @@ def test_batch_reports_each_accounts_outcome_in_its_progress_line(fake, rng, mat
 
     stream = events(post(fake, batch(*lines), stream=True))
 
-    results = {e["last_result"]["email"]: e["last_result"] for e in stream if e["type"] == "progress"}
+    results = {
+        e["last_result"]["email"]: e["last_result"] for e in stream if e["type"] == "progress"
+    }
     assert results[present["email"]]["error"] == MSG_ALREADY_PRESENT
     assert results["short@example.com"]["error"] == MSG_NO_USABLE_AT
     assert results[fresh["email"]]["success"] is True
@@ -509,7 +522,9 @@ def test_batch_with_nothing_to_import_answers_one_error_line(fake):
 def test_a_cut_stream_delivers_k_results_and_only_those_land(fake, material):
     accounts = [material() for _ in range(3)]
     fake.plan(["cut:1"])
-    response = post(fake, batch(*(fakes.render_line(a, "delimited-dash") for a in accounts)), stream=True)
+    response = post(
+        fake, batch(*(fakes.render_line(a, "delimited-dash") for a in accounts)), stream=True
+    )
     received = []
 
     assert response.status_code == 200
@@ -648,19 +663,23 @@ def test_the_fake_imports_nothing_from_the_product():
         "import sys, tests.fake_manager; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('accounts', 'webhooks', 'poolsite', 'django')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert out.stdout.strip() == "[]"
 
 
 def test_the_rules_read_an_access_tokens_email_and_expiry():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from tests.support import manager_rules as rules
 
-    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     at = fakes.make_access_token(email="Team.Lead@Example.com", expires_at=expires)
     assert rules.read_claims(at) == rules.Claims("team.lead@example.com", expires)
-    assert rules.read_claims(fakes.make_access_token(email=None, expires_at=expires)) == rules.Claims(None, expires)
+    assert rules.read_claims(
+        fakes.make_access_token(email=None, expires_at=expires)
+    ) == rules.Claims(None, expires)
     header, _, signature = at.split(".")
     for payload in (b'{"exp": true}', b'{"exp": "1"}', b"[1]", b"not json"):
         import base64

@@ -8,7 +8,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from accounts.models import Account
 from tests.factories import AccountFactory
@@ -55,7 +57,9 @@ def test_every_confirmed_import_keeps_the_managers_team_id(manager, mode):
     accounts = imported(manager, 2, mode=mode)
     ids = {record["email"]: record["team_id"] for record in manager.imported.values()}
     followed = FollowedTeam.objects.select_related("account")
-    assert {f.account.email: f.team_id for f in followed} == {a.email: ids[a.email] for a in accounts}
+    assert {f.account.email: f.team_id for f in followed} == {
+        a.email: ids[a.email] for a in accounts
+    }
     assert all(f.status == "" and f.checked_at is None for f in followed)
 
 
@@ -83,8 +87,17 @@ def test_a_round_records_each_status_and_keeps_every_change(manager):
     manager.team_set(teams[full.email], status="full", current_members=6)
     manager.team_remove(teams[gone.email])
     assert "Teams asked 4, status changes 3" in check()
-    assert [status_of(a) for a in (active, banned, full, gone)] == ["active", "banned", "full", "gone"]
-    history = list(TeamStatusChange.objects.filter(team__account=banned).order_by("id").values_list("old_status", "new_status"))
+    assert [status_of(a) for a in (active, banned, full, gone)] == [
+        "active",
+        "banned",
+        "full",
+        "gone",
+    ]
+    history = list(
+        TeamStatusChange.objects.filter(team__account=banned)
+        .order_by("id")
+        .values_list("old_status", "new_status")
+    )
     assert history == [("", "active"), ("active", "banned")]
     assert FollowedTeam.objects.get(account=full).current_members == 6
 
@@ -100,12 +113,21 @@ def test_pool_status_counts_the_teams_in_the_manager(manager):
     call_command("pool_status", "--json", stdout=out)
     in_manager = json.loads(out.getvalue())["in_manager"]
     assert in_manager == {
-        "active": 1, "full": 0, "expired": 1, "error": 0, "banned": 1, "gone": 0, "not_followed": 1, "never_checked": 0,
-    }  # fmt: skip
+        "active": 1,
+        "full": 0,
+        "expired": 1,
+        "error": 0,
+        "banned": 1,
+        "gone": 0,
+        "not_followed": 1,
+        "never_checked": 0,
+    }
 
 
 @pytest.mark.parametrize("behaviour", ["http500", "drop", "garbage", "cut:0", "slow:3"])
-def test_an_answer_that_cannot_be_read_leaves_the_last_known_state_for_the_next_round(manager, behaviour):
+def test_an_answer_that_cannot_be_read_leaves_the_last_known_state_for_the_next_round(
+    manager, behaviour
+):
     (account,) = imported(manager, 1)
     check()
     manager.team_set(FollowedTeam.objects.get(account=account).team_id, status="banned")
@@ -144,8 +166,18 @@ def test_the_tokens_in_the_managers_answer_are_never_kept(manager):
     (account,) = imported(manager, 1)
     check()
     team = FollowedTeam.objects.get(account=account)
-    kept = json.dumps(list(FollowedTeam.objects.values()) + list(TeamStatusChange.objects.values()) + list(FollowUpRound.objects.values()), default=str)
-    for token in (account.access_token, account.session_token, account.refresh_token, account.client_id):
+    kept = json.dumps(
+        list(FollowedTeam.objects.values())
+        + list(TeamStatusChange.objects.values())
+        + list(FollowUpRound.objects.values()),
+        default=str,
+    )
+    for token in (
+        account.access_token,
+        account.session_token,
+        account.refresh_token,
+        account.client_id,
+    ):
         assert token[-16:] not in kept
     assert team.status == TeamStatus.ACTIVE
 
@@ -199,7 +231,11 @@ def test_reconcile_queues_a_round_when_one_is_due(manager, settings):
 
 @hypothesis_settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    statuses=st.lists(st.sampled_from(["active", "full", "expired", "error", "banned", "gone"]), min_size=3, max_size=3),
+    statuses=st.lists(
+        st.sampled_from(["active", "full", "expired", "error", "banned", "gone"]),
+        min_size=3,
+        max_size=3,
+    ),
     faults=st.lists(st.sampled_from(["ok", "http500", "garbage", "cut:0", "drop"]), max_size=3),
 )
 def test_a_round_never_changes_an_accounts_state_in_the_pool(manager_session, statuses, faults):
@@ -224,8 +260,12 @@ def manager_session(manager):
 def test_the_batches_page_judges_each_batch_and_supplier(admin_client, manager):
     from accounts.models import AccountBatch
 
-    good = AccountBatch.objects.create(label="november", supplier="Alice", source="admin", status="loaded")
-    bad = AccountBatch.objects.create(label="december", supplier="Bob", source="admin", status="loaded")
+    good = AccountBatch.objects.create(
+        label="november", supplier="Alice", source="admin", status="loaded"
+    )
+    bad = AccountBatch.objects.create(
+        label="december", supplier="Bob", source="admin", status="loaded"
+    )
     AccountFactory.create_batch(2, batch=good)
     AccountFactory.create_batch(2, batch=bad)
     AccountFactory(batch=bad, status="rejected", last_error="该 Token 没有关联任何 Team 账户")
@@ -242,19 +282,28 @@ def test_the_batches_page_judges_each_batch_and_supplier(admin_client, manager):
     page = admin_client.get("/admin/webhooks/followedteam/batches/")
     assert page.status_code == 200
     assert page.context["made_at"] is not None
-    rows = {(r["batch"] or r["supplier"]): r for r in page.context["report"]["batches"] + page.context["report"]["suppliers"]}
+    rows = {
+        (r["batch"] or r["supplier"]): r
+        for r in page.context["report"]["batches"] + page.context["report"]["suppliers"]
+    }
     assert (rows[bad.pk]["loaded"], rows[bad.pk]["consumed"], rows[bad.pk]["rejected"]) == (3, 2, 1)
     assert rows[bad.pk]["in_manager"]["banned"] == 2 and rows[bad.pk]["median_days_to_ban"] == 10.0
     assert (rows[bad.pk]["survival_7d"], rows[bad.pk]["survival_30d"]) == (100, 0)
     assert (rows[good.pk]["survival_7d"], rows[good.pk]["survival_30d"]) == (100, 100)
     assert rows["Bob"]["reasons"] == [["该 Token 没有关联任何 Team 账户", 1]]
-    csv = b"".join(admin_client.get("/admin/webhooks/followedteam/batches/", {"format": "csv"}).streaming_content).decode()
+    csv = b"".join(
+        admin_client.get(
+            "/admin/webhooks/followedteam/batches/", {"format": "csv"}
+        ).streaming_content
+    ).decode()
     assert "supplier,,,Bob,1,3,2,1,0,0,0,0,0,2,0,0,0,10.0,100,2,0,2" in csv
     for account in Account.objects.all():
         assert account.access_token[-16:] not in csv + page.content.decode()
 
 
-def test_check_now_queues_a_round_for_staff_with_the_permission(client, admin_client, django_user_model, manager):
+def test_check_now_queues_a_round_for_staff_with_the_permission(
+    client, admin_client, django_user_model, manager
+):
     imported(manager, 1)
     staff = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
     client.force_login(staff)
@@ -271,21 +320,31 @@ def test_the_dashboard_shows_the_seats_on_active_imported_teams_and_the_bans(adm
     check()
     page = admin_client.get("/admin/")
     teams = page.context["teams"]
-    assert (teams["active_teams"], teams["active_seats"], teams["banned_last_7_days"]) == (2, 2 + 5, 1)
+    assert (teams["active_teams"], teams["active_seats"], teams["banned_last_7_days"]) == (
+        2,
+        2 + 5,
+        1,
+    )
     assert 'data-figure="active_seats">7<' in page.content.decode()
 
 
-def test_the_batches_page_is_made_by_the_round_not_by_the_request(admin_client, manager, django_assert_max_num_queries):
+def test_the_batches_page_is_made_by_the_round_not_by_the_request(
+    admin_client, manager, django_assert_max_num_queries
+):
     imported(manager, 2)
     empty = admin_client.get("/admin/webhooks/followedteam/batches/")
     assert empty.context["made_at"] is None and "No report yet" in empty.content.decode()
     check()
-    with django_assert_max_num_queries(8):  # session, user, the newest report: never the pool itself
+    with django_assert_max_num_queries(
+        8
+    ):  # session, user, the newest report: never the pool itself
         page = admin_client.get("/admin/webhooks/followedteam/batches/")
     assert sum(row["consumed"] for row in page.context["report"]["batches"]) == 2
 
 
-def test_reconcile_queues_the_periodic_round_as_make_run_relies_on(manager, settings, django_capture_on_commit_callbacks):
+def test_reconcile_queues_the_periodic_round_as_make_run_relies_on(
+    manager, settings, django_capture_on_commit_callbacks
+):
     from webhooks import services
 
     imported(manager, 1)
@@ -294,4 +353,6 @@ def test_reconcile_queues_the_periodic_round_as_make_run_relies_on(manager, sett
         result = services.reconcile(now=timezone.now())
     assert result.follow_up_queued and FollowUpRound.objects.get().status == RoundStatus.QUEUED
     assert callbacks  # the round's task is handed to the worker on commit
-    assert not services.reconcile(now=timezone.now()).follow_up_queued  # one at a time, not again before it is due
+    assert not services.reconcile(
+        now=timezone.now()
+    ).follow_up_queued  # one at a time, not again before it is due

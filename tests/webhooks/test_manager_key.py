@@ -11,7 +11,14 @@ from poolsite.log_filters import RedactSecrets
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.checks import manager_key_check
-from webhooks.models import AlertEvent, ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
+from webhooks.models import (
+    AlertEvent,
+    ImportAttempt,
+    ReplenishmentRun,
+    RunStatus,
+    RunTrigger,
+    WebhookEvent,
+)
 
 BAD_KEYS = {
     "not latin-1": "mk_密钥ключ-0123456789",
@@ -60,14 +67,19 @@ def test_a_run_with_such_a_key_stops_on_a_configuration_error_and_never_quotes_t
     assert run.status == RunStatus.CONFIG_ERROR and "MANAGER_API_KEY" in run.error
     assert manager.requests == []  # nothing left the process
     assert {a.status for a in type(accounts[0]).objects.all()} == {"available"}
-    assert AlertEvent.objects.filter(condition="config_error").exists()  # the alert went out, key-free
+    assert AlertEvent.objects.filter(
+        condition="config_error"
+    ).exists()  # the alert went out, key-free
     seen = _everything_stored_and_logged(caplog)
     assert key.strip() not in seen and repr(key)[1:-1] not in seen
 
 
 def test_redaction_removes_the_configured_key_as_it_removes_tokens(settings):
     settings.MANAGER_API_KEY = "mk_short-key!"  # not token-shaped: only the setting finds it
-    assert redact("the manager said: bad key mk_short-key! for you") == f"the manager said: bad key {REDACTED} for you"
+    assert (
+        redact("the manager said: bad key mk_short-key! for you")
+        == f"the manager said: bad key {REDACTED} for you"
+    )
     settings.MANAGER_API_KEY = "mk_ключ\x01"
     assert "ключ" not in redact(repr(ValueError(settings.MANAGER_API_KEY)))
 
@@ -76,7 +88,11 @@ def test_redaction_removes_the_configured_key_as_it_removes_tokens(settings):
 def test_text_the_webhook_stores_has_the_key_redacted(settings):
     settings.MANAGER_API_KEY = "mk_short-key!"
     accepted = services.event_receive(
-        current_seats=1, threshold=5, message="key mk_short-key!", payload='{"k": "mk_short-key!"}', remote_addr=None
+        current_seats=1,
+        threshold=5,
+        message="key mk_short-key!",
+        payload='{"k": "mk_short-key!"}',
+        remote_addr=None,
     )
     event = WebhookEvent.objects.get(pk=accepted.pk)
     assert "mk_short-key!" not in event.message + event.payload
@@ -87,7 +103,9 @@ def test_log_records_and_tracebacks_have_the_key_redacted(settings):
     try:
         raise ValueError("header value mk_short-key! refused")
     except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "sent %s", ("mk_short-key!",), sys.exc_info())
+        record = logging.LogRecord(
+            "x", logging.ERROR, __file__, 1, "sent %s", ("mk_short-key!",), sys.exc_info()
+        )
     assert RedactSecrets().filter(record)
     formatted = logging.Formatter().format(record)
     assert "mk_short-key!" not in formatted and "refused" in formatted

@@ -20,7 +20,13 @@ from tests.conftest import MANAGER_KEY
 from tests.factories import AccountFactory
 from tests.processes import free_port, manage, project_env, start, start_worker, stop, wait_for
 from webhooks import services
-from webhooks.models import ACTIVE_RUN_STATUSES, EventStatus, ReplenishmentRun, RunStatus, WebhookEvent
+from webhooks.models import (
+    ACTIVE_RUN_STATUSES,
+    EventStatus,
+    ReplenishmentRun,
+    RunStatus,
+    WebhookEvent,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -42,7 +48,9 @@ def test_a_worker_killed_mid_import_is_recovered_and_nothing_is_imported_twice(m
     accounts = AccountFactory.create_batch(2)
     manager.plan(["landed_then_hang:30"])  # the import lands, the answer never comes
     env = project_env(MANAGER_READ_TIMEOUT="60")
-    services.event_receive(current_seats=5, threshold=10, message="", payload="{}", remote_addr=None)  # needs 2
+    services.event_receive(
+        current_seats=5, threshold=10, message="", payload="{}", remote_addr=None
+    )  # needs 2
 
     worker = start_worker(env)
     try:
@@ -78,7 +86,10 @@ def test_a_worker_killed_mid_import_is_recovered_and_nothing_is_imported_twice(m
 
 def _serve(env):
     port = free_port()
-    server = start([sys.executable, "scripts/serve.py"], {**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2"})
+    server = start(
+        [sys.executable, "scripts/serve.py"],
+        {**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "2"},
+    )
     url = f"http://127.0.0.1:{port}"
 
     def up():
@@ -109,13 +120,18 @@ def test_end_to_end_as_make_run_starts_it(manager, tmp_path):
         # A burst of concurrent webhooks, as after several redemptions in a row.
         def post(_):
             return requests.post(
-                f"{url}/webhooks/low-stock/", json=BODY, headers={"X-API-Key": MANAGER_KEY}, timeout=10
+                f"{url}/webhooks/low-stock/",
+                json=BODY,
+                headers={"X-API-Key": MANAGER_KEY},
+                timeout=10,
             ).status_code
 
         with ThreadPoolExecutor(10) as pool:
             statuses = list(pool.map(post, range(30)))
         assert statuses == [202] * 30
-        wait_for(lambda: len(imports(manager)) >= 2 and quiet(), timeout=60, what="the run to finish")
+        wait_for(
+            lambda: len(imports(manager)) >= 2 and quiet(), timeout=60, what="the run to finish"
+        )
     finally:
         output = stop(server)
     assert "Serving on" in output
@@ -125,13 +141,17 @@ def test_end_to_end_as_make_run_starts_it(manager, tmp_path):
     acting = ReplenishmentRun.objects.exclude(reserved=0)
     assert acting.count() == 1 and acting.get().consumed == 2
     events = WebhookEvent.objects.values_list("status", flat=True)
-    assert sorted(set(events)) == [EventStatus.ACTED_ON, EventStatus.SUPERSEDED] and len(events) == 30
+    assert (
+        sorted(set(events)) == [EventStatus.ACTED_ON, EventStatus.SUPERSEDED] and len(events) == 30
+    )
 
     status = manage("pool_status", "--json", env=env)
     counts = json.loads(status.stdout)["counts"]
     assert counts == {"available": 4, "reserved": 0, "consumed": 2, "rejected": 0, "retired": 0}
     emails = {r["email"] for r in manager.imported.values()}
-    assert emails == set(Account.objects.filter(status=AccountStatus.CONSUMED).values_list("email", flat=True))
+    assert emails == set(
+        Account.objects.filter(status=AccountStatus.CONSUMED).values_list("email", flat=True)
+    )
 
 
 def _children(pid: int) -> dict[int, str]:
@@ -155,7 +175,11 @@ def test_make_run_starts_a_dead_worker_again(manager):
         worker = next(pid for pid, cmd in _children(server.pid).items() if "db_worker" in cmd)
         os.kill(worker, signal.SIGKILL)
         wait_for(
-            lambda: [pid for pid, cmd in _children(server.pid).items() if "db_worker" in cmd and pid != worker],
+            lambda: [
+                pid
+                for pid, cmd in _children(server.pid).items()
+                if "db_worker" in cmd and pid != worker
+            ],
             timeout=20,
             what="a new worker",
         )
@@ -207,15 +231,25 @@ def test_an_event_during_a_run_is_met_exactly_through_make_run(manager):
     manager.default = "slow:2"
     server, url = _serve(project_env(MANAGER_READ_TIMEOUT="10"))
     try:
+
         def post(current_seats):
             body = {**BODY, "current_seats": current_seats}
-            return requests.post(f"{url}/webhooks/low-stock/", json=body, headers={"X-API-Key": MANAGER_KEY}, timeout=10)
+            return requests.post(
+                f"{url}/webhooks/low-stock/",
+                json=body,
+                headers={"X-API-Key": MANAGER_KEY},
+                timeout=10,
+            )
 
         assert post(5).status_code == 202
         wait_for(lambda: manager.in_flight, timeout=20, what="A's first import")
         time.sleep(1)
         assert post(0).status_code == 202
-        wait_for(lambda: len(manager.imported) >= 3 and quiet(), timeout=60, what="B's follow-up to finish")
+        wait_for(
+            lambda: len(manager.imported) >= 3 and quiet(),
+            timeout=60,
+            what="B's follow-up to finish",
+        )
         time.sleep(1)  # nothing more may come
     finally:
         stop(server)

@@ -25,12 +25,16 @@ pytestmark = pytest.mark.django_db
 
 
 def event(current_seats=5, threshold=10):
-    accepted = services.event_receive(current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None)
+    accepted = services.event_receive(
+        current_seats=current_seats, threshold=threshold, message="", payload="{}", remote_addr=None
+    )
     return WebhookEvent.objects.get(pk=accepted.pk)
 
 
 def run_now(trigger=RunTrigger.WEBHOOK, **kwargs):
-    run = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).first() or services.run_wake(trigger=trigger, **kwargs)
+    run = ReplenishmentRun.objects.filter(status=RunStatus.QUEUED).first() or services.run_wake(
+        trigger=trigger, **kwargs
+    )
     return services.run_execute(run_id=run.pk)
 
 
@@ -45,7 +49,9 @@ def test_an_event_imports_what_it_asks_for_and_marks_them_consumed(manager):
 
     assert (run.status, run.need, run.reserved, run.consumed) == (RunStatus.FINISHED, 2, 2, 2)
     assert states(*accounts) == [AccountStatus.CONSUMED] * 2 + [AccountStatus.AVAILABLE] * 2
-    assert sorted(r["email"] for r in manager.imported.values()) == sorted(a.email for a in accounts[:2])
+    assert sorted(r["email"] for r in manager.imported.values()) == sorted(
+        a.email for a in accounts[:2]
+    )
     assert manager.attempt_counts == {a.email: 1 for a in accounts[:2]}  # one call each
     sent = manager.requests[0]["body"]
     assert sent["import_type"] == "single" and sent["session_token"] == accounts[0].session_token
@@ -53,7 +59,11 @@ def test_an_event_imports_what_it_asks_for_and_marks_them_consumed(manager):
     acted.refresh_from_db()
     assert (acted.status, acted.run_id) == (EventStatus.ACTED_ON, run.pk)
     attempt = ImportAttempt.objects.filter(run=run).first()
-    assert (attempt.http_status, attempt.outcome, attempt.mode) == (200, AttemptOutcome.CONSUMED, ImportMode.SINGLE)
+    assert (attempt.http_status, attempt.outcome, attempt.mode) == (
+        200,
+        AttemptOutcome.CONSUMED,
+        ImportMode.SINGLE,
+    )
     assert "成功导入" in attempt.manager_message
 
 
@@ -91,7 +101,9 @@ def test_already_present_is_rejected_unless_an_earlier_outcome_was_unknown(manag
     assert run.consumed == 1 and run.rejected == 1
 
 
-@pytest.mark.parametrize("behaviour", ["http500", "drop", "garbage", "landed_then_hang:3", "slow:3"])
+@pytest.mark.parametrize(
+    "behaviour", ["http500", "drop", "garbage", "landed_then_hang:3", "slow:3"]
+)
 def test_unknown_outcomes_go_back_for_a_retry_with_backoff(manager, behaviour):
     account = AccountFactory()
     manager.plan([behaviour])
@@ -99,7 +111,9 @@ def test_unknown_outcomes_go_back_for_a_retry_with_backoff(manager, behaviour):
     run = run_now()
     account.refresh_from_db()
     assert run.unknown == 1 and account.status == AccountStatus.AVAILABLE
-    assert account.unknown_attempts == 1 and account.retry_after > timezone.now() + timedelta(seconds=50)
+    assert account.unknown_attempts == 1 and account.retry_after > timezone.now() + timedelta(
+        seconds=50
+    )
     assert ImportAttempt.objects.get().outcome == AttemptOutcome.UNKNOWN
 
     # When the retry is due, it is re-sent first; whether it had landed or not, it ends consumed once.
@@ -107,7 +121,9 @@ def test_unknown_outcomes_go_back_for_a_retry_with_backoff(manager, behaviour):
     retry = run_now(trigger=RunTrigger.RETRY)
     account.refresh_from_db()
     assert account.status == AccountStatus.CONSUMED and retry.consumed == 1
-    assert manager.attempt_counts == {account.email: 2}  # the call of unknown outcome, and one re-send
+    assert manager.attempt_counts == {
+        account.email: 2
+    }  # the call of unknown outcome, and one re-send
 
 
 def test_repeated_unknown_outcomes_end_held_for_staff(manager):
@@ -137,7 +153,10 @@ def test_configuration_errors_stop_the_run_and_return_every_account(manager, beh
     run = run_now()
     assert run.status == RunStatus.CONFIG_ERROR and "MANAGER_API_KEY" in run.error
     assert states(*accounts) == [AccountStatus.AVAILABLE] * 3
-    assert run.returned == 2 and len([r for r in manager.requests if r["path"].startswith("/admin")]) == 1
+    assert (
+        run.returned == 2
+        and len([r for r in manager.requests if r["path"].startswith("/admin")]) == 1
+    )
     assert not any(r["path"] == "/login" for r in manager.requests)  # the redirect was not followed
 
 
@@ -203,7 +222,11 @@ def test_batch_mode_reads_outcomes_per_account_from_the_stream(manager):
     assert len(manager.requests) == 1
     content = manager.requests[0]["body"]["content"]
     assert "----" in content and "," not in content
-    assert states(*accounts) == [AccountStatus.CONSUMED, AccountStatus.AVAILABLE, AccountStatus.AVAILABLE]
+    assert states(*accounts) == [
+        AccountStatus.CONSUMED,
+        AccountStatus.AVAILABLE,
+        AccountStatus.AVAILABLE,
+    ]
     assert (run.consumed, run.unknown) == (1, 2)
     assert {a.mode for a in ImportAttempt.objects.all()} == {ImportMode.BATCH}
 
@@ -225,7 +248,9 @@ def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
     run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
     # Simulate the death: the run claimed and reserved, then nothing.
     past = timezone.now() - timedelta(seconds=1)
-    ReplenishmentRun.objects.filter(pk=run.pk).update(status=RunStatus.RUNNING, started_at=past, lease_expires_at=past)
+    ReplenishmentRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.RUNNING, started_at=past, lease_expires_at=past
+    )
     from accounts.services import account_reserve_batch
 
     account_reserve_batch(count=1, lease_id=run.lease_id, lease_until=past, now=past)
@@ -267,28 +292,39 @@ def test_reconcile_hands_over_a_queued_run_whose_task_died_with_its_worker(
     with django_capture_on_commit_callbacks(execute=True):
         result = services.reconcile(now=timezone.now())
         again = services.reconcile(now=timezone.now())
-    assert (result.queued_run_handed, again.queued_run_handed) == (True, False)  # one task, not one per pass
+    assert (result.queued_run_handed, again.queued_run_handed) == (
+        True,
+        False,
+    )  # one task, not one per pass
     assert _replenish_tasks("READY") == [run.pk]
 
     services.run_execute(run_id=run.pk)
     assert states(account) == [AccountStatus.CONSUMED]
 
 
-def test_reconcile_leaves_a_queued_run_to_the_live_run_ahead_of_it(manager, django_capture_on_commit_callbacks):
+def test_reconcile_leaves_a_queued_run_to_the_live_run_ahead_of_it(
+    manager, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         event()
     first = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
     ReplenishmentRun.objects.filter(pk=first.pk).update(
-        status=RunStatus.RUNNING, started_at=timezone.now(), lease_expires_at=timezone.now() + timedelta(minutes=1)
+        status=RunStatus.RUNNING,
+        started_at=timezone.now(),
+        lease_expires_at=timezone.now() + timedelta(minutes=1),
     )
     with django_capture_on_commit_callbacks(execute=True):
         services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=1)
     from django_tasks_db.models import DBTaskResult
 
-    DBTaskResult.objects.update(status="SUCCEEDED")  # the worker found the run ahead and left it queued
+    DBTaskResult.objects.update(
+        status="SUCCEEDED"
+    )  # the worker found the run ahead and left it queued
 
     result = services.reconcile(now=timezone.now())
-    assert not result.queued_run_handed and _replenish_tasks("READY") == []  # the live run hands it over
+    assert (
+        not result.queued_run_handed and _replenish_tasks("READY") == []
+    )  # the live run hands it over
 
 
 def test_reconcile_wakes_a_run_for_events_a_dead_run_never_took(manager):
@@ -298,7 +334,9 @@ def test_reconcile_wakes_a_run_for_events_a_dead_run_never_took(manager):
     waiting = event(current_seats=9)
     dead = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
     past = timezone.now() - timedelta(seconds=1)
-    ReplenishmentRun.objects.filter(pk=dead.pk).update(status=RunStatus.RUNNING, started_at=past, lease_expires_at=past)
+    ReplenishmentRun.objects.filter(pk=dead.pk).update(
+        status=RunStatus.RUNNING, started_at=past, lease_expires_at=past
+    )
 
     result = services.reconcile(now=timezone.now())
 
@@ -356,7 +394,11 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
     services.run_execute(run_id=frozen_run.pk, client=client)
 
     third = arrivals[0]
-    assert states(first, second, third) == [AccountStatus.CONSUMED, AccountStatus.CONSUMED, AccountStatus.AVAILABLE]
+    assert states(first, second, third) == [
+        AccountStatus.CONSUMED,
+        AccountStatus.CONSUMED,
+        AccountStatus.AVAILABLE,
+    ]
     sent = manager.attempt_counts
     if mode == ImportMode.SINGLE:
         # The call it was making when it froze cannot be taken back; nothing after it is sent.
@@ -368,7 +410,9 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
 
 
 @pytest.mark.parametrize("mode", [ImportMode.SINGLE, ImportMode.BATCH])
-def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reconcile(manager, monkeypatch, mode):
+def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reconcile(
+    manager, monkeypatch, mode
+):
     """An expired lease is a lost lease, whether or not reconcile has recovered the accounts yet:
     the worker froze between reserving and sending, its accounts still read `reserved` under its
     lease id, but the lease's time is up and another run may take them at any moment."""
@@ -385,7 +429,10 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
         if not froze:  # the first account's pre-send check: every account is reserved by now
             froze.append(True)
             past = timezone.now() - timedelta(seconds=1)
-            assert Account.objects.filter(lease_id=run.lease_id, status=AccountStatus.RESERVED).count() == 2
+            assert (
+                Account.objects.filter(lease_id=run.lease_id, status=AccountStatus.RESERVED).count()
+                == 2
+            )
             Account.objects.filter(lease_id=run.lease_id).update(lease_expires_at=past)
             ReplenishmentRun.objects.filter(pk=run.pk).update(lease_expires_at=past)
         return real_check(**kwargs)
@@ -399,28 +446,34 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
     assert AccountStatus.CONSUMED not in states(*accounts)
 
 
-def test_reconcile_fails_task_rows_a_killed_worker_left_running(manager, django_capture_on_commit_callbacks):
+def test_reconcile_fails_task_rows_a_killed_worker_left_running(
+    manager, django_capture_on_commit_callbacks
+):
     """README: reconcile clears task rows a killed worker left RUNNING, and only those."""
     from django_tasks_db.models import DBTaskResult
 
-    from webhooks.tasks import retry_unknown
-
-    from webhooks.tasks import replenish
+    from webhooks.tasks import replenish, retry_unknown
 
     with django_capture_on_commit_callbacks(execute=True):
         event()
     DBTaskResult.objects.get().claim("worker-alive")  # its run is still queued: not stale
-    dead_run = ReplenishmentRun.objects.create(trigger=RunTrigger.WEBHOOK, status=RunStatus.ABANDONED)
+    dead_run = ReplenishmentRun.objects.create(
+        trigger=RunTrigger.WEBHOOK, status=RunStatus.ABANDONED
+    )
     orphan = str(replenish.enqueue(run_id=dead_run.pk).id)  # its run is over
     old = str(retry_unknown.enqueue().id)  # running far longer than any task takes
     for row_id in (orphan, old):
         DBTaskResult.objects.get(pk=row_id).claim("worker-killed")
-    DBTaskResult.objects.filter(pk=old).update(started_at=timezone.now() - services.STALE_TASK_AFTER - timedelta(seconds=1))
+    DBTaskResult.objects.filter(pk=old).update(
+        started_at=timezone.now() - services.STALE_TASK_AFTER - timedelta(seconds=1)
+    )
 
     result = services.reconcile(now=timezone.now())
 
     assert result.tasks_failed == 2
-    assert {str(pk) for pk in DBTaskResult.objects.filter(status="FAILED").values_list("pk", flat=True)} == {orphan, old}
+    assert {
+        str(pk) for pk in DBTaskResult.objects.filter(status="FAILED").values_list("pk", flat=True)
+    } == {orphan, old}
     assert DBTaskResult.objects.filter(status="RUNNING").count() == 1  # the live run's task
 
 
@@ -447,7 +500,10 @@ def test_an_account_no_key_opens_is_held_and_the_run_goes_on_with_the_others(man
     assert states(*healthy) == [AccountStatus.CONSUMED] * 2 + [AccountStatus.AVAILABLE]
     held = Account.objects.get(pk=sealed.pk)
     assert (held.status, held.usable, held.unusable_reason, held.attempts) == (
-        AccountStatus.AVAILABLE, False, UnusableReason.KEY_MISSING, 0,
-    )  # fmt: skip
+        AccountStatus.AVAILABLE,
+        False,
+        UnusableReason.KEY_MISSING,
+        0,
+    )
     assert not ImportAttempt.objects.filter(account=sealed).exists()  # never recorded, never capped
     assert sealed.email not in {r["body"].get("email") for r in manager.requests}

@@ -15,7 +15,15 @@ from tests.factories import AccountFactory
 from tests.support.runs import ClientHook, event, run_now
 from webhooks import services
 from webhooks.client import FAILURE_NOT_IN_STREAM, ManagerClient
-from webhooks.models import AttemptOutcome, ImportAttempt, ImportMode, ReplenishmentRun, RunStatus, RunTrigger, Shortfall
+from webhooks.models import (
+    AttemptOutcome,
+    ImportAttempt,
+    ImportMode,
+    ReplenishmentRun,
+    RunStatus,
+    RunTrigger,
+    Shortfall,
+)
 from webhooks.selectors import policy_get
 
 pytestmark = pytest.mark.django_db
@@ -35,14 +43,24 @@ def test_a_large_push_reserves_and_leases_one_chunk_at_a_time(manager, settings)
     def look(call):
         run = ReplenishmentRun.objects.get(status=RunStatus.RUNNING)
         reserved = Account.objects.filter(status=AccountStatus.RESERVED)
-        seen.append((reserved.count(), max(a.lease_expires_at for a in reserved) - timezone.now(), run.lease_expires_at - timezone.now()))
+        seen.append(
+            (
+                reserved.count(),
+                max(a.lease_expires_at for a in reserved) - timezone.now(),
+                run.lease_expires_at - timezone.now(),
+            )
+        )
 
     run = services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=25)
-    run = services.run_execute(run_id=run.pk, client=ClientHook(ManagerClient.from_settings(), look))
+    run = services.run_execute(
+        run_id=run.pk, client=ClientHook(ManagerClient.from_settings(), look)
+    )
     assert run.consumed == 25
     worst = per_call * services.lease_chunk() + services.lease_margin()
     assert max(count for count, _, _ in seen) == services.lease_chunk()
-    assert all(account_lease <= worst and run_lease <= worst for _, account_lease, run_lease in seen)
+    assert all(
+        account_lease <= worst and run_lease <= worst for _, account_lease, run_lease in seen
+    )
 
 
 def test_a_worker_killed_mid_push_holds_only_its_chunk_and_only_for_its_lease(manager):
@@ -67,20 +85,32 @@ def test_a_worker_killed_mid_push_holds_only_its_chunk_and_only_for_its_lease(ma
     assert recovered.runs_abandoned == 1 and recovered.accounts_recovered == 9
     # 11 landed and 9 may have: the other 10 of the push are recorded as unmet, with the reason.
     run.refresh_from_db()
-    assert (run.status, run.shortfall, run.shortfall_reason) == (RunStatus.ABANDONED, 10, Shortfall.LEASE_LOST)
+    assert (run.status, run.shortfall, run.shortfall_reason) == (
+        RunStatus.ABANDONED,
+        10,
+        Shortfall.LEASE_LOST,
+    )
 
 
-def test_two_accounts_with_one_email_never_share_a_batch_and_each_is_credited_its_own_answer(manager):
+def test_two_accounts_with_one_email_never_share_a_batch_and_each_is_credited_its_own_answer(
+    manager,
+):
     batch_mode()
-    first = AccountFactory(email="same@example.com", account_id="11111111-1111-4111-8111-111111111111")
-    second = AccountFactory(email="same@example.com", account_id="22222222-2222-4222-8222-222222222222")
+    first = AccountFactory(
+        email="same@example.com", account_id="11111111-1111-4111-8111-111111111111"
+    )
+    second = AccountFactory(
+        email="same@example.com", account_id="22222222-2222-4222-8222-222222222222"
+    )
     other = AccountFactory()
     event(current_seats=0)  # 3 accounts
     run = run_now()
     assert run.consumed == 3
     held = {record["account_id"] for record in manager.imported.values()}
     assert {first.account_id, second.account_id} <= held
-    batches = [r["body"]["content"] for r in manager.requests if r["body"].get("import_type") == "batch"]
+    batches = [
+        r["body"]["content"] for r in manager.requests if r["body"].get("import_type") == "batch"
+    ]
     assert len(batches) == 1 and batches[0].count("same@example.com") == 1
     singles = [r["body"] for r in manager.requests if r["body"].get("import_type") == "single"]
     assert [body["account_id"] for body in singles] == [second.account_id]
@@ -119,10 +149,22 @@ class _StreamServer:
 
 
 def test_a_stream_line_that_matches_no_account_sent_is_kept_and_credited_to_none():
-    account = AccountFactory.build(pk=1, email="a@example.com", account_id="11111111-1111-4111-8111-111111111111")
+    account = AccountFactory.build(
+        pk=1, email="a@example.com", account_id="11111111-1111-4111-8111-111111111111"
+    )
     plain = AccountFactory.build(pk=2, email="b@example.com", account_id="")
-    stray = {"email": "a@example.com", "account_id": "99999999-9999-4999-8999-999999999999", "success": True, "message": "ok"}
-    mine = {"email": "b@example.com", "account_id": "未指定", "success": True, "message": "成功导入 1 个 Team 账号"}
+    stray = {
+        "email": "a@example.com",
+        "account_id": "99999999-9999-4999-8999-999999999999",
+        "success": True,
+        "message": "ok",
+    }
+    mine = {
+        "email": "b@example.com",
+        "account_id": "未指定",
+        "success": True,
+        "message": "成功导入 1 个 Team 账号",
+    }
     server = _StreamServer(
         [{"type": "start", "total": 2}]
         + [{"type": "progress", "last_result": result} for result in (stray, mine)]
@@ -133,12 +175,17 @@ def test_a_stream_line_that_matches_no_account_sent_is_kept_and_credited_to_none
         answers = client.import_batch([account, plain])
     finally:
         server.close()
-    assert answers.by_account[1].failure == FAILURE_NOT_IN_STREAM and answers.by_account[1].success is None
+    assert (
+        answers.by_account[1].failure == FAILURE_NOT_IN_STREAM
+        and answers.by_account[1].success is None
+    )
     assert answers.by_account[2].success is True
     assert len(answers.strays) == 1 and "99999999-9999-4999-8999-999999999999" in answers.strays[0]
 
 
-def test_an_answer_lost_while_recording_leaves_its_account_unknown_never_unsent(manager, monkeypatch):
+def test_an_answer_lost_while_recording_leaves_its_account_unknown_never_unsent(
+    manager, monkeypatch
+):
     batch_mode()
     accounts = AccountFactory.create_batch(3)
     settled = pool.account_settle_consumed
@@ -157,7 +204,9 @@ def test_an_answer_lost_while_recording_leaves_its_account_unknown_never_unsent(
     monkeypatch.setattr(pool, "account_settle_consumed", settled)
     first, second, third = (Account.objects.get(pk=a.pk) for a in accounts)
     assert first.status == AccountStatus.CONSUMED
-    assert [(a.status, a.unknown_attempts) for a in (second, third)] == [(AccountStatus.AVAILABLE, 1)] * 2
+    assert [(a.status, a.unknown_attempts) for a in (second, third)] == [
+        (AccountStatus.AVAILABLE, 1)
+    ] * 2
     assert not ImportAttempt.objects.filter(account__in=[second, third], sent=False).exists()
     assert ReplenishmentRun.objects.get(status=RunStatus.FAILED).returned == 0
 
@@ -178,7 +227,9 @@ def test_an_account_whose_token_holds_the_batch_separator_goes_single(manager):
     event(current_seats=0)  # 3 accounts
     run = run_now()
     assert run.consumed == 3
-    batch = next(r["body"]["content"] for r in manager.requests if r["body"].get("import_type") == "batch")
+    batch = next(
+        r["body"]["content"] for r in manager.requests if r["body"].get("import_type") == "batch"
+    )
     assert cut.email not in batch and all(a.email in batch for a in others)
     single = next(r["body"] for r in manager.requests if r["body"].get("import_type") == "single")
     assert single["session_token"] == cut.session_token  # whole, as stored

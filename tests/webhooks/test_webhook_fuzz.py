@@ -16,7 +16,17 @@ import os
 
 import pytest
 from django.db.models import Sum
-from hypothesis import HealthCheck, example, given, settings as hypothesis_settings, strategies as st
+from hypothesis import (
+    HealthCheck,
+    example,
+    given,
+)
+from hypothesis import (
+    settings as hypothesis_settings,
+)
+from hypothesis import (
+    strategies as st,
+)
 
 from accounts.models import Account
 from tests.factories import AccountFactory
@@ -32,13 +42,17 @@ ABSENT = object()
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
     max_leaves=20,
 )
 VALID = {"event": "low_stock", "current_seats": 5, "threshold": 10, "message": "库存不足预警"}
 # Bodies that are almost right: a valid body with one field replaced, removed or pushed to a limit.
 near_miss = st.builds(
-    lambda field, value, drop: {k: v for k, v in {**VALID, field: value}.items() if not (drop and k == field)},
+    lambda field, value, drop: {
+        k: v for k, v in {**VALID, field: value}.items() if not (drop and k == field)
+    },
     st.sampled_from(sorted(VALID) + ["extra"]),
     st.one_of(
         json_values,
@@ -51,7 +65,9 @@ near_miss = st.builds(
 )
 # Valid bodies at and near the limits: counts from 0 to 999999999, messages absent, null or up to
 # 2000 characters.
-valid_counts = st.one_of(st.sampled_from([0, 1, 9, 10, 11, MAX_COUNT - 1]), st.integers(0, MAX_COUNT - 1))
+valid_counts = st.one_of(
+    st.sampled_from([0, 1, 9, 10, 11, MAX_COUNT - 1]), st.integers(0, MAX_COUNT - 1)
+)
 valid_bodies = st.builds(
     lambda current, threshold, message: {
         "event": "low_stock",
@@ -62,7 +78,10 @@ valid_bodies = st.builds(
     valid_counts,
     valid_counts,
     st.one_of(
-        st.just(ABSENT), st.none(), st.text(max_size=50), st.text(min_size=1995, max_size=MAX_MESSAGE)
+        st.just(ABSENT),
+        st.none(),
+        st.text(max_size=50),
+        st.text(min_size=1995, max_size=MAX_MESSAGE),
     ),
 )
 # The same bodies with one count or the message just past a limit.
@@ -76,7 +95,9 @@ over_the_limit = st.builds(
 wrong_event = st.builds(
     lambda body, event: {**body, "event": event},
     valid_bodies,
-    st.sampled_from(["LOW_STOCK", "Low_Stock", "low_stock ", " low_stock", "low-stock", "lowstock", "low_stoc"]),
+    st.sampled_from(
+        ["LOW_STOCK", "Low_Stock", "low_stock ", " low_stock", "low-stock", "lowstock", "low_stoc"]
+    ),
 )
 
 
@@ -86,7 +107,10 @@ def _with_field_twice(body: dict, field: str, value) -> bytes:
 
 
 field_twice = st.builds(
-    _with_field_twice, valid_bodies, st.sampled_from(sorted(VALID)), st.sampled_from([5, 10, "low_stock", ""])
+    _with_field_twice,
+    valid_bodies,
+    st.sampled_from(sorted(VALID)),
+    st.sampled_from([5, 10, "low_stock", ""]),
 )
 raw_bodies = st.one_of(
     wrong_event.map(lambda d: json.dumps(d).encode()),
@@ -131,9 +155,11 @@ def _flip_case(key: str, flips: list[bool]) -> str:
 
 
 # The key in another case (never the key itself).
-wrong_case_keys = st.lists(st.booleans(), min_size=len(KEY), max_size=len(KEY)).map(
-    lambda flips: _flip_case(KEY, flips)
-).filter(lambda k: k != KEY)
+wrong_case_keys = (
+    st.lists(st.booleans(), min_size=len(KEY), max_size=len(KEY))
+    .map(lambda flips: _flip_case(KEY, flips))
+    .filter(lambda k: k != KEY)
+)
 # The key one edit away: a character replaced, removed or added, or space around it.
 _printable = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
 near_keys = st.one_of(
@@ -144,7 +170,11 @@ near_keys = st.one_of(
 ).filter(lambda k: k != KEY)
 # The right key on most requests, so the body rules get tested; otherwise a key just wrong.
 keys = st.integers(0, 9).flatmap(
-    lambda n: st.just(KEY) if n < 6 else [wrong_case_keys, near_keys, near_keys, st.sampled_from([None, "", "wrong"])][n - 6]
+    lambda n: (
+        st.just(KEY)
+        if n < 6
+        else [wrong_case_keys, near_keys, near_keys, st.sampled_from([None, "", "wrong"])][n - 6]
+    )
 )
 
 
@@ -166,23 +196,53 @@ def expected_status(*, raw: bytes, key: str | None, content_type: str) -> int:
 )
 # PostgreSQL text cannot hold NUL: found by this test, on a binary body and a JSON "\u0000".
 @example(raw=b"\x00\xff{not json", key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "message": "a\u0000b"}).encode(), key=KEY, content_type="application/json")
+@example(
+    raw=json.dumps({**VALID, "message": "a\u0000b"}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
 @example(raw=b"\x00", key="wrong", content_type="text/plain")
 # A valid body with the key in another case: refused (the key is case-sensitive).
 @example(raw=json.dumps(VALID).encode(), key=KEY.upper(), content_type="application/json")
-@example(raw=json.dumps({**VALID, "current_seats": MAX_COUNT - 1}).encode(), key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "threshold": MAX_COUNT}).encode(), key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "message": "x" * MAX_MESSAGE}).encode(), key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "message": "x" * (MAX_MESSAGE + 1)}).encode(), key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "current_seats": True}).encode(), key=KEY, content_type="application/json")
-@example(raw=json.dumps({**VALID, "event": "low_stock "}).encode(), key=KEY, content_type="application/json")
+@example(
+    raw=json.dumps({**VALID, "current_seats": MAX_COUNT - 1}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
+@example(
+    raw=json.dumps({**VALID, "threshold": MAX_COUNT}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
+@example(
+    raw=json.dumps({**VALID, "message": "x" * MAX_MESSAGE}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
+@example(
+    raw=json.dumps({**VALID, "message": "x" * (MAX_MESSAGE + 1)}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
+@example(
+    raw=json.dumps({**VALID, "current_seats": True}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
+@example(
+    raw=json.dumps({**VALID, "event": "low_stock "}).encode(),
+    key=KEY,
+    content_type="application/json",
+)
 @example(raw=_with_field_twice(VALID, "threshold", 11), key=KEY, content_type="application/json")
 @given(
     raw=raw_bodies,
     key=keys,
     content_type=st.one_of(
         st.just("application/json"),
-        st.sampled_from(["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"]),
+        st.sampled_from(
+            ["text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-8"]
+        ),
     ),
 )
 def test_hostile_bodies_and_headers(client, settings, raw, key, content_type):
@@ -193,7 +253,9 @@ def test_hostile_bodies_and_headers(client, settings, raw, key, content_type):
     runs_before = ReplenishmentRun.objects.count()
     last_event = WebhookEvent.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     calls_before = WebhookEvent.objects.aggregate(n=Sum("calls"))["n"] or 0
-    refused_before = dict(WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls"))
+    refused_before = dict(
+        WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls")
+    )
     headers = {"HTTP_X_API_KEY": key} if key is not None else {}
     # Django's test client sends no Content-Type with an empty body.
     expected = expected_status(raw=raw, key=key, content_type=content_type if raw else "")
@@ -212,9 +274,15 @@ def test_hostile_bodies_and_headers(client, settings, raw, key, content_type):
         assert event.status in (EventStatus.QUEUED, EventStatus.SUPERSEDED)
         assert (event.current_seats, event.threshold) == (body["current_seats"], body["threshold"])
     else:
-        refused = dict(WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls"))
+        refused = dict(
+            WebhookEvent.objects.filter(status=EventStatus.REFUSED).values_list("pk", "calls")
+        )
         (counted,) = [pk for pk, calls in refused.items() if calls != refused_before.get(pk)]
-        assert not WebhookEvent.objects.filter(pk__gt=last_event).exclude(status=EventStatus.REFUSED).exists()
+        assert (
+            not WebhookEvent.objects.filter(pk__gt=last_event)
+            .exclude(status=EventStatus.REFUSED)
+            .exists()
+        )
         assert WebhookEvent.objects.get(pk=counted).key_ok is (expected != 401)
         assert "error" in response.json()
         assert ReplenishmentRun.objects.count() == runs_before

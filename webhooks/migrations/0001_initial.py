@@ -8,153 +8,430 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0002_leases_and_retries'),
+        ("accounts", "0002_leases_and_retries"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ReplenishmentPolicy',
+            name="ReplenishmentPolicy",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seats_per_account', models.PositiveIntegerField(default=5, verbose_name='seats per account')),
-                ('margin_seats', models.PositiveIntegerField(default=5, verbose_name='margin (seats above the threshold)')),
-                ('max_accounts_per_event', models.PositiveIntegerField(default=10, verbose_name='at most accounts per event')),
-                ('max_accounts_per_hour', models.PositiveIntegerField(default=50, verbose_name='at most accounts per rolling hour')),
-                ('import_mode', models.CharField(choices=[('single', 'single (one request per account)'), ('batch', 'batch (one request, NDJSON answer)')], default='single', max_length=8, verbose_name='import mode')),
-                ('retry_backoff', models.CharField(default='60,300,1800', max_length=200, validators=[django.core.validators.RegexValidator('^\\s*\\d+(\\s*,\\s*\\d+)*\\s*$', 'Whole numbers of seconds, separated by commas.')], verbose_name='retry delays after an unknown outcome (seconds, comma-separated)')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "seats_per_account",
+                    models.PositiveIntegerField(default=5, verbose_name="seats per account"),
+                ),
+                (
+                    "margin_seats",
+                    models.PositiveIntegerField(
+                        default=5, verbose_name="margin (seats above the threshold)"
+                    ),
+                ),
+                (
+                    "max_accounts_per_event",
+                    models.PositiveIntegerField(
+                        default=10, verbose_name="at most accounts per event"
+                    ),
+                ),
+                (
+                    "max_accounts_per_hour",
+                    models.PositiveIntegerField(
+                        default=50, verbose_name="at most accounts per rolling hour"
+                    ),
+                ),
+                (
+                    "import_mode",
+                    models.CharField(
+                        choices=[
+                            ("single", "single (one request per account)"),
+                            ("batch", "batch (one request, NDJSON answer)"),
+                        ],
+                        default="single",
+                        max_length=8,
+                        verbose_name="import mode",
+                    ),
+                ),
+                (
+                    "retry_backoff",
+                    models.CharField(
+                        default="60,300,1800",
+                        max_length=200,
+                        validators=[
+                            django.core.validators.RegexValidator(
+                                "^\\s*\\d+(\\s*,\\s*\\d+)*\\s*$",
+                                "Whole numbers of seconds, separated by commas.",
+                            )
+                        ],
+                        verbose_name="retry delays after an unknown outcome (seconds, comma-separated)",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'replenishment policy',
-                'verbose_name_plural': 'replenishment policy',
-                'constraints': [models.CheckConstraint(condition=models.Q(('pk', 1)), name='policy_singleton'), models.CheckConstraint(condition=models.Q(('seats_per_account__gte', 1)), name='policy_seats_per_account_positive'), models.CheckConstraint(condition=models.Q(('import_mode__in', ['single', 'batch'])), name='policy_import_mode_valid')],
+                "verbose_name": "replenishment policy",
+                "verbose_name_plural": "replenishment policy",
+                "constraints": [
+                    models.CheckConstraint(condition=models.Q(("pk", 1)), name="policy_singleton"),
+                    models.CheckConstraint(
+                        condition=models.Q(("seats_per_account__gte", 1)),
+                        name="policy_seats_per_account_positive",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("import_mode__in", ["single", "batch"])),
+                        name="policy_import_mode_valid",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ReplenishmentRun',
+            name="ReplenishmentRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trigger', models.CharField(choices=[('webhook', 'webhook'), ('manual', 'manual push'), ('retry', 'retry of unknown outcomes')], max_length=16, verbose_name='trigger')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('finished', 'finished'), ('config_error', 'stopped: configuration error'), ('failed', 'failed'), ('abandoned', 'abandoned (worker died)')], default='queued', max_length=16, verbose_name='status')),
-                ('requested_accounts', models.PositiveIntegerField(blank=True, null=True, verbose_name='accounts requested (manual)')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('started_at', models.DateTimeField(blank=True, null=True, verbose_name='started at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True, verbose_name='lease expires')),
-                ('lease_id', models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
-                ('need', models.PositiveIntegerField(blank=True, null=True, verbose_name='accounts needed')),
-                ('need_explained', models.CharField(blank=True, max_length=255, verbose_name='how the need was computed')),
-                ('reserved', models.PositiveIntegerField(default=0, verbose_name='accounts reserved')),
-                ('consumed', models.PositiveIntegerField(default=0, verbose_name='consumed')),
-                ('rejected', models.PositiveIntegerField(default=0, verbose_name='rejected')),
-                ('unknown', models.PositiveIntegerField(default=0, verbose_name='unknown outcome')),
-                ('returned', models.PositiveIntegerField(default=0, verbose_name='returned unsent')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='requested by')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "trigger",
+                    models.CharField(
+                        choices=[
+                            ("webhook", "webhook"),
+                            ("manual", "manual push"),
+                            ("retry", "retry of unknown outcomes"),
+                        ],
+                        max_length=16,
+                        verbose_name="trigger",
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("finished", "finished"),
+                            ("config_error", "stopped: configuration error"),
+                            ("failed", "failed"),
+                            ("abandoned", "abandoned (worker died)"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                (
+                    "requested_accounts",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="accounts requested (manual)"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "started_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="started at"),
+                ),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished at"),
+                ),
+                (
+                    "lease_expires_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="lease expires"),
+                ),
+                ("lease_id", models.UUIDField(default=uuid.uuid4, editable=False, unique=True)),
+                (
+                    "need",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="accounts needed"
+                    ),
+                ),
+                (
+                    "need_explained",
+                    models.CharField(
+                        blank=True, max_length=255, verbose_name="how the need was computed"
+                    ),
+                ),
+                (
+                    "reserved",
+                    models.PositiveIntegerField(default=0, verbose_name="accounts reserved"),
+                ),
+                ("consumed", models.PositiveIntegerField(default=0, verbose_name="consumed")),
+                ("rejected", models.PositiveIntegerField(default=0, verbose_name="rejected")),
+                ("unknown", models.PositiveIntegerField(default=0, verbose_name="unknown outcome")),
+                (
+                    "returned",
+                    models.PositiveIntegerField(default=0, verbose_name="returned unsent"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="requested by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'replenishment run',
-                'verbose_name_plural': 'replenishment runs',
-                'ordering': ['-id'],
+                "verbose_name": "replenishment run",
+                "verbose_name_plural": "replenishment runs",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ImportAttempt',
+            name="ImportAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='at')),
-                ('mode', models.CharField(blank=True, choices=[('single', 'single (one request per account)'), ('batch', 'batch (one request, NDJSON answer)')], max_length=8, verbose_name='mode')),
-                ('sent', models.BooleanField(default=True, verbose_name='sent to the manager')),
-                ('http_status', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='HTTP status')),
-                ('manager_message', models.TextField(blank=True, verbose_name="manager's message")),
-                ('error', models.TextField(blank=True, verbose_name='error')),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True, verbose_name='duration (ms)')),
-                ('outcome', models.CharField(choices=[('consumed', 'consumed'), ('rejected', 'rejected'), ('unknown', 'unknown'), ('config_error', 'configuration error')], max_length=16, verbose_name='outcome')),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='import_attempts', to='accounts.account', verbose_name='account')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='attempts', to='webhooks.replenishmentrun', verbose_name='run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(auto_now_add=True, db_index=True, verbose_name="at"),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("single", "single (one request per account)"),
+                            ("batch", "batch (one request, NDJSON answer)"),
+                        ],
+                        max_length=8,
+                        verbose_name="mode",
+                    ),
+                ),
+                ("sent", models.BooleanField(default=True, verbose_name="sent to the manager")),
+                (
+                    "http_status",
+                    models.PositiveSmallIntegerField(
+                        blank=True, null=True, verbose_name="HTTP status"
+                    ),
+                ),
+                ("manager_message", models.TextField(blank=True, verbose_name="manager's message")),
+                ("error", models.TextField(blank=True, verbose_name="error")),
+                (
+                    "duration_ms",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="duration (ms)"
+                    ),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[
+                            ("consumed", "consumed"),
+                            ("rejected", "rejected"),
+                            ("unknown", "unknown"),
+                            ("config_error", "configuration error"),
+                        ],
+                        max_length=16,
+                        verbose_name="outcome",
+                    ),
+                ),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="import_attempts",
+                        to="accounts.account",
+                        verbose_name="account",
+                    ),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="attempts",
+                        to="webhooks.replenishmentrun",
+                        verbose_name="run",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'import attempt',
-                'verbose_name_plural': 'import attempts',
-                'ordering': ['-id'],
+                "verbose_name": "import attempt",
+                "verbose_name_plural": "import attempts",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='WebhookEvent',
+            name="WebhookEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='received at')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('acted_on', 'acted on'), ('superseded', 'superseded'), ('refused', 'refused')], max_length=16, verbose_name='status')),
-                ('key_ok', models.BooleanField(verbose_name='API key valid')),
-                ('current_seats', models.PositiveIntegerField(blank=True, null=True, verbose_name='free seats reported')),
-                ('threshold', models.PositiveIntegerField(blank=True, null=True, verbose_name='threshold')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('payload', models.TextField(blank=True, verbose_name='body as received')),
-                ('refusal', models.CharField(blank=True, max_length=255, verbose_name='why refused')),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True, verbose_name='from')),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='webhooks.replenishmentrun', verbose_name='run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "received_at",
+                    models.DateTimeField(
+                        auto_now_add=True, db_index=True, verbose_name="received at"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("acted_on", "acted on"),
+                            ("superseded", "superseded"),
+                            ("refused", "refused"),
+                        ],
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("key_ok", models.BooleanField(verbose_name="API key valid")),
+                (
+                    "current_seats",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="free seats reported"
+                    ),
+                ),
+                (
+                    "threshold",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="threshold"),
+                ),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                ("payload", models.TextField(blank=True, verbose_name="body as received")),
+                (
+                    "refusal",
+                    models.CharField(blank=True, max_length=255, verbose_name="why refused"),
+                ),
+                (
+                    "remote_addr",
+                    models.GenericIPAddressField(blank=True, null=True, verbose_name="from"),
+                ),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="webhooks.replenishmentrun",
+                        verbose_name="run",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'webhook event',
-                'verbose_name_plural': 'webhook events',
-                'ordering': ['-id'],
+                "verbose_name": "webhook event",
+                "verbose_name_plural": "webhook events",
+                "ordering": ["-id"],
             },
         ),
         migrations.AddIndex(
-            model_name='replenishmentrun',
-            index=models.Index(fields=['status', 'id'], name='run_status_idx'),
+            model_name="replenishmentrun",
+            index=models.Index(fields=["status", "id"], name="run_status_idx"),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(('trigger__in', ['webhook', 'manual', 'retry'])), name='run_trigger_valid'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("trigger__in", ["webhook", "manual", "retry"])),
+                name="run_trigger_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'finished', 'config_error', 'failed', 'abandoned'])), name='run_status_valid'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "status__in",
+                        ["queued", "running", "finished", "config_error", "failed", "abandoned"],
+                    )
+                ),
+                name="run_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'queued')), fields=('status',), name='run_one_queued'),
+            model_name="replenishmentrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "queued")), fields=("status",), name="run_one_queued"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.UniqueConstraint(condition=models.Q(('status', 'running')), fields=('status',), name='run_one_running'),
+            model_name="replenishmentrun",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status", "running")),
+                fields=("status",),
+                name="run_one_running",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'running'), _negated=True), models.Q(('lease_expires_at__isnull', False), ('started_at__isnull', False)), _connector='OR'), name='run_running_has_lease'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "running"), _negated=True),
+                    models.Q(("lease_expires_at__isnull", False), ("started_at__isnull", False)),
+                    _connector="OR",
+                ),
+                name="run_running_has_lease",
+            ),
         ),
         migrations.AddIndex(
-            model_name='importattempt',
-            index=models.Index(fields=['account', 'outcome'], name='attempt_account_outcome_idx'),
+            model_name="importattempt",
+            index=models.Index(fields=["account", "outcome"], name="attempt_account_outcome_idx"),
         ),
         migrations.AddIndex(
-            model_name='importattempt',
-            index=models.Index(fields=['outcome', 'created_at'], name='attempt_outcome_time_idx'),
+            model_name="importattempt",
+            index=models.Index(fields=["outcome", "created_at"], name="attempt_outcome_time_idx"),
         ),
         migrations.AddConstraint(
-            model_name='importattempt',
-            constraint=models.CheckConstraint(condition=models.Q(('outcome__in', ['consumed', 'rejected', 'unknown', 'config_error'])), name='attempt_outcome_valid'),
+            model_name="importattempt",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("outcome__in", ["consumed", "rejected", "unknown", "config_error"])
+                ),
+                name="attempt_outcome_valid",
+            ),
         ),
         migrations.AddIndex(
-            model_name='webhookevent',
-            index=models.Index(condition=models.Q(('status', 'queued')), fields=['id'], name='event_pending_idx'),
+            model_name="webhookevent",
+            index=models.Index(
+                condition=models.Q(("status", "queued")), fields=["id"], name="event_pending_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='webhookevent',
-            index=models.Index(fields=['status', 'id'], name='event_status_idx'),
+            model_name="webhookevent",
+            index=models.Index(fields=["status", "id"], name="event_status_idx"),
         ),
         migrations.AddConstraint(
-            model_name='webhookevent',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'acted_on', 'superseded', 'refused'])), name='event_status_valid'),
+            model_name="webhookevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status__in", ["queued", "acted_on", "superseded", "refused"])),
+                name="event_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='webhookevent',
-            constraint=models.CheckConstraint(condition=models.Q(('status', 'refused'), models.Q(('current_seats__isnull', False), ('key_ok', True), ('threshold__isnull', False)), _connector='OR'), name='event_accepted_is_complete'),
+            model_name="webhookevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status", "refused"),
+                    models.Q(
+                        ("current_seats__isnull", False),
+                        ("key_ok", True),
+                        ("threshold__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="event_accepted_is_complete",
+            ),
         ),
     ]

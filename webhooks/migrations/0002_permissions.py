@@ -4,14 +4,18 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0001_initial'),
+        ("webhooks", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='replenishmentrun',
-            options={'ordering': ['-id'], 'permissions': [('push_accounts', 'Can push accounts to the manager now')], 'verbose_name': 'replenishment run', 'verbose_name_plural': 'replenishment runs'},
+            name="replenishmentrun",
+            options={
+                "ordering": ["-id"],
+                "permissions": [("push_accounts", "Can push accounts to the manager now")],
+                "verbose_name": "replenishment run",
+                "verbose_name_plural": "replenishment runs",
+            },
         ),
     ]

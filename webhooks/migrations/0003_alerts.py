@@ -8,83 +8,261 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0002_permissions'),
+        ("webhooks", "0002_permissions"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='NotificationTarget',
+            name="NotificationTarget",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(blank=True, max_length=100, verbose_name='name')),
-                ('url', accounts.fields.EncryptedTextField(verbose_name='apprise URL')),
-                ('masked_url', models.CharField(editable=False, max_length=64, verbose_name='URL')),
-                ('enabled', models.BooleanField(default=True, verbose_name='enabled')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("label", models.CharField(blank=True, max_length=100, verbose_name="name")),
+                ("url", accounts.fields.EncryptedTextField(verbose_name="apprise URL")),
+                ("masked_url", models.CharField(editable=False, max_length=64, verbose_name="URL")),
+                ("enabled", models.BooleanField(default=True, verbose_name="enabled")),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'notification destination',
-                'verbose_name_plural': 'notification destinations',
-                'ordering': ['id'],
+                "verbose_name": "notification destination",
+                "verbose_name_plural": "notification destinations",
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='AlertSettings',
+            name="AlertSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('stock_below', models.PositiveIntegerField(default=10, help_text='Available accounts that can be imported. 0 turns this alert off.', verbose_name='alert when usable accounts in the pool fall below')),
-                ('runway_below_days', models.PositiveIntegerField(default=3, help_text="At the last 7 days' consumption; no consumption means no alert. 0 turns this alert off.", verbose_name='alert when the pool lasts fewer days than')),
-                ('config_error', models.BooleanField(default=True, help_text='The manager answered 401/403, a redirect or a refused request: a wrong key or URL.', verbose_name='alert when a run stops on a configuration error')),
-                ('unknown_in_a_row', models.PositiveIntegerField(default=3, help_text='Imports that timed out, lost the connection or got a server error. 0 turns this alert off; at most 100.', validators=[django.core.validators.MaxValueValidator(100)], verbose_name='alert after this many unknown outcomes in a row')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "stock_below",
+                    models.PositiveIntegerField(
+                        default=10,
+                        help_text="Available accounts that can be imported. 0 turns this alert off.",
+                        verbose_name="alert when usable accounts in the pool fall below",
+                    ),
+                ),
+                (
+                    "runway_below_days",
+                    models.PositiveIntegerField(
+                        default=3,
+                        help_text="At the last 7 days' consumption; no consumption means no alert. 0 turns this alert off.",
+                        verbose_name="alert when the pool lasts fewer days than",
+                    ),
+                ),
+                (
+                    "config_error",
+                    models.BooleanField(
+                        default=True,
+                        help_text="The manager answered 401/403, a redirect or a refused request: a wrong key or URL.",
+                        verbose_name="alert when a run stops on a configuration error",
+                    ),
+                ),
+                (
+                    "unknown_in_a_row",
+                    models.PositiveIntegerField(
+                        default=3,
+                        help_text="Imports that timed out, lost the connection or got a server error. 0 turns this alert off; at most 100.",
+                        validators=[django.core.validators.MaxValueValidator(100)],
+                        verbose_name="alert after this many unknown outcomes in a row",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'alert settings',
-                'verbose_name_plural': 'alert settings',
-                'constraints': [models.CheckConstraint(condition=models.Q(('pk', 1)), name='alert_settings_singleton'), models.CheckConstraint(condition=models.Q(('unknown_in_a_row__lte', 100)), name='alert_settings_unknown_bounded')],
+                "verbose_name": "alert settings",
+                "verbose_name_plural": "alert settings",
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("pk", 1)), name="alert_settings_singleton"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("unknown_in_a_row__lte", 100)),
+                        name="alert_settings_unknown_bounded",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AlertState',
+            name="AlertState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('condition', models.CharField(choices=[('low_stock', 'few usable accounts left'), ('short_runway', 'pool runs out in a few days'), ('config_error', 'the manager refused an import (configuration)'), ('unknown_outcomes', 'imports keep ending without an answer')], max_length=32, unique=True, verbose_name='condition')),
-                ('active', models.BooleanField(default=False, verbose_name='active')),
-                ('since', models.DateTimeField(blank=True, null=True, verbose_name='active since')),
-                ('last_notified_at', models.DateTimeField(blank=True, null=True, verbose_name='last notified')),
-                ('last_error', models.TextField(blank=True, verbose_name='last delivery error')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='updated at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "condition",
+                    models.CharField(
+                        choices=[
+                            ("low_stock", "few usable accounts left"),
+                            ("short_runway", "pool runs out in a few days"),
+                            ("config_error", "the manager refused an import (configuration)"),
+                            ("unknown_outcomes", "imports keep ending without an answer"),
+                        ],
+                        max_length=32,
+                        unique=True,
+                        verbose_name="condition",
+                    ),
+                ),
+                ("active", models.BooleanField(default=False, verbose_name="active")),
+                ("since", models.DateTimeField(blank=True, null=True, verbose_name="active since")),
+                (
+                    "last_notified_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last notified"),
+                ),
+                ("last_error", models.TextField(blank=True, verbose_name="last delivery error")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="updated at")),
             ],
             options={
-                'verbose_name': 'alert state',
-                'verbose_name_plural': 'alert states',
-                'ordering': ['condition'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('condition__in', ['low_stock', 'short_runway', 'config_error', 'unknown_outcomes'])), name='alert_state_condition_valid'), models.CheckConstraint(condition=models.Q(models.Q(('active', True), ('since__isnull', False)), models.Q(('active', False), ('since__isnull', True)), _connector='OR'), name='alert_state_active_has_since')],
+                "verbose_name": "alert state",
+                "verbose_name_plural": "alert states",
+                "ordering": ["condition"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            (
+                                "condition__in",
+                                ["low_stock", "short_runway", "config_error", "unknown_outcomes"],
+                            )
+                        ),
+                        name="alert_state_condition_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("active", True), ("since__isnull", False)),
+                            models.Q(("active", False), ("since__isnull", True)),
+                            _connector="OR",
+                        ),
+                        name="alert_state_active_has_since",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AlertEvent',
+            name="AlertEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='at')),
-                ('kind', models.CharField(choices=[('raised', 'raised'), ('cleared', 'cleared'), ('test', 'test notification')], max_length=8, verbose_name='event')),
-                ('condition', models.CharField(blank=True, choices=[('low_stock', 'few usable accounts left'), ('short_runway', 'pool runs out in a few days'), ('config_error', 'the manager refused an import (configuration)'), ('unknown_outcomes', 'imports keep ending without an answer')], max_length=32, verbose_name='condition')),
-                ('title', models.CharField(blank=True, max_length=200, verbose_name='title')),
-                ('message', models.TextField(blank=True, verbose_name='message')),
-                ('delivery', models.CharField(choices=[('pending', 'sending'), ('sent', 'sent'), ('partial', 'sent to some destinations only'), ('failed', 'not delivered'), ('none', 'nothing to send')], max_length=8, verbose_name='delivery')),
-                ('delivered_at', models.DateTimeField(blank=True, null=True, verbose_name='delivered at')),
-                ('error', models.TextField(blank=True, verbose_name='delivery error')),
-                ('requested_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='requested by')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="at")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("raised", "raised"),
+                            ("cleared", "cleared"),
+                            ("test", "test notification"),
+                        ],
+                        max_length=8,
+                        verbose_name="event",
+                    ),
+                ),
+                (
+                    "condition",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("low_stock", "few usable accounts left"),
+                            ("short_runway", "pool runs out in a few days"),
+                            ("config_error", "the manager refused an import (configuration)"),
+                            ("unknown_outcomes", "imports keep ending without an answer"),
+                        ],
+                        max_length=32,
+                        verbose_name="condition",
+                    ),
+                ),
+                ("title", models.CharField(blank=True, max_length=200, verbose_name="title")),
+                ("message", models.TextField(blank=True, verbose_name="message")),
+                (
+                    "delivery",
+                    models.CharField(
+                        choices=[
+                            ("pending", "sending"),
+                            ("sent", "sent"),
+                            ("partial", "sent to some destinations only"),
+                            ("failed", "not delivered"),
+                            ("none", "nothing to send"),
+                        ],
+                        max_length=8,
+                        verbose_name="delivery",
+                    ),
+                ),
+                (
+                    "delivered_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="delivered at"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="delivery error")),
+                (
+                    "requested_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="requested by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'alert',
-                'verbose_name_plural': 'alerts',
-                'ordering': ['-id'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('kind__in', ['raised', 'cleared', 'test'])), name='alert_event_kind_valid'), models.CheckConstraint(condition=models.Q(('delivery__in', ['pending', 'sent', 'partial', 'failed', 'none'])), name='alert_event_delivery_valid'), models.CheckConstraint(condition=models.Q(models.Q(('condition', ''), ('kind', 'test')), models.Q(models.Q(('kind', 'test'), _negated=True), ('condition__in', ['low_stock', 'short_runway', 'config_error', 'unknown_outcomes'])), _connector='OR'), name='alert_event_condition_matches_kind'), models.CheckConstraint(condition=models.Q(models.Q(('kind', 'cleared'), _negated=True), ('delivery', 'none'), _connector='OR'), name='alert_event_cleared_sends_nothing')],
+                "verbose_name": "alert",
+                "verbose_name_plural": "alerts",
+                "ordering": ["-id"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("kind__in", ["raised", "cleared", "test"])),
+                        name="alert_event_kind_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("delivery__in", ["pending", "sent", "partial", "failed", "none"])
+                        ),
+                        name="alert_event_delivery_valid",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("condition", ""), ("kind", "test")),
+                            models.Q(
+                                models.Q(("kind", "test"), _negated=True),
+                                (
+                                    "condition__in",
+                                    [
+                                        "low_stock",
+                                        "short_runway",
+                                        "config_error",
+                                        "unknown_outcomes",
+                                    ],
+                                ),
+                            ),
+                            _connector="OR",
+                        ),
+                        name="alert_event_condition_matches_kind",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("kind", "cleared"), _negated=True),
+                            ("delivery", "none"),
+                            _connector="OR",
+                        ),
+                        name="alert_event_cleared_sends_nothing",
+                    ),
+                ],
             },
         ),
     ]

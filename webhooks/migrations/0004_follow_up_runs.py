@@ -5,52 +5,102 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0003_alerts'),
+        ("webhooks", "0003_alerts"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='replenishmentrun',
-            name='run_trigger_valid',
+            model_name="replenishmentrun",
+            name="run_trigger_valid",
         ),
         migrations.AddField(
-            model_name='replenishmentrun',
-            name='shortfall',
-            field=models.PositiveIntegerField(default=0, verbose_name='accounts short'),
+            model_name="replenishmentrun",
+            name="shortfall",
+            field=models.PositiveIntegerField(default=0, verbose_name="accounts short"),
         ),
         migrations.AddField(
-            model_name='replenishmentrun',
-            name='shortfall_reason',
-            field=models.CharField(blank=True, choices=[('event_cap', 'capped per event'), ('hourly_cap', 'hourly cap reached'), ('pool_empty', 'no usable account left in the pool'), ('rejections', 'too many accounts rejected in one run'), ('config_error', 'stopped on a configuration error'), ('lease_lost', 'the run lost its lease (its worker was paused or killed)'), ('failed', 'the run failed')], max_length=16, verbose_name='why short'),
+            model_name="replenishmentrun",
+            name="shortfall_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("event_cap", "capped per event"),
+                    ("hourly_cap", "hourly cap reached"),
+                    ("pool_empty", "no usable account left in the pool"),
+                    ("rejections", "too many accounts rejected in one run"),
+                    ("config_error", "stopped on a configuration error"),
+                    ("lease_lost", "the run lost its lease (its worker was paused or killed)"),
+                    ("failed", "the run failed"),
+                ],
+                max_length=16,
+                verbose_name="why short",
+            ),
         ),
         migrations.AddField(
-            model_name='replenishmentrun',
-            name='stray_answers',
-            field=models.JSONField(blank=True, default=list, verbose_name='answers that matched no account sent'),
+            model_name="replenishmentrun",
+            name="stray_answers",
+            field=models.JSONField(
+                blank=True, default=list, verbose_name="answers that matched no account sent"
+            ),
         ),
         migrations.AddField(
-            model_name='webhookevent',
-            name='during_run',
-            field=models.BooleanField(default=False, verbose_name='received during a run'),
+            model_name="webhookevent",
+            name="during_run",
+            field=models.BooleanField(default=False, verbose_name="received during a run"),
         ),
         migrations.AlterField(
-            model_name='replenishmentrun',
-            name='trigger',
-            field=models.CharField(choices=[('webhook', 'webhook'), ('manual', 'manual push'), ('retry', 'retry of unknown outcomes'), ('follow_up', 'follow-up of events received during a run')], max_length=16, verbose_name='trigger'),
+            model_name="replenishmentrun",
+            name="trigger",
+            field=models.CharField(
+                choices=[
+                    ("webhook", "webhook"),
+                    ("manual", "manual push"),
+                    ("retry", "retry of unknown outcomes"),
+                    ("follow_up", "follow-up of events received during a run"),
+                ],
+                max_length=16,
+                verbose_name="trigger",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(('trigger__in', ['webhook', 'manual', 'retry', 'follow_up'])), name='run_trigger_valid'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("trigger__in", ["webhook", "manual", "retry", "follow_up"])),
+                name="run_trigger_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(('shortfall_reason__in', ['', 'event_cap', 'hourly_cap', 'pool_empty', 'rejections', 'config_error', 'lease_lost', 'failed'])), name='run_shortfall_reason_valid'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "shortfall_reason__in",
+                        [
+                            "",
+                            "event_cap",
+                            "hourly_cap",
+                            "pool_empty",
+                            "rejections",
+                            "config_error",
+                            "lease_lost",
+                            "failed",
+                        ],
+                    )
+                ),
+                name="run_shortfall_reason_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='replenishmentrun',
-            constraint=models.CheckConstraint(condition=models.Q(('shortfall', 0), models.Q(('shortfall_reason', ''), _negated=True), _connector='OR'), name='run_shortfall_has_reason'),
+            model_name="replenishmentrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("shortfall", 0),
+                    models.Q(("shortfall_reason", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="run_shortfall_has_reason",
+            ),
         ),
     ]

@@ -4,23 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0004_follow_up_runs'),
+        ("webhooks", "0004_follow_up_runs"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='webhookevent',
-            name='calls',
-            field=models.PositiveIntegerField(default=1, verbose_name='calls'),
+            model_name="webhookevent",
+            name="calls",
+            field=models.PositiveIntegerField(default=1, verbose_name="calls"),
         ),
         migrations.AddIndex(
-            model_name='webhookevent',
-            index=models.Index(condition=models.Q(('status', 'refused')), fields=['remote_addr', 'received_at'], name='event_refused_idx'),
+            model_name="webhookevent",
+            index=models.Index(
+                condition=models.Q(("status", "refused")),
+                fields=["remote_addr", "received_at"],
+                name="event_refused_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='webhookevent',
-            constraint=models.CheckConstraint(condition=models.Q(('calls__gte', 1)), name='event_calls_positive'),
+            model_name="webhookevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("calls__gte", 1)), name="event_calls_positive"
+            ),
         ),
     ]

@@ -6,148 +6,357 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0006_drop_status_id_index'),
-        ('webhooks', '0005_refused_calls_folded'),
+        ("accounts", "0006_drop_status_id_index"),
+        ("webhooks", "0005_refused_calls_folded"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='FollowedTeam',
+            name="FollowedTeam",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('team_id', models.PositiveBigIntegerField(verbose_name="manager's Team id")),
-                ('imported_at', models.DateTimeField(verbose_name='imported at')),
-                ('status', models.CharField(blank=True, choices=[('active', 'active (free seats)'), ('full', 'full'), ('expired', 'expired'), ('error', 'error'), ('banned', 'banned'), ('gone', 'gone from the manager')], max_length=8, verbose_name='status in the manager')),
-                ('status_since', models.DateTimeField(blank=True, null=True, verbose_name='status since')),
-                ('current_members', models.PositiveIntegerField(blank=True, null=True, verbose_name='members')),
-                ('max_members', models.PositiveIntegerField(blank=True, null=True, verbose_name='seats')),
-                ('expires_at', models.DateTimeField(blank=True, null=True, verbose_name='Team expires')),
-                ('last_sync', models.DateTimeField(blank=True, null=True, verbose_name="manager's last sync")),
-                ('checked_at', models.DateTimeField(blank=True, null=True, verbose_name='last asked')),
-                ('final_sightings', models.PositiveSmallIntegerField(default=0, verbose_name='seen expired or gone, in a row')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("team_id", models.PositiveBigIntegerField(verbose_name="manager's Team id")),
+                ("imported_at", models.DateTimeField(verbose_name="imported at")),
+                (
+                    "status",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("active", "active (free seats)"),
+                            ("full", "full"),
+                            ("expired", "expired"),
+                            ("error", "error"),
+                            ("banned", "banned"),
+                            ("gone", "gone from the manager"),
+                        ],
+                        max_length=8,
+                        verbose_name="status in the manager",
+                    ),
+                ),
+                (
+                    "status_since",
+                    models.DateTimeField(blank=True, null=True, verbose_name="status since"),
+                ),
+                (
+                    "current_members",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="members"),
+                ),
+                (
+                    "max_members",
+                    models.PositiveIntegerField(blank=True, null=True, verbose_name="seats"),
+                ),
+                (
+                    "expires_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="Team expires"),
+                ),
+                (
+                    "last_sync",
+                    models.DateTimeField(blank=True, null=True, verbose_name="manager's last sync"),
+                ),
+                (
+                    "checked_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="last asked"),
+                ),
+                (
+                    "final_sightings",
+                    models.PositiveSmallIntegerField(
+                        default=0, verbose_name="seen expired or gone, in a row"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'followed Team',
-                'verbose_name_plural': 'followed Teams',
-                'ordering': ['-id'],
-                'permissions': [('check_teams', 'Can ask the manager about imported Teams now')],
+                "verbose_name": "followed Team",
+                "verbose_name_plural": "followed Teams",
+                "ordering": ["-id"],
+                "permissions": [("check_teams", "Can ask the manager about imported Teams now")],
             },
         ),
         migrations.CreateModel(
-            name='FollowUpRound',
+            name="FollowUpRound",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('status', models.CharField(choices=[('queued', 'queued'), ('running', 'running'), ('finished', 'finished'), ('config_error', 'stopped: configuration error'), ('failed', 'failed')], default='queued', max_length=16, verbose_name='status')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='created at')),
-                ('started_at', models.DateTimeField(blank=True, null=True, verbose_name='started at')),
-                ('finished_at', models.DateTimeField(blank=True, null=True, verbose_name='finished at')),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True, verbose_name='lease expires')),
-                ('cursor', models.PositiveBigIntegerField(default=0, verbose_name='last Team asked (id)')),
-                ('asked', models.PositiveIntegerField(default=0, verbose_name='Teams asked')),
-                ('changed', models.PositiveIntegerField(default=0, verbose_name='status changes')),
-                ('unanswered', models.PositiveIntegerField(default=0, verbose_name='no usable answer')),
-                ('error', models.TextField(blank=True, verbose_name='error')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "queued"),
+                            ("running", "running"),
+                            ("finished", "finished"),
+                            ("config_error", "stopped: configuration error"),
+                            ("failed", "failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="created at")),
+                (
+                    "started_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="started at"),
+                ),
+                (
+                    "finished_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="finished at"),
+                ),
+                (
+                    "lease_expires_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="lease expires"),
+                ),
+                (
+                    "cursor",
+                    models.PositiveBigIntegerField(default=0, verbose_name="last Team asked (id)"),
+                ),
+                ("asked", models.PositiveIntegerField(default=0, verbose_name="Teams asked")),
+                ("changed", models.PositiveIntegerField(default=0, verbose_name="status changes")),
+                (
+                    "unanswered",
+                    models.PositiveIntegerField(default=0, verbose_name="no usable answer"),
+                ),
+                ("error", models.TextField(blank=True, verbose_name="error")),
             ],
             options={
-                'verbose_name': 'follow-up round',
-                'verbose_name_plural': 'follow-up rounds',
-                'ordering': ['-id'],
+                "verbose_name": "follow-up round",
+                "verbose_name_plural": "follow-up rounds",
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='TeamStatusChange',
+            name="TeamStatusChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_index=True, verbose_name='seen at')),
-                ('old_status', models.CharField(blank=True, choices=[('active', 'active (free seats)'), ('full', 'full'), ('expired', 'expired'), ('error', 'error'), ('banned', 'banned'), ('gone', 'gone from the manager')], max_length=8, verbose_name='from')),
-                ('new_status', models.CharField(choices=[('active', 'active (free seats)'), ('full', 'full'), ('expired', 'expired'), ('error', 'error'), ('banned', 'banned'), ('gone', 'gone from the manager')], max_length=8, verbose_name='to')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(db_index=True, verbose_name="seen at")),
+                (
+                    "old_status",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("active", "active (free seats)"),
+                            ("full", "full"),
+                            ("expired", "expired"),
+                            ("error", "error"),
+                            ("banned", "banned"),
+                            ("gone", "gone from the manager"),
+                        ],
+                        max_length=8,
+                        verbose_name="from",
+                    ),
+                ),
+                (
+                    "new_status",
+                    models.CharField(
+                        choices=[
+                            ("active", "active (free seats)"),
+                            ("full", "full"),
+                            ("expired", "expired"),
+                            ("error", "error"),
+                            ("banned", "banned"),
+                            ("gone", "gone from the manager"),
+                        ],
+                        max_length=8,
+                        verbose_name="to",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'Team status change',
-                'verbose_name_plural': 'Team status changes',
-                'ordering': ['-id'],
+                "verbose_name": "Team status change",
+                "verbose_name_plural": "Team status changes",
+                "ordering": ["-id"],
             },
         ),
         migrations.RemoveConstraint(
-            model_name='alertevent',
-            name='alert_event_condition_matches_kind',
+            model_name="alertevent",
+            name="alert_event_condition_matches_kind",
         ),
         migrations.RemoveConstraint(
-            model_name='alertstate',
-            name='alert_state_condition_valid',
+            model_name="alertstate",
+            name="alert_state_condition_valid",
         ),
         migrations.AddField(
-            model_name='alertsettings',
-            name='banned_in_a_day',
-            field=models.PositiveIntegerField(default=3, help_text='As the manager reports them to the follow-up rounds. 0 turns this alert off.', verbose_name='alert when this many imported Teams were banned in 24 hours'),
+            model_name="alertsettings",
+            name="banned_in_a_day",
+            field=models.PositiveIntegerField(
+                default=3,
+                help_text="As the manager reports them to the follow-up rounds. 0 turns this alert off.",
+                verbose_name="alert when this many imported Teams were banned in 24 hours",
+            ),
         ),
         migrations.AddField(
-            model_name='importattempt',
-            name='team_id',
-            field=models.PositiveBigIntegerField(blank=True, null=True, verbose_name="manager's Team id"),
+            model_name="importattempt",
+            name="team_id",
+            field=models.PositiveBigIntegerField(
+                blank=True, null=True, verbose_name="manager's Team id"
+            ),
         ),
         migrations.AlterField(
-            model_name='alertevent',
-            name='condition',
-            field=models.CharField(blank=True, choices=[('low_stock', 'few usable accounts left'), ('short_runway', 'pool runs out in a few days'), ('config_error', 'the manager refused an import (configuration)'), ('unknown_outcomes', 'imports keep ending without an answer'), ('banned_teams', 'imported Teams are being banned')], max_length=32, verbose_name='condition'),
+            model_name="alertevent",
+            name="condition",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("low_stock", "few usable accounts left"),
+                    ("short_runway", "pool runs out in a few days"),
+                    ("config_error", "the manager refused an import (configuration)"),
+                    ("unknown_outcomes", "imports keep ending without an answer"),
+                    ("banned_teams", "imported Teams are being banned"),
+                ],
+                max_length=32,
+                verbose_name="condition",
+            ),
         ),
         migrations.AlterField(
-            model_name='alertstate',
-            name='condition',
-            field=models.CharField(choices=[('low_stock', 'few usable accounts left'), ('short_runway', 'pool runs out in a few days'), ('config_error', 'the manager refused an import (configuration)'), ('unknown_outcomes', 'imports keep ending without an answer'), ('banned_teams', 'imported Teams are being banned')], max_length=32, unique=True, verbose_name='condition'),
+            model_name="alertstate",
+            name="condition",
+            field=models.CharField(
+                choices=[
+                    ("low_stock", "few usable accounts left"),
+                    ("short_runway", "pool runs out in a few days"),
+                    ("config_error", "the manager refused an import (configuration)"),
+                    ("unknown_outcomes", "imports keep ending without an answer"),
+                    ("banned_teams", "imported Teams are being banned"),
+                ],
+                max_length=32,
+                unique=True,
+                verbose_name="condition",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alertevent',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('condition', ''), ('kind', 'test')), models.Q(models.Q(('kind', 'test'), _negated=True), ('condition__in', ['low_stock', 'short_runway', 'config_error', 'unknown_outcomes', 'banned_teams'])), _connector='OR'), name='alert_event_condition_matches_kind'),
+            model_name="alertevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("condition", ""), ("kind", "test")),
+                    models.Q(
+                        models.Q(("kind", "test"), _negated=True),
+                        (
+                            "condition__in",
+                            [
+                                "low_stock",
+                                "short_runway",
+                                "config_error",
+                                "unknown_outcomes",
+                                "banned_teams",
+                            ],
+                        ),
+                    ),
+                    _connector="OR",
+                ),
+                name="alert_event_condition_matches_kind",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='alertstate',
-            constraint=models.CheckConstraint(condition=models.Q(('condition__in', ['low_stock', 'short_runway', 'config_error', 'unknown_outcomes', 'banned_teams'])), name='alert_state_condition_valid'),
+            model_name="alertstate",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "condition__in",
+                        [
+                            "low_stock",
+                            "short_runway",
+                            "config_error",
+                            "unknown_outcomes",
+                            "banned_teams",
+                        ],
+                    )
+                ),
+                name="alert_state_condition_valid",
+            ),
         ),
         migrations.AddField(
-            model_name='followedteam',
-            name='account',
-            field=models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='followed_team', to='accounts.account', verbose_name='account'),
+            model_name="followedteam",
+            name="account",
+            field=models.OneToOneField(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="followed_team",
+                to="accounts.account",
+                verbose_name="account",
+            ),
         ),
         migrations.AddField(
-            model_name='followupround',
-            name='requested_by',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL, verbose_name='requested by'),
+            model_name="followupround",
+            name="requested_by",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to=settings.AUTH_USER_MODEL,
+                verbose_name="requested by",
+            ),
         ),
         migrations.AddField(
-            model_name='teamstatuschange',
-            name='team',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='changes', to='webhooks.followedteam', verbose_name='Team'),
+            model_name="teamstatuschange",
+            name="team",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="changes",
+                to="webhooks.followedteam",
+                verbose_name="Team",
+            ),
         ),
         migrations.AddIndex(
-            model_name='followedteam',
-            index=models.Index(fields=['status'], name='team_status_idx'),
+            model_name="followedteam",
+            index=models.Index(fields=["status"], name="team_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='followedteam',
-            index=models.Index(condition=models.Q(('final_sightings__lt', 2)), fields=['id'], name='team_followed_idx'),
+            model_name="followedteam",
+            index=models.Index(
+                condition=models.Q(("final_sightings__lt", 2)),
+                fields=["id"],
+                name="team_followed_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='followedteam',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['', 'active', 'full', 'expired', 'error', 'banned', 'gone'])), name='team_status_valid'),
+            model_name="followedteam",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["", "active", "full", "expired", "error", "banned", "gone"])
+                ),
+                name="team_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='followedteam',
-            constraint=models.CheckConstraint(condition=models.Q(('status', ''), ('checked_at__isnull', False), _connector='OR'), name='team_status_was_asked'),
+            model_name="followedteam",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("status", ""), ("checked_at__isnull", False), _connector="OR"),
+                name="team_status_was_asked",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='followupround',
-            constraint=models.CheckConstraint(condition=models.Q(('status__in', ['queued', 'running', 'finished', 'config_error', 'failed'])), name='round_status_valid'),
+            model_name="followupround",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("status__in", ["queued", "running", "finished", "config_error", "failed"])
+                ),
+                name="round_status_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='followupround',
-            constraint=models.UniqueConstraint(condition=models.Q(('status__in', ['queued', 'running'])), fields=('status',), name='round_one_active'),
+            model_name="followupround",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("status__in", ["queued", "running"])),
+                fields=("status",),
+                name="round_one_active",
+            ),
         ),
         migrations.AddIndex(
-            model_name='teamstatuschange',
-            index=models.Index(fields=['new_status', 'at'], name='team_change_status_at_idx'),
+            model_name="teamstatuschange",
+            index=models.Index(fields=["new_status", "at"], name="team_change_status_at_idx"),
         ),
     ]

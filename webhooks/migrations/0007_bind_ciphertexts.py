@@ -11,7 +11,6 @@ def bind_to_columns(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("accounts", "0010_bind_ciphertexts"),
         ("webhooks", "0006_followed_teams"),

@@ -4,23 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('webhooks', '0007_bind_ciphertexts'),
+        ("webhooks", "0007_bind_ciphertexts"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BatchReport',
+            name="BatchReport",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='made at')),
-                ('data', models.JSONField(verbose_name='report')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "created_at",
+                    models.DateTimeField(auto_now_add=True, db_index=True, verbose_name="made at"),
+                ),
+                ("data", models.JSONField(verbose_name="report")),
             ],
             options={
-                'verbose_name': 'batch report',
-                'verbose_name_plural': 'batch reports',
-                'ordering': ['-id'],
+                "verbose_name": "batch report",
+                "verbose_name_plural": "batch reports",
+                "ordering": ["-id"],
             },
         ),
     ]

@@ -11,8 +11,7 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from accounts.models import AccountStatus
-from accounts.models import UnusableReason
+from accounts.models import AccountStatus, UnusableReason
 from accounts.selectors import HELD_REASONS, account_key_warnings, account_unusable_by_reason
 from webhooks.models import (
     AlertEvent,
@@ -56,7 +55,8 @@ def pool_dashboard(context):
         "can_change_policy": user.has_perm("webhooks.change_replenishmentpolicy"),
         "can_view_teams": user.has_perm("webhooks.view_followedteam"),
         "can_check_teams": user.has_perm("webhooks.check_teams"),
-        "can_view_batches": user.has_perm("webhooks.view_followedteam") and user.has_perm("accounts.view_accountbatch"),
+        "can_view_batches": user.has_perm("webhooks.view_followedteam")
+        and user.has_perm("accounts.view_accountbatch"),
     }
     if can_view_pool or can_view_runs:
         result["alerts"] = active_alerts()
@@ -81,14 +81,30 @@ def pool_dashboard(context):
     if can_view_events:
         result["events"] = list(
             WebhookEvent.objects.order_by("-id").only(
-                "id", "received_at", "status", "key_ok", "current_seats", "threshold", "refusal", "run_id"
+                "id",
+                "received_at",
+                "status",
+                "key_ok",
+                "current_seats",
+                "threshold",
+                "refusal",
+                "run_id",
             )[:RECENT]
         )
         result["refused_last_hour"] = event_refused_calls_since(since=timezone.now() - HOUR)
     if can_view_runs:
         result["runs"] = list(
             ReplenishmentRun.objects.order_by("-id").only(
-                "id", "trigger", "status", "created_at", "need", "reserved", "consumed", "rejected", "unknown", "error"
+                "id",
+                "trigger",
+                "status",
+                "created_at",
+                "need",
+                "reserved",
+                "consumed",
+                "rejected",
+                "unknown",
+                "error",
             )[:RECENT]
         )
     return result
@@ -98,7 +114,9 @@ def unusable_split(by_reason: dict[str, int]) -> dict:
     """Available accounts that are not stock: held for staff and flagged, each with its reasons."""
     labels = dict(UnusableReason.choices)
     held = [(labels.get(r, r), n) for r, n in sorted(by_reason.items()) if r in HELD_REASONS]
-    flagged = [(labels.get(r, r) or "—", n) for r, n in sorted(by_reason.items()) if r not in HELD_REASONS]
+    flagged = [
+        (labels.get(r, r) or "—", n) for r, n in sorted(by_reason.items()) if r not in HELD_REASONS
+    ]
     return {
         "held": sum(n for _, n in held),
         "held_reasons": held,

@@ -15,7 +15,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         User = get_user_model()
         if User.objects.filter(is_superuser=True).exists():
-            self.stdout.write("Log in with your existing admin user (manage.py changepassword resets it).")
+            self.stdout.write(
+                "Log in with your existing admin user (manage.py changepassword resets it)."
+            )
             return
         username = os.environ.get("DJANGO_SUPERUSER_USERNAME") or "admin"
         given = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
@@ -24,7 +26,9 @@ class Command(BaseCommand):
             username=username, email=os.environ.get("DJANGO_SUPERUSER_EMAIL", ""), password=password
         )
         if given:
-            self.stdout.write(f"Created admin user {username!r} with the password from DJANGO_SUPERUSER_PASSWORD.")
+            self.stdout.write(
+                f"Created admin user {username!r} with the password from DJANGO_SUPERUSER_PASSWORD."
+            )
         else:
             self.stdout.write(
                 f"Created admin user {username!r} with password {password} — shown this once; "

@@ -21,12 +21,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("file", help="path of a .txt/.csv file, or - for standard input")
-        parser.add_argument("--batch", default="", help="label for this batch (default: file name and date)")
-        parser.add_argument("--supplier", default="", help="who sold these accounts (compared on the batches page)")
-        parser.add_argument("--user", default="", help="username recorded as the one who loaded them")
+        parser.add_argument(
+            "--batch", default="", help="label for this batch (default: file name and date)"
+        )
+        parser.add_argument(
+            "--supplier", default="", help="who sold these accounts (compared on the batches page)"
+        )
+        parser.add_argument(
+            "--user", default="", help="username recorded as the one who loaded them"
+        )
         parser.add_argument("--dry-run", action="store_true", help="check every line, save nothing")
         parser.add_argument(
-            "--strict", action="store_true", help="save nothing unless every line is valid (all or nothing)"
+            "--strict",
+            action="store_true",
+            help="save nothing unless every line is valid (all or nothing)",
         )
 
     def handle(self, *args, file, batch, supplier, user, dry_run, strict, **options):
@@ -58,7 +66,9 @@ class Command(BaseCommand):
         with stream:
             try:
                 if dry_run:
-                    report = account_load(lines=stream, batch=None, dry_run=True, on_line=print_line)
+                    report = account_load(
+                        lines=stream, batch=None, dry_run=True, on_line=print_line
+                    )
                 else:
                     # Here (never in a web request or the worker) a second process prepares the
                     # chunks while this one writes: the command line's fast path.

@@ -37,7 +37,9 @@ class Command(BaseCommand):
     def _check(self):
         census = account_key_census()
         for c in census:
-            state = "newest" if c.newest else "older, configured" if c.configured else "NOT CONFIGURED"
+            state = (
+                "newest" if c.newest else "older, configured" if c.configured else "NOT CONFIGURED"
+            )
             self.stdout.write(f"{c.table} under key id {c.key_id} ({state}): {c.rows}")
         behind = sum(c.rows for c in census if not c.newest)
         if behind:

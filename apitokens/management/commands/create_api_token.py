@@ -17,7 +17,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument(
-            "--expires-days", type=float, default=None, help="Days until the token stops working (default: never)."
+            "--expires-days",
+            type=float,
+            default=None,
+            help="Days until the token stops working (default: never).",
         )
 
     def handle(self, *args, username, expires_days, **options):

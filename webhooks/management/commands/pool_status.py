@@ -13,7 +13,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--json", action="store_true", dest="as_json", help="print one JSON object")
+        parser.add_argument(
+            "--json", action="store_true", dest="as_json", help="print one JSON object"
+        )
 
     def handle(self, *args, as_json: bool = False, **options):
         summary = {**account_pool_summary(), "in_manager": team_counts_in_manager()}

@@ -16,7 +16,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--every", type=float, default=0, help="repeat every N seconds until stopped")
+        parser.add_argument(
+            "--every", type=float, default=0, help="repeat every N seconds until stopped"
+        )
 
     def handle(self, *args, every, **options):
         while True:

@@ -3,7 +3,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from webhooks import services
-from webhooks.models import ACTIVE_RUN_STATUSES, ReplenishmentRun, RunTrigger
+from webhooks.models import ACTIVE_RUN_STATUSES, RunTrigger
 
 
 class Command(BaseCommand):
@@ -11,7 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--accounts", type=int, required=True, help="how many accounts to push")
-        parser.add_argument("--wait", type=float, default=600, help="seconds to wait for the run (default 600)")
+        parser.add_argument(
+            "--wait", type=float, default=600, help="seconds to wait for the run (default 600)"
+        )
 
     def handle(self, *args, accounts, wait, **options):
         if accounts < 1:
