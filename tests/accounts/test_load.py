@@ -164,7 +164,7 @@ def test_a_second_load_of_the_same_file_creates_nothing(material, write_file):
 
 
 def test_lines_spanning_several_chunks(material, monkeypatch):
-    monkeypatch.setattr("accounts.services.LOAD_CHUNK", 3)
+    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 3)
     lines = [fakes.render_line(material(), "delimited-dash") for _ in range(8)]
     lines.insert(4, lines[1])  # a duplicate across chunk boundaries
     batch = AccountBatchFactory(status=BatchStatus.LOADING)
@@ -301,18 +301,18 @@ def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(
 ):
     """Another load inserted it between this chunk's check and its insert: the unique constraint
     refuses the insert, the chunk is checked again, and the rest is inserted."""
-    from accounts import services
+    from accounts.services import bulk
 
     given = [material() for _ in range(3)]
     AccountFactory(**{k: v for k, v in given[1].items() if v is not None})
-    real_check = services.account_existing_digests
+    real_check = bulk.account_existing_digests
     checks = []
 
     def stale_first_check(**kwargs):
         checks.append(1)
         return {} if len(checks) == 1 else real_check(**kwargs)
 
-    monkeypatch.setattr(services, "account_existing_digests", stale_first_check)
+    monkeypatch.setattr(bulk, "account_existing_digests", stale_first_check)
     report = _load([fakes.render_line(a, "positional") for a in given])
 
     assert (report.created, report.duplicates, report.invalid) == (2, 1, 0)
