@@ -3,13 +3,11 @@ from datetime import datetime
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone, translation
-from django.utils.functional import cached_property
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -34,14 +32,13 @@ from accounts.selectors import (
     account_counts_by_status,
     account_stock_q,
     account_token_heads_load,
-    email_prefix_q,
 )
-from poolsite.admin_base import ReadOnlyAdmin
+from poolsite.admin_base import (
+    CappedCountPaginator,
+    EmailSearchMixin,
+    ReadOnlyAdmin,
+)
 
-MSG_SEARCH_EMAIL_START = _(
-    "Matches the start of an email address: type the whole address or its beginning "
-    "(“ann” finds ann@example.com, not joanna@example.com)."
-)
 MSG_NOT_RETRIED_WHICH = _("Not retried: %(accounts)s.")
 MSG_AND_MORE = ngettext_lazy("and %(n)d more", "and %(n)d more", "n")
 # Why retry skipped an account, by its state.
@@ -92,23 +89,6 @@ def why_not_retried(account: Account) -> str:
     if account.unusable_reason in HELD_REASONS:
         return str(WHY_NOT_RETRIED["undecryptable"])
     return str(WHY_NOT_RETRIED["flagged"] % {"reason": account.get_unusable_reason_display()})
-
-
-class CappedCountPaginator(Paginator):
-    """Counting a million rows on every page view is what makes big admin lists slow.
-
-    Counting stops at CAP; past it the list says "more than CAP" and filters or search narrow it.
-    """
-
-    CAP = 10_000
-
-    @cached_property
-    def count(self):
-        return self.object_list[: self.CAP + 1].count()
-
-    @property
-    def capped(self):
-        return self.count > self.CAP
 
 
 class RecentBatchFilter(admin.SimpleListFilter):
@@ -162,7 +142,7 @@ class AccountChangeList(ChangeList):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(EmailSearchMixin, admin.ModelAdmin):
     form = AccountNotesForm
     list_display = (
         "id",
@@ -177,7 +157,6 @@ class AccountAdmin(admin.ModelAdmin):
     list_filter = ("status", StockFilter, "usable", RecentBatchFilter)
     list_select_related = ("batch",)
     search_fields = ("email",)
-    search_help_text = MSG_SEARCH_EMAIL_START
     paginator = CappedCountPaginator
     show_full_result_count = False
     # Facet counts would count every row of the pool once per filter choice.
@@ -284,13 +263,6 @@ class AccountAdmin(admin.ModelAdmin):
     def get_object(self, request, object_id, from_field=None):
         account = super().get_object(request, object_id, from_field)
         return account if account is None else account_token_heads_load(accounts=[account])[0]
-
-    def get_search_results(self, request, queryset, search_term):
-        # Emails are stored lower-case; a prefix match is an index range scan, "contains" is not.
-        term = search_term.strip().lower()
-        if not term:
-            return queryset, False
-        return queryset.filter(email_prefix_q(term=term)), False
 
     def has_add_permission(self, request):
         # Accounts arrive through the load page, which shows what each line became.

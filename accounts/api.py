@@ -22,7 +22,6 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ParseError
 from rest_framework.filters import OrderingFilter
 from rest_framework.parsers import BaseParser
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from accounts import services
@@ -35,10 +34,13 @@ from accounts.models import (
     accounts_for_list,
 )
 from accounts.parser import label_problem
-from accounts.selectors import account_batches_of, account_token_heads_load, email_prefix_q
+from accounts.selectors import account_batches_of, account_token_heads_load
 from accounts.services import LineOutcome
+from poolsite.http import declared_length
 from poolsite.pagination import MAX_ID
 from poolsite.parsers import JSONParser
+from poolsite.permissions import StaffCanView, staff_with
+from poolsite.search import email_prefix_q
 
 MSG_EMPTY = _(
     "Nothing to load: send the account lines as a text/plain body, or as JSON with the lines in “text”."
@@ -53,33 +55,6 @@ MAX_RETIRE_IDS = 1000
 
 
 # --- Shared by every endpoint under /api/ -------------------------------------------------------
-
-
-class StaffWithPermission(BasePermission):
-    """Staff who also hold `permission`: an API write needs what the same write needs in the admin."""
-
-    permission = ""
-
-    def has_permission(self, request, view):
-        user = request.user
-        return bool(user and user.is_staff and user.has_perm(self.permission))
-
-
-def staff_with(permission: str) -> type[BasePermission]:
-    return type(f"StaffWith[{permission}]", (StaffWithPermission,), {"permission": permission})
-
-
-class StaffCanView(BasePermission):
-    """Staff who may see these rows in the admin (view or change permission) may read them here."""
-
-    def has_permission(self, request, view):
-        user = request.user
-        if not (user and user.is_staff):
-            return False
-        opts = view.queryset.model._meta
-        return user.has_perm(f"{opts.app_label}.view_{opts.model_name}") or user.has_perm(
-            f"{opts.app_label}.change_{opts.model_name}"
-        )
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -410,12 +385,8 @@ class AccountViewSet(viewsets.ReadOnlyModelViewSet):
 def _bulk_input(request) -> dict:
     """The bulk request as one dict, whichever body it came in; too big a body is refused unread."""
     limit = settings.POOL_UPLOAD_MAX_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    # Django never reads past the declared length, so checking it is enough.
-    if declared > limit:
+    # Refused unread (poolsite.http.declared_length).
+    if declared_length(request) > limit:
         raise ParseError(MSG_TOO_BIG % {"limit": filesizeformat(limit)})
     if not isinstance(request.data, str):
         return request.data

@@ -151,19 +151,6 @@ def account_token_heads_load(*, accounts: list[Account]) -> list[Account]:
     return accounts
 
 
-def email_prefix_q(*, term: str, field: str = "email") -> Q:
-    """Accounts whose (lower-case) email starts with `term`, as an index range scan on both databases.
-
-    PostgreSQL's LIKE 'x%' uses the varchar_pattern_ops index Django adds for an indexed CharField;
-    SQLite's LIKE ignores case and so cannot use an index at all, but emails are stored lower-case,
-    so a range on the binary-collated column finds the same rows from the index.
-    """
-    term = term.strip().lower()
-    if connection.vendor == "sqlite":
-        return Q(**{f"{field}__gte": term, f"{field}__lt": term + "\U0010ffff"})
-    return Q(**{f"{field}__startswith": term})
-
-
 def account_ids_leased(*, account_ids, lease_id, now) -> set[int]:
     """Those of `account_ids` still reserved under `lease_id`, with the lease not run out.
 

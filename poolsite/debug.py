@@ -4,7 +4,7 @@ import re
 
 from django.views.debug import SafeExceptionReporterFilter
 
-from accounts.tokens import redact
+from poolsite.text import redact
 
 
 class SecretSafeExceptionReporterFilter(SafeExceptionReporterFilter):

@@ -2,7 +2,7 @@
 
 import logging
 
-from accounts.tokens import redact
+from poolsite.text import redact
 
 
 class RedactSecrets(logging.Filter):

@@ -164,7 +164,7 @@ REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", def
 # limit), and a round every this many hours from the reconcile loop `make run` starts (0: never).
 FOLLOW_UP_RATE = env.float("FOLLOW_UP_RATE", default=5)
 FOLLOW_UP_EVERY_HOURS = env.float("FOLLOW_UP_EVERY_HOURS", default=6)
-# Settings whose values accounts.tokens.redact removes, as it removes tokens, from any outside
+# Settings whose values poolsite.text.redact removes, as it removes tokens, from any outside
 # text the service stores or logs (a manager's answer, an exception, a log record).
 REDACTED_SETTINGS = ["MANAGER_API_KEY"]
 

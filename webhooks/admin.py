@@ -1,24 +1,21 @@
-from datetime import date, timedelta
+from datetime import timedelta
 
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.db.models import Max, Min
 from django.http import JsonResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils import formats, timezone
+from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.safestring import mark_safe
-from django.utils.text import Truncator, capfirst
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
-from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
-from accounts.selectors import email_prefix_q
-from poolsite.admin_base import ReadOnlyAdmin
+from poolsite.admin_base import EmailSearchMixin, HistoryAdmin, OneRowAdmin
 from webhooks import (
     alerts_admin,  # noqa: F401  (registers the notification settings and states)
     exports,
@@ -43,6 +40,7 @@ from webhooks.models import (
     RunTrigger,
     WebhookEvent,
 )
+from webhooks.selectors import policy_get
 
 # Long texts are cut to this in lists; the detail page has them whole.
 LIST_TEXT_CHARS = 80
@@ -65,95 +63,6 @@ MSG_EXPORT_PERIOD_ORDER = _("The first day must not be after the last day.")
 MSG_BAD_FILTERS = _("These filters cannot be applied: choose them again in the list, then export.")
 
 
-class HistoryAdmin(ReadOnlyAdmin):
-    """A history list that stays fast at a million rows.
-
-    Counting stops at a cap, facet counts are off, and the date drill-down lists the periods
-    between the first and the last row in view (two index probes) instead of the periods that
-    have rows, which Django finds with SELECT DISTINCT over every row in view (0.4 s a million).
-    """
-
-    paginator = CappedCountPaginator
-    show_facets = admin.ShowFacets.NEVER
-
-    def changelist_view(self, request, extra_context=None):
-        response = super().changelist_view(request, extra_context)
-        context = getattr(response, "context_data", None)
-        if context and "cl" in context:
-            context["date_drilldown"] = _date_drilldown(context["cl"])
-        return response
-
-
-def _date_drilldown(cl) -> dict:
-    """What admin/date_hierarchy.html shows, from the first and last row of the list."""
-    field = cl.date_hierarchy
-    year_field, month_field, day_field = f"{field}__year", f"{field}__month", f"{field}__day"
-    # Numbers, or the ChangeList would have refused them already.
-    year, month, day = (
-        int(cl.params[f]) if f in cl.params else None for f in (year_field, month_field, day_field)
-    )
-
-    def link(filters):
-        return cl.get_query_string(filters, [f"{field}__"])
-
-    if year and month and day:
-        shown = date(year, month, day)
-        return {
-            "show": True,
-            "back": {
-                "link": link({year_field: year, month_field: month}),
-                "title": capfirst(formats.date_format(shown, "YEAR_MONTH_FORMAT")),
-            },
-            "choices": [{"title": capfirst(formats.date_format(shown, "MONTH_DAY_FORMAT"))}],
-        }
-    bounds = cl.queryset.aggregate(first=Min(field), last=Max(field))
-    if bounds["first"] is None:
-        return {
-            "show": bool(year),
-            "back": {"link": link({}), "title": _("All dates")},
-            "choices": [],
-        }
-    first, last = (timezone.localtime(bounds[k]) for k in ("first", "last"))
-    if not year and first.year == last.year:
-        year = first.year
-        if first.month == last.month:
-            month = first.month
-    if year and month:
-        return {
-            "show": True,
-            "back": {"link": link({year_field: year}), "title": str(year)},
-            "choices": [
-                {
-                    "link": link({year_field: year, month_field: month, day_field: n}),
-                    "title": capfirst(
-                        formats.date_format(date(year, month, n), "MONTH_DAY_FORMAT")
-                    ),
-                }
-                for n in range(first.day, last.day + 1)
-            ],
-        }
-    if year:
-        return {
-            "show": True,
-            "back": {"link": link({}), "title": _("All dates")},
-            "choices": [
-                {
-                    "link": link({year_field: year, month_field: n}),
-                    "title": capfirst(formats.date_format(date(year, n, 1), "YEAR_MONTH_FORMAT")),
-                }
-                for n in range(first.month, last.month + 1)
-            ],
-        }
-    return {
-        "show": True,
-        "back": None,
-        "choices": [
-            {"link": link({year_field: str(n)}), "title": str(n)}
-            for n in range(first.year, last.year + 1)
-        ],
-    }
-
-
 @admin.register(WebhookEvent)
 class WebhookEventAdmin(HistoryAdmin):
     list_display = (
@@ -173,7 +82,7 @@ class WebhookEventAdmin(HistoryAdmin):
 
 
 @admin.register(ReplenishmentRun)
-class ReplenishmentRunAdmin(HistoryAdmin):
+class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
     # Chosen for 1366 px: reserved and returned are on each run's page, with the whole error.
     list_display = (
         "id",
@@ -195,15 +104,11 @@ class ReplenishmentRunAdmin(HistoryAdmin):
         "or its beginning (“ann” finds ann@example.com, not joanna@example.com)."
     )
 
-    def get_search_results(self, request, queryset, search_term):
-        # A prefix match is a range scan of the email index; a semi-join needs no DISTINCT.
-        term = search_term.strip().lower()
-        if not term:
-            return queryset, False
-        sent = ImportAttempt.objects.filter(
-            email_prefix_q(term=term, field="account__email")
-        ).values("run_id")
-        return queryset.filter(pk__in=sent), False
+    search_email_field = "account__email"
+
+    def search_filter(self, queryset, matches):
+        # The runs that sent a matching account: a semi-join needs no DISTINCT.
+        return queryset.filter(pk__in=ImportAttempt.objects.filter(matches).values("run_id"))
 
     @admin.display(description=_("duration"))
     def duration(self, obj):
@@ -387,7 +292,7 @@ class ExportForm(forms.Form):
 
 
 @admin.register(ImportAttempt)
-class ImportAttemptAdmin(HistoryAdmin):
+class ImportAttemptAdmin(EmailSearchMixin, HistoryAdmin):
     # Chosen for 1366 px: mode and "sent" are filters; the full texts are on each attempt's page.
     list_display = (
         "id",
@@ -403,7 +308,6 @@ class ImportAttemptAdmin(HistoryAdmin):
     date_hierarchy = "created_at"
     list_select_related = ("account", "run")
     search_fields = ("account__email",)
-    search_help_text = MSG_SEARCH_EMAIL_START
 
     def get_queryset(self, request):
         # The list shows each account by its email: the encrypted tokens stay unread (a page would
@@ -411,11 +315,7 @@ class ImportAttemptAdmin(HistoryAdmin):
         tokens = ("access_token", "session_token", "refresh_token")
         return super().get_queryset(request).defer(*(f"account__{name}" for name in tokens))
 
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip().lower()
-        if not term:
-            return queryset, False
-        return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+    search_email_field = "account__email"
 
     @admin.display(description=_("the manager's message or the error"))
     def answer(self, obj):
@@ -471,7 +371,8 @@ class ImportAttemptAdmin(HistoryAdmin):
 
 
 @admin.register(ReplenishmentPolicy)
-class ReplenishmentPolicyAdmin(admin.ModelAdmin):
+class ReplenishmentPolicyAdmin(OneRowAdmin):
+    row_get = staticmethod(policy_get)
     list_display = (
         "__str__",
         "seats_per_account",
@@ -482,24 +383,9 @@ class ReplenishmentPolicyAdmin(admin.ModelAdmin):
         "updated_at",
     )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        # One row: go straight to it.
-        from webhooks.selectors import policy_get
-
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
-        policy = policy_get()
-        return redirect("admin:webhooks_replenishmentpolicy_change", policy.pk)
-
 
 @admin.register(FollowedTeam)
-class FollowedTeamAdmin(HistoryAdmin):
+class FollowedTeamAdmin(EmailSearchMixin, HistoryAdmin):
     """The Teams the manager holds for accounts this pool imported, as the last round saw them."""
 
     list_display = (
@@ -530,11 +416,7 @@ class FollowedTeamAdmin(HistoryAdmin):
             .defer("account__access_token", "account__session_token", "account__refresh_token")
         )
 
-    def get_search_results(self, request, queryset, search_term):
-        term = search_term.strip().lower()
-        if not term:
-            return queryset, False
-        return queryset.filter(email_prefix_q(term=term, field="account__email")), False
+    search_email_field = "account__email"
 
     @admin.display(description=_("account"), ordering="account__email")
     def account_email(self, obj):

@@ -25,7 +25,8 @@ from django.utils.translation import gettext_lazy as _
 from accounts.crypto import Undecryptable
 from accounts.models import Account, AccountStatus
 from accounts.selectors import account_consumed_per_day
-from accounts.tokens import mask, redact
+from accounts.tokens import mask
+from poolsite.text import redact
 from webhooks.models import (
     AlertCondition,
     AlertDelivery,

@@ -18,12 +18,12 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.api import StaffCanView, staff_with
 from accounts.models import AccountStatus
-from accounts.selectors import email_prefix_q
-from accounts.tokens import redact
 from poolsite.pagination import MAX_ID, IdCursorPagination
 from poolsite.parsers import JSONParser
+from poolsite.permissions import StaffCanView, staff_with
+from poolsite.search import email_prefix_q
+from poolsite.text import redact
 from webhooks import services
 from webhooks.models import (
     AttemptOutcome,

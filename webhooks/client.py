@@ -20,7 +20,7 @@ from django.conf import settings
 from django.views.decorators.debug import sensitive_variables
 
 from accounts.models import Account
-from accounts.tokens import redact
+from poolsite.text import text_storable
 
 IMPORT_PATH = "/admin/teams/import"
 TEAM_INFO_PATH = "/admin/teams/{team_id}/info"
@@ -94,8 +94,8 @@ def manager_key_problem(key: str) -> str | None:
 
 
 def _clean(text) -> str:
-    # Kept in history: nothing token-shaped, bounded, and no NUL (PostgreSQL text refuses it).
-    return redact(str(text or "")).replace("\x00", "\ufffd")[:MAX_TEXT]
+    # Kept in history: cleaned as all outside text is, and bounded.
+    return text_storable(text, limit=MAX_TEXT)
 
 
 @sensitive_variables()

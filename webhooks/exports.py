@@ -16,7 +16,7 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
-from accounts.tokens import redact
+from poolsite.text import redact
 from webhooks.models import ImportAttempt
 
 # Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat.

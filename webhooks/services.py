@@ -19,7 +19,8 @@ from django.utils.translation import gettext_lazy as _
 from accounts import selectors as pool_selectors
 from accounts import services as pool
 from accounts.models import Account
-from accounts.tokens import redact, usability_problem
+from accounts.tokens import usability_problem
+from poolsite.text import redact
 from webhooks import alerts, follow_up
 from webhooks.client import (
     FAILURE_BAD_KEY,

@@ -8,6 +8,7 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from poolsite.client_ip import client_ip
+from poolsite.http import declared_length
 from poolsite.parsers import json_problem, printable
 from webhooks import services
 
@@ -98,10 +99,7 @@ def low_stock(request):
         reason = ERR_NO_KEY_CONFIGURED if not configured else ERR_KEY
         services.event_refuse(reason=reason, key_ok=False, payload="", remote_addr=remote)
         return _error(reason, 401)
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    declared = declared_length(request)
     raw = request.read(MAX_BODY_BYTES + 1) if declared <= MAX_BODY_BYTES else b""
     if declared > MAX_BODY_BYTES or len(raw) > MAX_BODY_BYTES:
         services.event_refuse(reason=ERR_TOO_LARGE, key_ok=True, payload="", remote_addr=remote)

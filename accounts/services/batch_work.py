@@ -31,7 +31,8 @@ from accounts.services.batches import (
 )
 from accounts.services.loading import account_load, text_lines
 from accounts.services.reports import LineOutcome, LoadReport
-from accounts.tokens import interpolate, mask, redact
+from accounts.tokens import interpolate, mask
+from poolsite.text import redact
 
 logger = logging.getLogger(__name__)
 

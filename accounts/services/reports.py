@@ -12,7 +12,7 @@ from accounts.models import (
     UnusableReason,
 )
 from accounts.parser import ParsedAccount, ParsedLine
-from accounts.tokens import redact
+from poolsite.text import redact
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from accounts.tokens import REDACTED, redact
 from poolsite.log_filters import RedactSecrets
+from poolsite.text import REDACTED, redact
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.checks import manager_key_check
