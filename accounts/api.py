@@ -36,6 +36,7 @@ from accounts.models import (
 from accounts.parser import label_problem
 from accounts.selectors import account_batches_of, account_token_heads_load
 from accounts.services import LineOutcome
+from accounts.uploads import NotText, upload_decode
 from poolsite.http import declared_length
 from poolsite.pagination import MAX_ID
 from poolsite.parsers import JSONParser
@@ -48,6 +49,7 @@ MSG_EMPTY = _(
 MSG_TOO_BIG = _("The body is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
 MSG_NOT_TEXT = _("The body is not text (it contains binary data).")
 MSG_NOT_UTF8 = _("The body is not UTF-8 text.")
+NOT_TEXT_MESSAGES = {NotText.BINARY: MSG_NOT_TEXT, NotText.NOT_UTF8: MSG_NOT_UTF8}
 MSG_STRICT_ABORTED = _("Nothing was saved: strict refuses a text with invalid lines.")
 
 # One request retires at most this many accounts: one locked UPDATE, and an answer that lists them.
@@ -75,13 +77,10 @@ class PlainTextParser(BaseParser):
     media_type = "text/plain"
 
     def parse(self, stream, media_type=None, parser_context=None):
-        raw = stream.read()
-        if b"\x00" in raw:
-            raise ParseError(MSG_NOT_TEXT)
         try:
-            return raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise ParseError(MSG_NOT_UTF8) from None
+            return upload_decode(raw=stream.read())
+        except NotText as problem:
+            raise ParseError(NOT_TEXT_MESSAGES[problem.kind]) from None
 
 
 # --- Accounts -----------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import Account
 from accounts.parser import label_problem, notes_problem
 from accounts.tokens import mask
+from accounts.uploads import NotText, upload_decode
 
 MSG_NOTHING_GIVEN = _("Paste some accounts or choose a file.")
 MSG_BOTH_GIVEN = _("Paste accounts or choose a file, not both.")
 MSG_TOO_BIG = _("The file is larger than %(limit)s. Load big files with `manage.py load_accounts`.")
 MSG_NOT_TEXT = _("The file is not text (it contains binary data).")
 MSG_NOT_UTF8 = _("The file is not UTF-8 text.")
+NOT_TEXT_MESSAGES = {NotText.BINARY: MSG_NOT_TEXT, NotText.NOT_UTF8: MSG_NOT_UTF8}
 MSG_BAD_EXTENSION = _("Choose a .txt or .csv file.")
 MSG_KEEP = _("Now: %(value)s. Leave blank to keep it.")
 MSG_KEEP_NONE = _("Now: none. Leave blank to keep it that way.")
@@ -80,13 +82,10 @@ class LoadAccountsForm(forms.Form):
             raise forms.ValidationError(
                 MSG_TOO_BIG % {"limit": filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)}
             )
-        raw = upload.read()
-        if b"\x00" in raw:
-            raise forms.ValidationError(MSG_NOT_TEXT)
         try:
-            return upload.name, raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise forms.ValidationError(MSG_NOT_UTF8) from None
+            return upload.name, upload_decode(raw=upload.read())
+        except NotText as problem:
+            raise forms.ValidationError(NOT_TEXT_MESSAGES[problem.kind]) from None
 
     def clean(self):
         cleaned = super().clean()

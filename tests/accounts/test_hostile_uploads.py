@@ -9,10 +9,12 @@ import csv
 import io
 import json
 import re
+import sys
 
 import pytest
 from django import forms
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
@@ -224,20 +226,56 @@ def test_admin_refuses_a_whitespace_only_file(admin_client):
 # --- manage.py load_accounts ----------------------------------------------------------------
 
 
-def test_command_reports_a_binary_file_invalid_and_saves_nothing(tmp_path, rng):
+def test_command_refuses_a_binary_file_as_the_admin_does_and_saves_nothing(tmp_path, rng):
     path = tmp_path / "spare.txt"
     one_line = [
         binary_bytes(rng, size).replace(b"\r", b".").replace(b"\n", b".") for size in (4096, 512)
     ]
     path.write_bytes(b"\n".join(one_line))  # two lines of random bytes with NULs
     before = pool()
-    status, out, err = run_command(str(path))
-    assert status == 1
-    assert "Traceback" not in out + err
-    assert re.search(r"^line 1: invalid: ", out, re.M)
-    assert re.search(r"^line 2: invalid: ", out, re.M)
-    assert "0 created, 0 duplicate, 2 invalid" in out
+    with pytest.raises(CommandError) as refused:
+        run_command(str(path))
+    assert str(refused.value) == f"{path}: {load_forms.MSG_NOT_TEXT}"
     assert pool() == before
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [(b"\x00", load_forms.MSG_NOT_TEXT), (b"\xff\xfe", load_forms.MSG_NOT_UTF8)],
+    ids=["nul", "not-utf8"],
+)
+@pytest.mark.parametrize("given_as", ["file", "stdin"])
+def test_command_refuses_a_file_whose_last_line_is_not_text_before_loading_any_line(
+    tmp_path, material, bad, message, given_as
+):
+    """Checked whole first: the good lines before the bad byte are not loaded either (the old
+    command replaced bad bytes and loaded every line but that one)."""
+    good = [fakes.render_line(material(), "positional") for _ in range(3)]
+    path = tmp_path / "spare.txt"
+    path.write_bytes("\n".join(good).encode() + b"\nlast line " + bad + b"\n")
+    before = pool()
+    with pytest.raises(CommandError) as refused:
+        if given_as == "file":
+            run_command(str(path))
+        else:
+            old_stdin = sys.stdin
+            sys.stdin = path.open()
+            try:
+                call_command("load_accounts", "-", stdout=io.StringIO(), stderr=io.StringIO())
+            finally:
+                sys.stdin.close()
+                sys.stdin = old_stdin
+    assert str(message) in str(refused.value)
+    assert pool() == before
+
+
+def test_command_drops_a_byte_order_mark_as_the_admin_does(tmp_path, material):
+    account = material()
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + fakes.render_line(account, "positional").encode() + b"\n")
+    status, out, err = run_command(str(path))
+    assert status == 0, out + err
+    assert Account.objects.filter(email=account["email"]).exists()
 
 
 def test_command_reports_a_10_mb_line_invalid_and_loads_the_rest(tmp_path, material):

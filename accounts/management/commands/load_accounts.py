@@ -1,3 +1,4 @@
+import io
 import os
 import sys
 from pathlib import Path
@@ -6,9 +7,11 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from accounts.forms import NOT_TEXT_MESSAGES
 from accounts.models import BatchSource
 from accounts.parser import label_problem
 from accounts.services import LoadAborted, account_batch_load, account_load
+from accounts.uploads import NotText, upload_check, upload_spooled
 
 
 class Command(BaseCommand):
@@ -47,16 +50,25 @@ class Command(BaseCommand):
             loaded_by = get_user_model().objects.filter(username=user).first()
             if loaded_by is None:
                 raise CommandError(f"No user named {user!r}.")
-        if file == "-":
-            # A descriptor of its own: the loader's forked helper process closes sys.stdin.
-            stream = open(os.dup(sys.stdin.fileno()), encoding="utf-8-sig", errors="replace")
-            label = batch or f"stdin {timezone.localdate():%Y-%m-%d}"
-        else:
-            path = Path(file)
-            if not path.is_file():
-                raise CommandError(f"No such file: {file}")
-            stream = path.open(encoding="utf-8-sig", errors="replace")
-            label = batch or f"{path.name} {timezone.localdate():%Y-%m-%d}"
+        # Checked whole before any line is read (accounts.uploads): a NUL or a byte that is not
+        # UTF-8 on line 90,000 refuses the file, rather than loading the 89,999 lines before it.
+        try:
+            if file == "-":
+                # A descriptor of its own: the loader's forked helper process closes sys.stdin.
+                with open(os.dup(sys.stdin.fileno()), "rb") as given:
+                    binary = upload_spooled(stream=given)
+                label = batch or f"stdin {timezone.localdate():%Y-%m-%d}"
+            else:
+                path = Path(file)
+                if not path.is_file():
+                    raise CommandError(f"No such file: {file}")
+                with path.open("rb") as given:
+                    upload_check(stream=given)
+                binary = path.open("rb")
+                label = batch or f"{path.name} {timezone.localdate():%Y-%m-%d}"
+        except NotText as problem:
+            raise CommandError(f"{file}: {NOT_TEXT_MESSAGES[problem.kind]}") from None
+        stream = io.TextIOWrapper(binary, encoding="utf-8-sig")
 
         def print_line(line):
             # As they come, chunk by chunk in line order: a huge file never piles up in memory.
