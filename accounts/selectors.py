@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.apps import apps
 from django.core.cache import cache
 from django.db import connection
-from django.db.models import BinaryField, Count, Q
+from django.db.models import BinaryField, Count, Min, Q
 from django.db.models.functions import Substr
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -77,6 +78,27 @@ def account_stock_q(*, kind: str) -> Q:
     raise ValueError(kind)
 
 
+def account_usable_count(*, limit: int | None = None) -> int:
+    """Usable stock (available and usable), counted up to `limit` when given: a bounded scan
+    however big the pool; exact below the limit. account_pool_summary() has the exact count."""
+    usable = Account.objects.filter(account_stock_q(kind=STOCK_USABLE)).order_by()
+    return (usable[:limit] if limit is not None else usable).count()
+
+
+def account_ever_loaded() -> bool:
+    """Whether any account was ever loaded."""
+    return Account.objects.exists()
+
+
+def account_next_retry() -> datetime | None:
+    """When the next account whose import had an unknown outcome is due to be sent again."""
+    return (
+        Account.objects.filter(account_stock_q(kind=STOCK_USABLE), unknown_attempts__gt=0)
+        .order_by()
+        .aggregate(at=Min("retry_after"))["at"]
+    )
+
+
 def account_unusable_by_reason() -> dict[str, int]:
     """Available accounts flagged unusable, counted by reason (only those rows: the (status,
     usable) index finds them, however big the usable stock)."""
@@ -129,6 +151,62 @@ def account_consumed_per_day(*, since, until) -> dict:
         day__gte=timezone.localdate(since), day__lte=timezone.localdate(until)
     ).values_list("day", "consumed")
     return dict(rows)
+
+
+# The consumption rate behind every runway (dashboard, /api/stats/, alerts, metrics): the average
+# of the last seven calendar days, so a weekly rhythm does not swing it.
+RATE_DAYS = 7
+
+
+def account_consumed_last_week(*, per_day: dict, today) -> int:
+    """Accounts consumed in the RATE_DAYS days ending `today`, from account_consumed_per_day().
+
+    `today` must be timezone.localdate(now): the days are counted in the current time zone.
+    """
+    return sum(per_day.get(today - timedelta(days=n), 0) for n in range(RATE_DAYS))
+
+
+def account_consumption_rate(*, consumed_last_week: int) -> float:
+    """Accounts consumed a day, on average over the last week."""
+    return consumed_last_week / RATE_DAYS
+
+
+def account_runway_days(*, available: int, rate: float) -> float | None:
+    """Days until `available` accounts run out at `rate` a day; None when nothing is consumed."""
+    return round(available / rate, 1) if rate else None
+
+
+def account_count(*, status: str) -> int:
+    return Account.objects.filter(status=status).count()
+
+
+def account_batch_labels() -> dict[int, dict]:
+    """{batch id: its id, label, supplier and creation time} of every batch."""
+    return {
+        pk: {"batch": pk, "label": label, "supplier": supplier, "created_at": created_at}
+        for pk, label, supplier, created_at in AccountBatch.objects.values_list(
+            "pk", "label", "supplier", "created_at"
+        )
+    }
+
+
+def account_counts_by_batch() -> list[tuple]:
+    """(batch id, status, usable, accounts) for every group: one grouped query."""
+    return list(
+        Account.objects.order_by()
+        .values_list("batch_id", "status", "usable")
+        .annotate(n=Count("*"))
+    )
+
+
+def account_rejections_by_batch() -> list[tuple]:
+    """(batch id, the manager's refusal, accounts) of rejected accounts: one grouped query."""
+    return list(
+        Account.objects.filter(status=AccountStatus.REJECTED)
+        .order_by()
+        .values_list("batch_id", "last_error")
+        .annotate(n=Count("*"))
+    )
 
 
 def account_token_heads_load(*, accounts: list[Account]) -> list[Account]:

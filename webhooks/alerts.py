@@ -23,8 +23,14 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
 from accounts.crypto import Undecryptable
-from accounts.models import Account, AccountStatus
-from accounts.selectors import account_consumed_per_day
+from accounts.selectors import (
+    account_consumed_last_week,
+    account_consumed_per_day,
+    account_consumption_rate,
+    account_ever_loaded,
+    account_runway_days,
+    account_usable_count,
+)
 from accounts.tokens import mask
 from poolsite.text import redact
 from webhooks.models import (
@@ -44,7 +50,6 @@ from webhooks.models import (
     TeamStatus,
     TeamStatusChange,
 )
-from webhooks.selectors import consumed_last_week
 
 logger = logging.getLogger(__name__)
 
@@ -252,29 +257,17 @@ def alert_settings_get() -> AlertSettings:
     return AlertSettings.objects.get_or_create(pk=1)[0]
 
 
-def _usable_available(*, limit: int) -> int:
-    """Usable available accounts, counted up to `limit`: a bounded scan however big the pool.
-
-    The same accounts as account_pool_summary()["available_usable"], exact below the limit.
-    """
-    return (
-        Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
-        .order_by()[:limit]
-        .count()
-    )
-
-
 def _pool_ever_loaded() -> bool:
     """Whether any account was ever loaded: until then the pool is not low, only empty, and a
     fresh install stays quiet (no alert, so no "no destination configured" warning either)."""
-    return Account.objects.exists()
+    return account_ever_loaded()
 
 
 def _low_stock(config: AlertSettings, now: datetime) -> dict | None:
     threshold = config.stock_below
     if not threshold or not _pool_ever_loaded():
         return None
-    available = _usable_available(limit=threshold)
+    available = account_usable_count(limit=threshold)
     return {"available": available, "threshold": threshold} if available < threshold else None
 
 
@@ -289,12 +282,12 @@ def _short_runway(config: AlertSettings, now: datetime) -> dict | None:
         return None
     # Eight days back: the last seven calendar days, whatever TIME_ZONE's offset from UTC.
     per_day = account_consumed_per_day(since=now - timedelta(days=8), until=now)
-    last_week = consumed_last_week(per_day=per_day, today=timezone.localdate(now))
+    last_week = account_consumed_last_week(per_day=per_day, today=timezone.localdate(now))
     if not last_week:
         return None  # no consumption: the runway is unknown, not short
-    rate = last_week / 7
-    available = _usable_available(limit=math.ceil(threshold * rate))
-    runway = round(available / rate, 1)
+    rate = account_consumption_rate(consumed_last_week=last_week)
+    available = account_usable_count(limit=math.ceil(threshold * rate))
+    runway = account_runway_days(available=available, rate=rate)
     if runway >= threshold:
         return None
     return {

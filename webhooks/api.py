@@ -60,6 +60,9 @@ class StatsSerializer(serializers.Serializer):
         many=True,
     )
     consumed_last_7_days = serializers.IntegerField()
+    consumed_per_day = serializers.FloatField(
+        help_text=_("Accounts consumed a day, on average over the last 7 days: the runway's rate.")
+    )
     runway_days = serializers.FloatField(
         allow_null=True, help_text=_("Null when nothing was consumed in the last 7 days.")
     )

@@ -22,6 +22,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django_tasks import TaskResultStatus
 
 from webhooks import alerts
 from webhooks.client import TEAM_CONFIG_ERROR, TEAM_GONE, TEAM_OK, ManagerClient, TeamInfo
@@ -291,7 +292,9 @@ def team_round_resume(*, now: datetime) -> bool:
     if stuck is None:
         return False
     waiting = DBTaskResult.objects.filter(
-        status="READY", task_path=follow_up.module_path, args_kwargs__kwargs__round_id=stuck
+        status=TaskResultStatus.READY,
+        task_path=follow_up.module_path,
+        args_kwargs__kwargs__round_id=stuck,
     ).exists()
     if waiting:
         return False

@@ -5,11 +5,22 @@ from __future__ import annotations
 import statistics
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Min, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from accounts.models import Account, AccountStatus
-from accounts.selectors import account_consumed_per_day, account_pool_summary
+from accounts.models import AccountStatus
+from accounts.selectors import (
+    account_batch_labels,
+    account_consumed_last_week,
+    account_consumed_per_day,
+    account_consumption_rate,
+    account_count,
+    account_counts_by_batch,
+    account_next_retry,  # noqa: F401 - webhooks.services still imports it from here
+    account_pool_summary,
+    account_rejections_by_batch,
+    account_runway_days,
+)
 from webhooks.models import (
     AttemptOutcome,
     BatchReport,
@@ -61,21 +72,7 @@ def attempts_confirmed_since(*, since: datetime) -> int:
     ).count()
 
 
-def account_next_retry() -> datetime | None:
-    return Account.objects.filter(
-        status=AccountStatus.AVAILABLE, usable=True, unknown_attempts__gt=0
-    ).aggregate(at=Min("retry_after"))["at"]
-
-
 HOUR = timedelta(hours=1)
-
-
-def consumed_last_week(*, per_day: dict, today) -> int:
-    """Accounts consumed in the seven days ending `today`, from account_consumed_per_day().
-
-    `today` must be timezone.localdate(now): the days are grouped in the current time zone.
-    """
-    return sum(per_day.get(today - timedelta(days=n), 0) for n in range(7))
 
 
 def dashboard_stats(*, now: datetime) -> dict:
@@ -90,15 +87,15 @@ def dashboard_stats(*, now: datetime) -> dict:
     per_day = account_consumed_per_day(since=now - timedelta(days=30), until=now)
     days = [today - timedelta(days=n) for n in range(29, -1, -1)]
     consumption = [{"day": day, "consumed": per_day.get(day, 0)} for day in days]
-    last_week = consumed_last_week(per_day=per_day, today=today)
-    rate = last_week / 7
-    runway = round(summary["available_usable"] / rate, 1) if rate else None
+    last_week = account_consumed_last_week(per_day=per_day, today=today)
+    rate = account_consumption_rate(consumed_last_week=last_week)
     return {
         **summary,
         "seats_in_stock": summary["available_usable"] * policy.seats_per_account,
         "consumption_per_day": consumption,
         "consumed_last_7_days": last_week,
-        "runway_days": runway,
+        "consumed_per_day": round(rate, 1),
+        "runway_days": account_runway_days(available=summary["available_usable"], rate=rate),
     }
 
 
@@ -116,7 +113,7 @@ def team_counts_in_manager() -> dict[str, int]:
     for status, n in FollowedTeam.objects.order_by().values_list("status").annotate(n=Count("*")):
         counts[status or "never_checked"] += n
         followed += n
-    consumed = Account.objects.filter(status=AccountStatus.CONSUMED).count()
+    consumed = account_count(status=AccountStatus.CONSUMED)
     counts["not_followed"] = max(0, consumed - followed)
     return counts
 
@@ -184,14 +181,7 @@ def batch_report(*, now: datetime) -> dict:
     banned; and survival at 7 and 30 days: of the Teams imported at least that long ago, the share
     not dead (banned, expired, error or gone) that many days after import.
     """
-    from accounts.models import AccountBatch
-
-    batches = {
-        pk: {"batch": pk, "label": label, "supplier": supplier, "created_at": created_at}
-        for pk, label, supplier, created_at in AccountBatch.objects.values_list(
-            "pk", "label", "supplier", "created_at"
-        )
-    }
+    batches = account_batch_labels()
     rows: dict = {}
 
     def row(batch_id):
@@ -205,12 +195,7 @@ def batch_report(*, now: datetime) -> dict:
             rows[batch_id] = _report_row(base)
         return rows[batch_id]
 
-    accounts = (
-        Account.objects.order_by()
-        .values_list("batch_id", "status", "usable")
-        .annotate(n=Count("*"))
-    )
-    for batch_id, status, usable, n in accounts:
+    for batch_id, status, usable, n in account_counts_by_batch():
         entry = row(batch_id)
         entry["loaded"] += n
         if status == AccountStatus.CONSUMED:
@@ -219,13 +204,7 @@ def batch_report(*, now: datetime) -> dict:
             entry["rejected"] += n
         elif status == AccountStatus.AVAILABLE and not usable:
             entry["held"] += n
-    reasons = (
-        Account.objects.filter(status=AccountStatus.REJECTED)
-        .order_by()
-        .values_list("batch_id", "last_error")
-        .annotate(n=Count("*"))
-    )
-    for batch_id, reason, n in reasons:
+    for batch_id, reason, n in account_rejections_by_batch():
         row(batch_id)["reasons"].append((n, reason[:120]))
     teams = (
         FollowedTeam.objects.order_by()

@@ -15,6 +15,7 @@ from accounts.models import (
     AccountStatus,
     UnusableReason,
 )
+from accounts.selectors import STOCK_USABLE, account_stock_q
 from accounts.services._common import rows_update_locked
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def _reserve_once(
     *, count: int, lease_id, lease_until: datetime, now: datetime, unresolved: bool
 ) -> tuple[list[Account], int]:
     """(accounts reserved that open, how many were held instead) in one transaction."""
-    available = Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
+    available = Account.objects.filter(account_stock_q(kind=STOCK_USABLE))
     if unresolved:
         candidates = available.filter(unknown_attempts__gt=0, retry_after__lte=now).order_by(
             "retry_after", "id"

@@ -73,7 +73,7 @@ def pool_dashboard(context):
             stats=stats,
             states=[(value, label, counts[value]) for value, label in AccountStatus.choices],
             chart=consumption_chart(stats["consumption_per_day"]),
-            rate=round(stats["consumed_last_7_days"] / 7, 1),
+            rate=stats["consumed_per_day"],
             key_warnings=account_key_warnings(cached=True),
             no_accounts=not any(counts.values()),
             **unusable_split(account_unusable_by_reason()),
