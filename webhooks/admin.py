@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 from django import forms
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -24,10 +23,11 @@ from webhooks import (
 )
 from webhooks.client import (
     PROBE_KEY_REFUSED,
+    PROBE_NOT_CONFIGURED,
     PROBE_OK,
     PROBE_UNEXPECTED,
     PROBE_UNREACHABLE,
-    ManagerClient,
+    manager_probe,
 )
 from webhooks.models import (
     BatchReport,
@@ -51,7 +51,6 @@ EXPORT_DEFAULT_DAYS = 30
 # Attempts listed on a run's page; the rest are one click away, in the attempts list.
 RUN_ATTEMPTS_SHOWN = 200
 
-PROBE_NOT_CONFIGURED = "not_configured"
 MSG_PROBE = {
     PROBE_OK: _("reachable, key valid"),
     PROBE_KEY_REFUSED: _("key refused"),
@@ -201,15 +200,8 @@ class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
         """The manager's reachability and key, as JSON: the dashboard asks after the page loaded."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        if not (settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY):
-            state, status, detail = PROBE_NOT_CONFIGURED, None, ""
-        else:
-            client = ManagerClient.from_settings()
-            try:
-                result = client.probe()
-            finally:
-                client.close()
-            state, status, detail = result.state, result.http_status, result.text
+        result = manager_probe()
+        state, status, detail = result.state, result.http_status, result.text
         label = (
             MSG_PROBE_UNEXPECTED % {"status": status}
             if state == PROBE_UNEXPECTED

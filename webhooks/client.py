@@ -47,6 +47,7 @@ PROBE_OK = "ok"
 PROBE_KEY_REFUSED = "key_refused"
 PROBE_UNREACHABLE = "unreachable"
 PROBE_UNEXPECTED = "unexpected"
+PROBE_NOT_CONFIGURED = "not_configured"
 # A status page waits on the probe: it need not wait as long as an import may take.
 PROBE_READ_TIMEOUT = 5.0
 # The manager's answer to an import_type it does not know, given only after the key was accepted.
@@ -451,3 +452,20 @@ def _read_batch_refusal(response) -> ManagerAnswer | None:
         # A batch is always answered with a stream; anything else cannot be trusted either way.
         return ManagerAnswer(200, None, _clean(response.text[:200]), FAILURE_UNREADABLE)
     return _read_single(response)
+
+
+def manager_configured() -> bool:
+    """Whether MANAGER_BASE_URL and MANAGER_API_KEY are both set: without them nothing is sent."""
+    return bool(settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY)
+
+
+def manager_probe() -> ProbeResult:
+    """The manager's reachability and key as the dashboard shows them (ManagerClient.probe), or
+    PROBE_NOT_CONFIGURED without asking anything when the settings are missing."""
+    if not manager_configured():
+        return ProbeResult(PROBE_NOT_CONFIGURED, None, "", 0)
+    client = ManagerClient.from_settings()
+    try:
+        return client.probe()
+    finally:
+        client.close()

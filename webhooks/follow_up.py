@@ -25,7 +25,14 @@ from django.utils import timezone
 from django_tasks import TaskResultStatus
 
 from webhooks import alerts
-from webhooks.client import TEAM_CONFIG_ERROR, TEAM_GONE, TEAM_OK, ManagerClient, TeamInfo
+from webhooks.client import (
+    TEAM_CONFIG_ERROR,
+    TEAM_GONE,
+    TEAM_OK,
+    ManagerClient,
+    TeamInfo,
+    manager_configured,
+)
 from webhooks.models import (
     FINAL_SIGHTINGS,
     FINAL_STATUSES,
@@ -128,7 +135,7 @@ def team_round_run(
     ).update(status=RoundStatus.RUNNING, started_at=now, lease_expires_at=now + SLICE_MARGIN)
     if taken != 1:
         return None
-    if not (settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY):
+    if not manager_configured():
         _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=MSG_NOT_CONFIGURED)
         return SliceResult(stopped=MSG_NOT_CONFIGURED)
     own_client = client is None

@@ -7,12 +7,12 @@ asks the manager-status view for it after it has loaded.
 """
 
 from django import template
-from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import AccountStatus, UnusableReason
 from accounts.selectors import HELD_REASONS, account_key_warnings, account_unusable_by_reason
+from webhooks.client import manager_configured
 from webhooks.models import (
     AlertEvent,
     AlertEventKind,
@@ -60,7 +60,7 @@ def pool_dashboard(context):
     }
     if can_view_pool or can_view_runs:
         result["alerts"] = active_alerts()
-        result["manager_configured"] = bool(settings.MANAGER_BASE_URL and settings.MANAGER_API_KEY)
+        result["manager_configured"] = manager_configured()
     if can_view_runs:
         result["stopped_run"] = last_run_stopped_on_configuration()
     result["can_load"] = user.has_perm("accounts.add_accountbatch")
