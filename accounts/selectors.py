@@ -176,6 +176,19 @@ def account_runway_days(*, available: int, rate: float) -> float | None:
     return round(available / rate, 1) if rate else None
 
 
+def account_consumed_rows(*, since, until, columns: tuple[str, ...], chunk: int):
+    """`columns` of the accounts consumed in [since, until), oldest first, streamed `chunk` at a
+    time (an export of any size in bounded memory). Never pass a token column."""
+    return (
+        Account.objects.filter(
+            status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until
+        )
+        .order_by("consumed_at", "id")
+        .values_list(*columns)
+        .iterator(chunk_size=chunk)
+    )
+
+
 def account_count(*, status: str) -> int:
     return Account.objects.filter(status=status).count()
 

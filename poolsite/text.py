@@ -55,3 +55,12 @@ def text_storable(text, *, limit: int | None = None) -> str:
     (PostgreSQL's text type refuses it), and at most `limit` characters."""
     cleaned = redact(str(text or "")).replace("\x00", "\ufffd")
     return cleaned if limit is None else cleaned[:limit]
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell_safe(text: str) -> str:
+    """Text for a CSV cell as a spreadsheet shows it, never as a formula it runs."""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text

@@ -15,15 +15,13 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
-from accounts.models import Account, AccountStatus
-from poolsite.text import redact
+from accounts.selectors import account_consumed_rows
+from poolsite.text import csv_cell_safe, redact
 from webhooks.models import ImportAttempt
 
 # Rows fetched per round trip; on PostgreSQL a server-side cursor, so memory stays flat.
 CHUNK = 2000
 
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 ATTEMPT_HEADER = (
     "id",
@@ -61,11 +59,6 @@ CONSUMED_HEADER = ("id", "email", "account_id", "consumed_at", "batch")
 _CONSUMED_COLUMNS = ("id", "email", "account_id", "consumed_at", "batch__label")
 
 
-def neutralise(text: str) -> str:
-    """The text as a spreadsheet shows it, never as a formula it runs."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -73,7 +66,7 @@ def _cell(value) -> str:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return timezone.localtime(value).isoformat(timespec="seconds")
-    return neutralise(str(value))
+    return csv_cell_safe(str(value))
 
 
 class _Echo:
@@ -132,14 +125,7 @@ def attempt_export_period_csv(*, first: date, last: date) -> StreamingHttpRespon
 def account_consumed_export_csv(*, first: date, last: date) -> StreamingHttpResponse:
     """Accounts the manager confirmed from `first` to `last`: who they were, never their tokens."""
     since, until = period_bounds(first=first, last=last)
-    rows = (
-        Account.objects.filter(
-            status=AccountStatus.CONSUMED, consumed_at__gte=since, consumed_at__lt=until
-        )
-        .order_by("consumed_at", "id")
-        .values_list(*_CONSUMED_COLUMNS)
-        .iterator(chunk_size=CHUNK)
-    )
+    rows = account_consumed_rows(since=since, until=until, columns=_CONSUMED_COLUMNS, chunk=CHUNK)
     return _response(
         header=CONSUMED_HEADER, rows=rows, filename=f"consumed-accounts_{first}_{last}.csv"
     )

@@ -20,7 +20,6 @@ from accounts.models import (
     BatchStatus,
 )
 from accounts.services.batches import (
-    _FORMULA_STARTS,
     BATCH_HEARTBEAT_TIMEOUT,
     MSG_BATCH_CRASHED,
     PREVIEW_PROBLEM_ROWS,
@@ -32,7 +31,7 @@ from accounts.services.batches import (
 from accounts.services.loading import account_load, text_lines
 from accounts.services.reports import LineOutcome, LoadReport
 from accounts.tokens import interpolate, mask
-from poolsite.text import redact
+from poolsite.text import csv_cell_safe, redact
 
 logger = logging.getLogger(__name__)
 
@@ -136,11 +135,6 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
     )
 
 
-def _neutralise(text: str) -> str:
-    """The text as a spreadsheet shows it, never as a formula it runs."""
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
 class _BatchRecorder:
     """What a worker keeps of a batch's lines, in bounded memory: the first problem lines (and
     some valid ones) in detail for the page, every problem line in the stored CSV, and the
@@ -166,8 +160,8 @@ class _BatchRecorder:
                 (
                     line.lineno,
                     line.outcome,
-                    _neutralise(line.parsed.email or ""),
-                    _neutralise("; ".join(messages)),
+                    csv_cell_safe(line.parsed.email or ""),
+                    csv_cell_safe("; ".join(messages)),
                 )
             )
             if self.problems_shown >= PREVIEW_PROBLEM_ROWS:

@@ -50,8 +50,6 @@ PREVIEW_VALID_ROWS = 500
 # Raw CSV text compressed into one stored piece.
 PROBLEM_CHUNK_CHARS = 256 * 1024
 PROBLEM_CSV_HEADER = ("line", "outcome", "email", "reasons")
-# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class BatchNotPending(Exception):
