@@ -228,10 +228,12 @@ class Account(models.Model):
     client_id = models.CharField(_("client id"), max_length=200, blank=True)
     account_id = models.CharField(_("account id"), max_length=64, blank=True)
 
-    identity_hash = models.CharField(max_length=64, null=True, editable=False)
-    access_token_hash = models.CharField(max_length=64, null=True, editable=False)
-    session_token_hash = models.CharField(max_length=64, null=True, editable=False)
-    refresh_token_hash = models.CharField(max_length=64, null=True, editable=False)
+    # NULL, not "", for "no such value": each column is unique (Meta.constraints) and only NULLs
+    # may repeat, so many accounts can lack a refresh token, say (DJ001 does not apply).
+    identity_hash = models.CharField(max_length=64, null=True, editable=False)  # noqa: DJ001
+    access_token_hash = models.CharField(max_length=64, null=True, editable=False)  # noqa: DJ001
+    session_token_hash = models.CharField(max_length=64, null=True, editable=False)  # noqa: DJ001
+    refresh_token_hash = models.CharField(max_length=64, null=True, editable=False)  # noqa: DJ001
 
     at_email = models.CharField(_("email in the access token"), max_length=254, blank=True)
     at_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)

@@ -255,9 +255,7 @@ def test_decode_leaves_unusual_tokens_to_pyjwt():
     assert len(payload) % 4  # so that padding is really added
     padded = f"{header}.{payload}{'=' * (-len(payload) % 4)}.{signature}"
     assert not is_jwt(padded)
-    assert decode_access_token(padded).expires_at == datetime.fromtimestamp(
-        1760000000, UTC
-    )
+    assert decode_access_token(padded).expires_at == datetime.fromtimestamp(1760000000, UTC)
     crit = compact({"alg": "HS256", "b64": True, "crit": ["b64"]}, {"exp": 1760000000})
     assert decode_access_token(crit).expires_at == datetime.fromtimestamp(1760000000, UTC)
 
