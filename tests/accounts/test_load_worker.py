@@ -16,7 +16,7 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Account, AccountBatch, BatchProblemChunk, BatchSource, BatchStatus
 from tests import fakes
-from tests.processes import project_env, start_worker, stop, wait_for
+from tests.support.processes import project_env, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.django_db
 

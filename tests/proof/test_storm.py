@@ -26,8 +26,8 @@ from django.db import connection
 
 from accounts.models import Account
 from tests.factories import AccountFactory
-from tests.processes import project_env
-from tests.proof.harness import (
+from tests.support.processes import project_env
+from tests.support.proof import (
     Cluster,
     Figures,
     env_int,

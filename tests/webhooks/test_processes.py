@@ -18,7 +18,15 @@ from accounts.models import Account, AccountStatus
 from tests import fakes
 from tests.conftest import MANAGER_KEY
 from tests.factories import AccountFactory
-from tests.processes import free_port, manage, project_env, start, start_worker, stop, wait_for
+from tests.support.processes import (
+    free_port,
+    manage,
+    project_env,
+    start,
+    start_worker,
+    stop,
+    wait_for,
+)
 from webhooks import services
 from webhooks.models import (
     ACTIVE_RUN_STATUSES,
