@@ -2,7 +2,7 @@
 
 For a fresh SQLite file and a fresh PostgreSQL database (`bench_webhook`), this starts the real
 stack on loopback — gunicorn (2 sync workers), one `manage.py db_worker`, and the in-process fake
-seat manager from tests/fake_manager.py — loads a pool of accounts so runs really import, and then:
+seat manager from devtools/fake_manager/ — loads a pool of accounts so runs really import, and then:
 
 1. Ack latency: N closed-loop clients (threads + http.client, no extra dependency) POST a
    realistic webhook body for --seconds to each of three endpoints, in --rounds interleaved
@@ -156,7 +156,7 @@ class Stack:
     """gunicorn + one db_worker on one database, and the fake manager they import into."""
 
     def __init__(self, *, database_url: str, workdir: Path, web_workers: int):
-        from tests.fake_manager import FakeManager
+        from devtools.fake_manager import FakeManager
 
         self.database_url = database_url
         self.workdir = workdir
@@ -405,7 +405,7 @@ def other_cpu_seconds() -> float:
 
 
 def make_accounts_file(path: Path, count: int) -> None:
-    from tests import fakes
+    from devtools import fakes
 
     rng = random.Random(1)
     formats = ("positional", "delimited-dash")

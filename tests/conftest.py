@@ -4,7 +4,7 @@ import random
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests import fakes
+from devtools import fakes
 
 # In CI the property tests replay the same examples every run: a failure there is a bug to fix,
 # never a roll of the dice. Locally they explore new examples each run.
@@ -56,7 +56,7 @@ MANAGER_KEY = "test-manager-key"
 @pytest.fixture
 def manager(settings):
     """A fake seat manager on a real loopback HTTP server, and the settings that point at it."""
-    from tests.fake_manager import FakeManager
+    from devtools.fake_manager import FakeManager
 
     with FakeManager(api_key=MANAGER_KEY) as fake:
         settings.MANAGER_BASE_URL = fake.base_url

@@ -5,7 +5,7 @@ from factory.django import DjangoModelFactory
 
 from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus
 from accounts.services import consumption_count
-from tests import fakes
+from devtools import fakes
 from tests.support.lookup_hashes import account_lookup_hashes
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import fakes
+from devtools import fakes
 from tests.conftest import MANAGER_KEY
 
 CHROMIUM = "/usr/bin/chromium"

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import Account, AccountBatch, BatchSource, BatchStatus
-from tests import fakes
+from devtools import fakes
 from webhooks import services
 from webhooks.models import ImportAttempt, ReplenishmentRun, RunStatus
 

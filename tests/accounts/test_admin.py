@@ -12,7 +12,7 @@ from django.urls import reverse
 from accounts import forms as load_forms
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus, UnusableReason
 from accounts.services import MSG_BATCH_NOT_PENDING
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountFactory
 
 pytestmark = pytest.mark.django_db

@@ -20,7 +20,7 @@ from accounts.models import (
     UnusableReason,
 )
 from apitokens.services import api_token_create
-from tests import fakes
+from devtools import fakes
 from tests.accounts.test_admin import assert_no_secret
 from tests.factories import AccountBatchFactory, AccountFactory
 

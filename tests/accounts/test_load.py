@@ -20,7 +20,7 @@ from accounts.services import (
     _pending,
     account_load,
 )
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountBatchFactory, AccountFactory
 
 pytestmark = pytest.mark.django_db

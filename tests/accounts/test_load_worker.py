@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import Account, AccountBatch, BatchProblemChunk, BatchSource, BatchStatus
-from tests import fakes
+from devtools import fakes
 from tests.support.processes import project_env, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.django_db

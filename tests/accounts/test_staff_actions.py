@@ -15,7 +15,7 @@ from accounts import forms as load_forms
 from accounts import services
 from accounts.models import Account, AccountStatus, UnusableReason, lookup_hashes
 from accounts.parser import MSG_EMAIL_MISMATCH
-from tests import fakes
+from devtools import fakes
 from tests.accounts.test_admin import assert_no_secret
 from tests.factories import AccountFactory, staff_with
 

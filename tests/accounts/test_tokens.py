@@ -32,7 +32,7 @@ from accounts.tokens import (
     mask,
     usability_problem,
 )
-from tests.fakes import (
+from devtools.fakes import (
     SIGNING_KEY,
     make_access_token,
     make_client_id,

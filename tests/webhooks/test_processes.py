@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
-from tests import fakes
+from devtools import fakes
 from tests.conftest import MANAGER_KEY
 from tests.factories import AccountFactory
 from tests.support.processes import (
