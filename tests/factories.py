@@ -53,19 +53,6 @@ class AccountFactory(DjangoModelFactory):
         return account
 
 
-def staff_with(django_user_model, *perms, username="staff"):
-    """A staff user holding exactly these permissions ("app_label.codename")."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    return user
-
-
 # A well-formed key that is not the test settings' key: rows sealed with it are the rows "a key
 # this service does not have" sealed (a process on an old key list, a regenerated .env).
 FOREIGN_KEY = "Zm9yZWlnbi1rZXktb2YtMzItYnl0ZXMtZm9yLXRlc3Q="

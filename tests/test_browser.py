@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from devtools import fakes
-from tests.conftest import MANAGER_KEY
+from tests.support.manager import MANAGER_KEY
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

@@ -51,7 +51,7 @@ from devtools.fakes import (
     render_csv,
     render_line,
 )
-from tests.accounts.test_tokens import english
+from tests.support.language import english
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 ALL_CODES = {

@@ -5,8 +5,8 @@ from accounts import crypto
 from accounts.models import Account, AccountBatch, lookup_hashes
 from accounts.services import account_batch_stage, account_load
 from devtools import fakes
-from tests.accounts.test_crypto import OTHER_KEY, THIRD_KEY
 from tests.factories import AccountFactory
+from tests.support.keys import OTHER_KEY, THIRD_KEY
 
 pytestmark = pytest.mark.django_db
 

@@ -38,7 +38,7 @@ from tests.support.proof import (
     staff_token,
     violations,
 )
-from tests.test_secrets import SecretFinder
+from tests.support.secrets import SecretFinder
 from webhooks.models import EventStatus, ReplenishmentRun, WebhookEvent
 from webhooks.selectors import policy_get
 

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
 from devtools import fakes
-from tests.conftest import MANAGER_KEY
 from tests.factories import AccountFactory
+from tests.support.manager import MANAGER_KEY
 from tests.support.processes import (
     free_port,
     manage,
