@@ -57,7 +57,7 @@ bench-admin: $(VENV)/.dev
 # the new entries in locale/zh_Hans/LC_MESSAGES/django.po and run it again to compile.
 messages: $(VENV)/.runtime
 	POOL_IGNORE_DOTENV=1 SECRET_KEY=messages POOL_ENCRYPTION_KEY=$$($(BIN)/python -c 'import base64;print(base64.b64encode(bytes(32)).decode())') \
-	  sh -c '$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=bench --ignore=tests --ignore=staticfiles && \
+	  sh -c '$(BIN)/python manage.py makemessages -l zh_Hans --ignore=.venv --ignore=bench --ignore=devtools --ignore=tests --ignore=staticfiles && \
 	         $(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv'
 
 clean:

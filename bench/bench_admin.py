@@ -310,7 +310,7 @@ def sample_ciphertexts() -> dict[str, bytes]:
     from accounts import crypto
     from accounts.models import Account
     from accounts.tokens import mask
-    from tests import fakes
+    from devtools import fakes
 
     material = fakes.make_account(rng=random.Random(1), email="user1@example.com")
     return {

@@ -32,7 +32,7 @@ TARGET_RSS_MB = 600
 
 
 def make_file(path: Path, lines: int) -> None:
-    from tests import fakes
+    from devtools import fakes
 
     rng = random.Random(1)
     formats = ("positional", "delimited-dash")

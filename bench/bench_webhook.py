@@ -2,7 +2,7 @@
 
 For a fresh SQLite file and a fresh PostgreSQL database (`bench_webhook`), this starts the real
 stack on loopback — gunicorn (2 sync workers), one `manage.py db_worker`, and the in-process fake
-seat manager from tests/fake_manager.py — loads a pool of accounts so runs really import, and then:
+seat manager from devtools/fake_manager/ — loads a pool of accounts so runs really import, and then:
 
 1. Ack latency: N closed-loop clients (threads + http.client, no extra dependency) POST a
    realistic webhook body for --seconds to each of three endpoints, in --rounds interleaved
@@ -49,7 +49,6 @@ import math
 import os
 import random
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -62,6 +61,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+# The same command lines and stopping as `make run` (scripts/serve.py) and the tests.
+from poolsite.processes import (  # noqa: E402
+    free_port,
+    manage_command,
+    spawn,
+    stop,
+    web_command,
+    worker_command,
+)
 
 BENCH_KEY = "YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4="
 API_KEY = "bench-key"
@@ -102,27 +111,6 @@ class Stop(Exception):
 
 
 # --- The stack under test -------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL to the child's own process group (gunicorn's forked workers too)."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    # Each child was started in a session of its own, so its group holds only what it forked.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
 
 
 def tail(path: Path, chars: int = 3000) -> str:
@@ -168,7 +156,7 @@ class Stack:
     """gunicorn + one db_worker on one database, and the fake manager they import into."""
 
     def __init__(self, *, database_url: str, workdir: Path, web_workers: int):
-        from tests.fake_manager import FakeManager
+        from devtools.fake_manager import FakeManager
 
         self.database_url = database_url
         self.workdir = workdir
@@ -201,12 +189,12 @@ class Stack:
     def __exit__(self, *exc_info) -> None:
         for proc in (self.worker, self.web, self.bare):
             if proc is not None:
-                stop_process(proc)
+                stop(proc)
         self.fake.stop()
 
     def manage(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "manage.py", *args],
+            manage_command(*args),
             cwd=ROOT,
             env=self.env,
             capture_output=True,
@@ -224,15 +212,9 @@ class Stack:
         self, cmd: list[str], log_name: str, settings: str | None = None
     ) -> subprocess.Popen:
         env = {**self.env, "DJANGO_SETTINGS_MODULE": settings} if settings else self.env
-        log = (self.workdir / log_name).open("ab")
-        try:
-            # A session of its own: Ctrl-C reaches only this script, which then stops the children
-            # in order; and stop_process can kill the child's whole group if it must.
-            return subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        finally:
-            log.close()
+        # A session of its own: Ctrl-C reaches only this script, which then stops the children
+        # in order; and stop() can kill the child's whole group if it must.
+        return spawn(cmd, env=env, log=self.workdir / log_name)
 
     def _wait_http(self, proc: subprocess.Popen, port: int, path: str, log_name: str) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -256,44 +238,25 @@ class Stack:
         )
 
     def start_web(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "bench.floor.app_wsgi:application",
-            "--workers",
-            str(self.web_workers),
-            "--bind",
-            f"{HOST}:{self.port}",
-        ]
+        # gunicorn's own defaults otherwise (graceful timeout, no access log), as measured so far.
+        bind = f"{HOST}:{self.port}"
+        cmd = web_command(
+            application="bench.floor.app_wsgi:application", bind=bind, workers=self.web_workers
+        )
         self.web = self._spawn(cmd, "gunicorn.log")
         self._wait_http(self.web, self.port, FLOOR_PATH, "gunicorn.log")
         # The bare floor: its own project, settings and process, the same database.
-        cmd = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "bench.floor.wsgi:application",
-            "--workers",
-            str(self.web_workers),
-            "--bind",
-            f"{HOST}:{self.bare_port}",
-        ]
+        bind = f"{HOST}:{self.bare_port}"
+        cmd = web_command(
+            application="bench.floor.wsgi:application", bind=bind, workers=self.web_workers
+        )
         self.bare = self._spawn(cmd, "bare.log", settings="bench.floor.settings")
         self._wait_http(self.bare, self.bare_port, BARE_FLOOR_PATH, "bare.log")
 
     def start_worker(self, interval: float) -> None:
         if self.worker is not None:
-            stop_process(self.worker)
-        cmd = [
-            sys.executable,
-            "manage.py",
-            "db_worker",
-            "--no-startup-delay",
-            "--interval",
-            str(interval),
-        ]
-        self.worker = self._spawn(cmd, "db_worker.log")
+            stop(self.worker)
+        self.worker = self._spawn(worker_command(interval=interval), "db_worker.log")
 
     def check_alive(self) -> None:
         for name, proc in (("gunicorn", self.web), ("bare", self.bare), ("db_worker", self.worker)):
@@ -442,7 +405,7 @@ def other_cpu_seconds() -> float:
 
 
 def make_accounts_file(path: Path, count: int) -> None:
-    from tests import fakes
+    from devtools import fakes
 
     rng = random.Random(1)
     formats = ("positional", "delimited-dash")

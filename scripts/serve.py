@@ -17,51 +17,44 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))  # run as a script: scripts/ is on the path, the project is not
 
+from poolsite.processes import (  # noqa: E402 (needs the path above)
+    manage_command,
+    reconcile_command,
+    spawn,
+    stop_all,
+    web_command,
+    worker_command,
+)
 
 RESTART_DELAY = 1.0
 MAX_RESTARTS = 5
 
 
 def _commands(host: str, port: str) -> dict[str, list[str]]:
-    python = sys.executable
     debug = os.environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}
     if debug:
-        web = [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]
+        web = manage_command("runserver", f"{host}:{port}", "--noreload")
     else:
-        workers = os.environ.get("WEB_CONCURRENCY", "2")
-        web = [
-            python,
-            "-m",
-            "gunicorn",
-            "poolsite.wsgi:application",
-            "--bind",
-            f"{host}:{port}",
-            "--workers",
-            workers,
-            "--access-logfile",
-            "-",
-            "--graceful-timeout",
-            "10",
-        ]
+        web = web_command(
+            bind=f"{host}:{port}",
+            workers=os.environ.get("WEB_CONCURRENCY", "2"),
+            access_log=True,
+            graceful_timeout=10,
+        )
     # The worker carries out replenishment runs; reconcile recovers what a killed worker leaves.
     # A 0.2 s poll (one indexed query) keeps the receipt-to-first-import time well under 1 s.
-    worker = [
-        python,
-        "manage.py",
-        "db_worker",
-        "--no-startup-delay",
-        "--interval",
-        os.environ.get("WORKER_INTERVAL", "0.2"),
-    ]
-    reconcile = [
-        python,
-        "manage.py",
-        "reconcile",
-        "--every",
-        os.environ.get("RECONCILE_EVERY", "60"),
-    ]
+    worker = worker_command(interval=os.environ.get("WORKER_INTERVAL", "0.2"))
+    reconcile = reconcile_command(every=os.environ.get("RECONCILE_EVERY", "60"))
     return {"web server": web, "worker": worker, "reconciler": reconcile}
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    # Unlike the tests' and the bench's children, these stay in serve.py's session and write
+    # where it writes: a Ctrl-C in the terminal reaches every one of them at once, and the
+    # operator's supervisor (or terminal) gets their output, the access log included.
+    return spawn(command, own_session=False)
 
 
 def main() -> int:
@@ -71,7 +64,7 @@ def main() -> int:
     host = os.environ.get("HOST", "127.0.0.1")
     port = os.environ.get("PORT", "8000")
     commands = _commands(host, port)
-    children = {name: subprocess.Popen(cmd) for name, cmd in commands.items()}
+    children = {name: _start(cmd) for name, cmd in commands.items()}
     restarts: dict[str, list[float]] = {name: [] for name in commands}
     stopping = False
 
@@ -104,18 +97,9 @@ def main() -> int:
                 flush=True,
             )
             time.sleep(RESTART_DELAY)
-            children[name] = subprocess.Popen(commands[name])
+            children[name] = _start(commands[name])
         time.sleep(0.2)
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for child in children.values():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    stop_all(children.values(), signal.SIGTERM, timeout=15)
     return status
 
 

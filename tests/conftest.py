@@ -4,7 +4,9 @@ import random
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from tests import fakes
+from devtools import fakes
+from tests.support.manager import MANAGER_KEY
+from tests.support.users import staff_with
 
 # In CI the property tests replay the same examples every run: a failure there is a bug to fix,
 # never a roll of the dice. Locally they explore new examples each run.
@@ -50,13 +52,10 @@ def _english_by_default():
     translation.deactivate()
 
 
-MANAGER_KEY = "test-manager-key"
-
-
 @pytest.fixture
 def manager(settings):
     """A fake seat manager on a real loopback HTTP server, and the settings that point at it."""
-    from tests.fake_manager import FakeManager
+    from devtools.fake_manager import FakeManager
 
     with FakeManager(api_key=MANAGER_KEY) as fake:
         settings.MANAGER_BASE_URL = fake.base_url
@@ -80,3 +79,20 @@ def worker():
             account_batch_process(batch_id=pk)
 
     return run
+
+
+@pytest.fixture
+def user_with(db):
+    """A user with exactly the given permissions ("app.codename"); staff unless told otherwise."""
+    return staff_with
+
+
+@pytest.fixture
+def client_with(client, user_with):
+    """The test client, logged in as a user with exactly the given permissions."""
+
+    def login(*perms, staff=True):
+        client.force_login(user_with(*perms, staff=staff))
+        return client
+
+    return login

@@ -5,7 +5,7 @@ from factory.django import DjangoModelFactory
 
 from accounts.models import Account, AccountBatch, AccountStatus, BatchSource, BatchStatus
 from accounts.services import consumption_count
-from tests import fakes
+from devtools import fakes
 from tests.support.lookup_hashes import account_lookup_hashes
 
 
@@ -51,19 +51,6 @@ class AccountFactory(DjangoModelFactory):
             at = account.consumed_at
             consumption_count(at=parse_datetime(at) if isinstance(at, str) else at)
         return account
-
-
-def staff_with(django_user_model, *perms, username="staff"):
-    """A staff user holding exactly these permissions ("app_label.codename")."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user(username, password="pw", is_staff=True)
-    for perm in perms:
-        app_label, codename = perm.split(".")
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label=app_label, codename=codename)
-        )
-    return user
 
 
 # A well-formed key that is not the test settings' key: rows sealed with it are the rows "a key

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests import fakes
-from tests.conftest import MANAGER_KEY
+from devtools import fakes
+from tests.support.manager import MANAGER_KEY
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

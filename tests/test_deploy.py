@@ -5,7 +5,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.processes import ROOT
+from tests.support.processes import ROOT
 
 PRODUCTION = {
     "DJANGO_SETTINGS_MODULE": "poolsite.settings",

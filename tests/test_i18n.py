@@ -3,7 +3,7 @@
 No database is needed. When a test here fails, regenerate the catalogue:
 
     SECRET_KEY=x POOL_ENCRYPTION_KEY=... POOL_IGNORE_DOTENV=1 .venv/bin/python manage.py makemessages \
-        -l zh_Hans --ignore=.venv --ignore=bench --ignore=tests --ignore=staticfiles
+        -l zh_Hans --ignore=.venv --ignore=bench --ignore=devtools --ignore=tests --ignore=staticfiles
     (translate the new or fuzzy entries in locale/zh_Hans/LC_MESSAGES/django.po)
     ... .venv/bin/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
@@ -31,12 +31,13 @@ PO_PATH = CATALOGUE_DIR / "django.po"
 MO_PATH = CATALOGUE_DIR / "django.mo"
 
 # The same exclusions as the documented makemessages command.
-MAKEMESSAGES_IGNORE = (".venv", "bench", "tests", "staticfiles")
+MAKEMESSAGES_IGNORE = (".venv", "bench", "devtools", "tests", "staticfiles")
 # Never copied into the scratch project: not source, or large, or secret.
 NOT_COPIED = {
     ".git",
     ".venv",
     "bench",
+    "devtools",
     "tests",
     "staticfiles",
     "locale",

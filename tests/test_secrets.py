@@ -5,8 +5,9 @@ run with a mix of outcomes, attempts, admin log entries), then looks for the sec
 that could hold or show them: the raw database (the SQLite file and its WAL, or a pg_dump), every
 log record, every admin page a crawler reaches, the API's lists and details, and the CSV exports.
 
-A secret counts as found when any 16 consecutive characters of it appear. Failures name the place
-and the offset only, never the secret.
+A secret counts as found when any 16 consecutive characters of it appear (the search is
+tests/support/secrets.py's, which every test uses). Failures name the place and the offset only,
+never the secret.
 """
 
 from __future__ import annotations
@@ -33,50 +34,13 @@ from django.utils import timezone
 
 from accounts import services as account_services
 from accounts.models import Account, AccountBatch, BatchSource, BatchStatus
-from tests import fakes
+from devtools import fakes
+from tests.support.secrets import SLICE, SecretFinder
 from webhooks import services
 from webhooks.models import ImportAttempt, ReplenishmentRun, RunStatus
 
-SLICE = 16
 MAX_PAGES = 300
 SKIP_WORDS = ("logout", "set_language", "delete")
-
-
-class SecretFinder:
-    """Every SLICE-character slice of every secret, and a fast search for them.
-
-    A slice of a secret is made only of characters that occur in the secrets, so it can only sit
-    inside a run of such characters at least SLICE long: the search finds those runs with one
-    regular expression, then looks up each window of each run in a set.
-    """
-
-    def __init__(self, secrets: dict[str, str]):
-        owners: dict[str, set[str]] = {}
-        for name, secret in secrets.items():
-            assert len(secret) >= SLICE, (
-                f"{name} is shorter than {SLICE} characters: it cannot be searched"
-            )
-            for i in range(len(secret) - SLICE + 1):
-                owners.setdefault(secret[i : i + SLICE], set()).add(name)
-        # A slice two secrets share is not secret: the fixed JWT and JWE headers every token starts
-        # with, say. Each slice left belongs to one secret, which a failure can then name.
-        self.slices = {piece: names.pop() for piece, names in owners.items() if len(names) == 1}
-        alphabet = "".join(sorted(set("".join(secrets.values()))))
-        self.runs = re.compile(f"[{re.escape(alphabet)}]{{{SLICE},}}")
-
-    def find(self, text: str, limit: int = 5) -> list[tuple[int, str]]:
-        """(offset, which secret) of the first few slices found in text."""
-        found = []
-        for run in self.runs.finditer(text):
-            value, start = run.group(), run.start()
-            for i in range(len(value) - SLICE + 1):
-                name = self.slices.get(value[i : i + SLICE])
-                if name is not None:
-                    found.append((start + i, name))
-                    if len(found) >= limit:
-                        return found
-                    break  # one hit per run is enough to report it
-        return found
 
 
 def _body(response) -> str:

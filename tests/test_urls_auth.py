@@ -19,6 +19,8 @@ from django.core.management import call_command
 from django.urls import Resolver404, URLResolver, get_resolver, resolve, reverse
 from django.utils.regex_helper import normalize
 
+from tests.support.users import staff_with
+
 pytestmark = pytest.mark.django_db
 
 # URL name → why anyone may see it.
@@ -87,9 +89,9 @@ def every_url() -> list[tuple[str | None, str]]:
 
 
 @pytest.fixture
-def outsider(client, django_user_model):
+def outsider(client):
     """Logged in, active, but not staff: a customer account or a staff member who was demoted."""
-    client.force_login(django_user_model.objects.create_user("outsider", is_staff=False))
+    client.force_login(staff_with(username="outsider", staff=False))
     return client
 
 

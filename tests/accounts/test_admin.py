@@ -12,23 +12,15 @@ from django.urls import reverse
 from accounts import forms as load_forms
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus, UnusableReason
 from accounts.services import MSG_BATCH_NOT_PENDING
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountFactory
+from tests.support.secrets import assert_no_secret
+from tests.support.users import staff_with
 
 pytestmark = pytest.mark.django_db
 
 LOAD_URL = reverse("admin:accounts_account_load")
 LIST_URL = reverse("admin:accounts_account_changelist")
-
-
-def secret_slices(*secrets):
-    """Every 16-character slice of every secret: none may appear in a page."""
-    return {s[i : i + 16] for s in secrets if s for i in range(0, len(s) - 15, 8)}
-
-
-def assert_no_secret(html: str, *secrets):
-    leaked = [piece for piece in secret_slices(*secrets) if piece in html]
-    assert not leaked, f"secret material in page: {leaked[:3]}"
 
 
 def preview_url(batch):
@@ -246,9 +238,8 @@ def test_saving_notes_writes_only_the_notes(admin_client):
     assert (account.notes, account.status) == ("checked by hand", AccountStatus.REJECTED)
 
 
-def test_load_page_needs_the_permission(client, django_user_model):
-    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
-    client.force_login(user)
+def test_load_page_needs_the_permission(client):
+    client.force_login(staff_with(username="viewer"))
     assert client.get(LOAD_URL).status_code == 403
     client.logout()
     assert client.get(LOAD_URL).status_code == 302  # to the login page
@@ -325,16 +316,11 @@ def test_the_preview_shows_the_first_1000_problem_lines_and_the_csv_has_them_all
 
 
 @pytest.fixture
-def other_staff(client, django_user_model):
+def other_staff(client):
     """A second staff member who may load accounts too."""
-    from django.contrib.auth.models import Permission
-
-    user = django_user_model.objects.create_user("other", password="pw", is_staff=True)
-    user.user_permissions.add(
-        Permission.objects.get(codename="add_accountbatch"),
-        Permission.objects.get(codename="view_account"),
+    client.force_login(
+        staff_with("accounts.add_accountbatch", "accounts.view_account", username="other")
     )
-    client.force_login(user)
     return client
 
 

@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
@@ -20,9 +19,10 @@ from accounts.models import (
     UnusableReason,
 )
 from apitokens.services import api_token_create
-from tests import fakes
-from tests.accounts.test_admin import assert_no_secret
+from devtools import fakes
 from tests.factories import AccountBatchFactory, AccountFactory
+from tests.support.api import post_json
+from tests.support.secrets import assert_no_secret, secrets_of
 
 pytestmark = pytest.mark.django_db
 
@@ -33,41 +33,6 @@ RETIRE_URL = reverse("api-account-retire")
 
 def detail_url(pk):
     return reverse("api-account-detail", args=[pk])
-
-
-def secrets_of(*accounts):
-    return [
-        getattr(a, f) for a in accounts for f in ("access_token", "session_token", "refresh_token")
-    ]
-
-
-@pytest.fixture
-def user_with(django_user_model):
-    """A user with exactly the given permissions ("app.codename"); staff unless told otherwise."""
-
-    def make(*perms, staff=True):
-        user = django_user_model.objects.create_user(f"user-{uuid.uuid4().hex[:8]}", is_staff=staff)
-        for perm in perms:
-            app_label, codename = perm.split(".")
-            user.user_permissions.add(
-                Permission.objects.get(content_type__app_label=app_label, codename=codename)
-            )
-        return user
-
-    return make
-
-
-@pytest.fixture
-def client_with(client, user_with):
-    def login(*perms, staff=True):
-        client.force_login(user_with(*perms, staff=staff))
-        return client
-
-    return login
-
-
-def post_json(client, url, body, **extra):
-    return client.post(url, json.dumps(body), content_type="application/json", **extra)
 
 
 # --- Reading --------------------------------------------------------------------------------

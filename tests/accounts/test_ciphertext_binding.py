@@ -12,8 +12,8 @@ from django.db.migrations.executor import MigrationExecutor
 
 from accounts import crypto
 from accounts.models import Account
-from tests.accounts.test_crypto import OTHER_KEY
 from tests.factories import AccountFactory
+from tests.support.keys import OTHER_KEY
 
 
 def seal_v1(plaintext: str) -> bytes:

@@ -9,9 +9,8 @@ from accounts.crypto import DecryptionError
 from accounts.models import Account
 from accounts.tokens import mask
 from tests.factories import AccountFactory
+from tests.support.keys import OTHER_KEY
 
-OTHER_KEY = "b3RoZXIta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
-THIRD_KEY = "dGhpcmQta2V5LW9mLTMyLWJ5dGVzLWZvci10ZXN0cyE="
 CTX = "accounts_account.session_token"
 
 

@@ -22,8 +22,8 @@ from accounts import api
 from accounts import forms as load_forms
 from accounts.models import Account, AccountBatch, AccountStatus, BatchStatus
 from accounts.parser import MSG_LINE_TOO_LONG
-from tests import fakes
-from tests.accounts.test_load import run_command
+from devtools import fakes
+from tests.support.commands import run_command
 
 pytestmark = pytest.mark.django_db
 

@@ -1,8 +1,6 @@
 """Loading through the service and the `load_accounts` command, on the real database."""
 
-import io
 import json
-import sys
 from datetime import timedelta
 
 import pytest
@@ -20,28 +18,11 @@ from accounts.services import (
     _pending,
     account_load,
 )
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountBatchFactory, AccountFactory
+from tests.support.commands import run_command
 
 pytestmark = pytest.mark.django_db
-
-
-def run_command(*args, stdin: str | None = None, tmp_path=None):
-    """Run load_accounts like a shell would: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old_stdin = sys.stdin
-    if stdin is not None:
-        source = tmp_path / "stdin.txt"
-        source.write_text(stdin)
-        sys.stdin = source.open()
-    try:
-        call_command("load_accounts", *args, stdout=out, stderr=err)
-        status = 0
-    except SystemExit as exc:
-        status = exc.code
-    finally:
-        sys.stdin = old_stdin
-    return status, out.getvalue(), err.getvalue()
 
 
 def test_every_format_loads_and_the_tokens_come_back_intact(material, write_file):

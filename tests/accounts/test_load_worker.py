@@ -15,8 +15,9 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import Account, AccountBatch, BatchProblemChunk, BatchSource, BatchStatus
-from tests import fakes
-from tests.processes import project_env, start_worker, stop, wait_for
+from devtools import fakes
+from tests.support.commands import run_command
+from tests.support.processes import project_env, start_worker, stop, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -166,8 +167,6 @@ def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(
 
 
 def test_the_command_reports_a_refused_chunk_and_exits_1(material, monkeypatch, write_file):
-    from tests.accounts.test_load import run_command
-
     monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 2)
     original = services._Inserter.insert
     calls = []

@@ -41,8 +41,7 @@ from accounts.parser import (
     parse_lines,
 )
 from accounts.tokens import MSG_AT_EXPIRED, MSG_NO_USABLE_TOKEN
-from tests.accounts.test_tokens import english
-from tests.fakes import (
+from devtools.fakes import (
     FIELDS,
     LINE_FORMATS,
     make_access_token,
@@ -52,6 +51,7 @@ from tests.fakes import (
     render_csv,
     render_line,
 )
+from tests.support.language import english
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 ALL_CODES = {

@@ -4,9 +4,9 @@ from django.core.management import call_command
 from accounts import crypto
 from accounts.models import Account, AccountBatch, lookup_hashes
 from accounts.services import account_batch_stage, account_load
-from tests import fakes
-from tests.accounts.test_crypto import OTHER_KEY, THIRD_KEY
+from devtools import fakes
 from tests.factories import AccountFactory
+from tests.support.keys import OTHER_KEY, THIRD_KEY
 
 pytestmark = pytest.mark.django_db
 

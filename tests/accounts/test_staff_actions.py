@@ -15,9 +15,10 @@ from accounts import forms as load_forms
 from accounts import services
 from accounts.models import Account, AccountStatus, UnusableReason, lookup_hashes
 from accounts.parser import MSG_EMAIL_MISMATCH
-from tests import fakes
-from tests.accounts.test_admin import assert_no_secret
-from tests.factories import AccountFactory, staff_with
+from devtools import fakes
+from tests.factories import AccountFactory
+from tests.support.secrets import assert_no_secret
+from tests.support.users import staff_with
 
 pytestmark = pytest.mark.django_db
 
@@ -359,10 +360,8 @@ def test_a_reservation_in_flight_alone_is_refused_with_a_message(admin_client):
 # --- Permissions ---------------------------------------------------------------------------------
 
 
-def test_without_the_requeue_permission_nothing_is_offered_and_everything_is_refused(
-    client, django_user_model
-):
-    user = staff_with(django_user_model, "accounts.view_account", "accounts.change_account")
+def test_without_the_requeue_permission_nothing_is_offered_and_everything_is_refused(client):
+    user = staff_with("accounts.view_account", "accounts.change_account")
     client.force_login(user)
     account = rejected()
     stuck = reserved(lease_left=-timedelta(minutes=1))
@@ -383,8 +382,8 @@ def test_without_the_requeue_permission_nothing_is_offered_and_everything_is_ref
     assert not LogEntry.objects.exists()
 
 
-def test_with_the_requeue_permission_the_actions_are_offered(client, django_user_model):
-    user = staff_with(django_user_model, "accounts.view_account", "accounts.requeue_account")
+def test_with_the_requeue_permission_the_actions_are_offered(client):
+    user = staff_with("accounts.view_account", "accounts.requeue_account")
     client.force_login(user)
     account = rejected()
     listing = client.get(LIST_URL).content.decode()
@@ -395,15 +394,14 @@ def test_with_the_requeue_permission_the_actions_are_offered(client, django_user
     assert Account.objects.get(pk=account.pk).status == AccountStatus.AVAILABLE
 
 
-def test_push_needs_its_permission_and_is_hidden_without_it(client, django_user_model):
-    client.force_login(staff_with(django_user_model, "webhooks.view_replenishmentrun"))
+def test_push_needs_its_permission_and_is_hidden_without_it(client):
+    client.force_login(staff_with("webhooks.view_replenishmentrun"))
     runs = reverse("admin:webhooks_replenishmentrun_changelist")
     push = reverse("admin:webhooks_replenishmentrun_push")
     assert push not in client.get(runs).content.decode()
     assert client.post(push, {"accounts": 1}).status_code == 403
     client.force_login(
         staff_with(
-            django_user_model,
             "webhooks.view_replenishmentrun",
             "webhooks.push_accounts",
             username="pusher",
@@ -412,7 +410,7 @@ def test_push_needs_its_permission_and_is_hidden_without_it(client, django_user_
     assert push in client.get(runs).content.decode()
 
 
-def test_only_who_may_change_the_policy_can(client, django_user_model):
+def test_only_who_may_change_the_policy_can(client):
     from webhooks.selectors import policy_get
 
     policy = policy_get()
@@ -426,21 +424,17 @@ def test_only_who_may_change_the_policy_can(client, django_user_model):
         "retry_backoff": "60,300,1800",
     }
 
-    client.force_login(staff_with(django_user_model, username="nobody"))
+    client.force_login(staff_with(username="nobody"))
     assert client.get(reverse("admin:webhooks_replenishmentpolicy_changelist")).status_code == 403
     assert client.post(url, form).status_code == 403
 
-    client.force_login(
-        staff_with(django_user_model, "webhooks.view_replenishmentpolicy", username="viewer")
-    )
+    client.force_login(staff_with("webhooks.view_replenishmentpolicy", username="viewer"))
     page = client.get(url).content.decode()
     assert 'name="_save"' not in page and 'name="seats_per_account"' not in page
     assert client.post(url, form).status_code == 403
     assert policy_get().seats_per_account == 5
 
-    client.force_login(
-        staff_with(django_user_model, "webhooks.change_replenishmentpolicy", username="admin2")
-    )
+    client.force_login(staff_with("webhooks.change_replenishmentpolicy", username="admin2"))
     assert 'name="_save"' in client.get(url).content.decode()
     assert client.post(url, form).status_code == 302
     assert policy_get().seats_per_account == 6

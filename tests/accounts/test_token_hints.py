@@ -9,7 +9,7 @@ from django.urls import reverse
 from accounts import crypto, services
 from accounts.models import Account, AccountStatus, BatchStatus
 from accounts.tokens import mask
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountBatchFactory, AccountFactory
 
 pytestmark = pytest.mark.django_db

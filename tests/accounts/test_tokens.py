@@ -1,8 +1,6 @@
 import base64
 import json
-import os
 import random
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -32,29 +30,18 @@ from accounts.tokens import (
     mask,
     usability_problem,
 )
-from tests.fakes import (
+from devtools.fakes import (
     SIGNING_KEY,
     make_access_token,
     make_client_id,
     make_refresh_token,
     make_session_token,
 )
+from tests.support.language import english
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 NINE_HOURS = timedelta(hours=9)
 RNG_SEED = 20250601
-
-
-@contextmanager
-def english():
-    """Render lazy messages in English, with or without the project's settings."""
-    from django.conf import settings
-    from django.utils import translation
-
-    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        settings.configure(USE_I18N=False)
-    with translation.override("en"):
-        yield
 
 
 def b64(data: bytes) -> str:

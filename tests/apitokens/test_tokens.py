@@ -6,7 +6,6 @@ from io import StringIO
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.urls import reverse
@@ -14,6 +13,7 @@ from django.utils import timezone
 from knox.models import AuthToken
 
 from apitokens.services import api_token_create
+from tests.support.users import staff_with
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +26,13 @@ def api_get(client, key):
     return client.get(STATS_URL, HTTP_AUTHORIZATION=f"Token {key}")
 
 
-def staff_with_token_permissions(django_user_model, name="clerk"):
-    user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
-    for codename in ("add_apitoken", "view_apitoken", "delete_apitoken"):
-        user.user_permissions.add(
-            Permission.objects.get(content_type__app_label="apitokens", codename=codename)
-        )
-    return user
+def staff_with_token_permissions(name="clerk"):
+    return staff_with(
+        "apitokens.add_apitoken",
+        "apitokens.view_apitoken",
+        "apitokens.delete_apitoken",
+        username=name,
+    )
 
 
 def shown_key(response) -> str:
@@ -82,10 +82,10 @@ def test_the_admin_shows_a_new_key_once_and_never_again(client, admin_user):
     assert all(key[:15] not in e.object_repr + e.change_message for e in LogEntry.objects.all())
 
 
-def test_staff_cannot_make_or_read_a_token_for_the_superuser(client, admin_user, django_user_model):
+def test_staff_cannot_make_or_read_a_token_for_the_superuser(client, admin_user):
     """A staff member with add and view permission on tokens made one for the superuser, read it
     in DRF's token list, and used it."""
-    clerk = staff_with_token_permissions(django_user_model)
+    clerk = staff_with_token_permissions()
     _, boss_key = api_token_create(user=admin_user)
     client.force_login(clerk)
 
@@ -109,8 +109,8 @@ def test_staff_cannot_make_or_read_a_token_for_the_superuser(client, admin_user,
     assert api_get(client.__class__(), shown_key(mine)).status_code == 403  # no view_account
 
 
-def test_the_superuser_manages_everyones_tokens(client, admin_user, django_user_model):
-    clerk = staff_with_token_permissions(django_user_model)
+def test_the_superuser_manages_everyones_tokens(client, admin_user):
+    clerk = staff_with_token_permissions()
     api_token_create(user=clerk)
     client.force_login(admin_user)
     assert str(clerk) in client.get(LIST_URL).content.decode()

@@ -6,7 +6,7 @@ NDJSON stream), then fires webhooks and staff pushes through gunicorn, SIGKILLs 
 points (mid-import too) and restarts them, freezes workers (SIGSTOP) until their lease is gone and
 thaws them, and runs reconcile in between. After a quiet period
 (the manager answers normally, reconcile, staff retry what was held) the pool and the manager's
-own record must agree exactly; see tests/proof/harness.py for the invariants. The state carries
+own record must agree exactly; see tests/support/proof.py for the invariants. The state carries
 over from one schedule to the next, so every check covers everything before it too.
 
 `make test` runs PROOF_SCHEDULES=200 per database (the default); `make proof` runs more.
@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 
 from accounts.models import Account
 from tests.factories import AccountFactory, account_sealed_with_foreign_key
-from tests.processes import project_env
-from tests.proof.harness import (
+from tests.support.processes import project_env
+from tests.support.proof import (
     ARTIFACTS,
     Cluster,
     Figures,

@@ -26,8 +26,8 @@ from django.db import connection
 
 from accounts.models import Account
 from tests.factories import AccountFactory
-from tests.processes import project_env
-from tests.proof.harness import (
+from tests.support.processes import project_env
+from tests.support.proof import (
     Cluster,
     Figures,
     env_int,
@@ -38,7 +38,7 @@ from tests.proof.harness import (
     staff_token,
     violations,
 )
-from tests.test_secrets import SecretFinder
+from tests.support.secrets import SecretFinder
 from webhooks.models import EventStatus, ReplenishmentRun, WebhookEvent
 from webhooks.selectors import policy_get
 

@@ -1,0 +1,17 @@
+"""What test modules share, so that no test module imports another.
+
+- api.py: post_json, the JSON API through the test client;
+- commands.py: run_command, load_accounts as a shell sees it;
+- keys.py: encryption keys other than the test settings' own;
+- language.py: english(), messages rendered in English;
+- lookup_hashes.py: the pool's lookup hashes from their written definition;
+- manager.py: the key the tests' fake manager expects (conftest's `manager` fixture);
+- processes.py: the service as separate OS processes (over poolsite/processes.py);
+- proof.py: the proof's cluster of processes and its invariants (tests/proof);
+- runs.py: replenishment runs driven in-process;
+- secrets.py: the one search for secrets where they must not be;
+- users.py: users with exactly the given permissions (conftest's user_with / client_with).
+
+Fixtures live in tests/conftest.py; the fake manager and fake account material in devtools/,
+shared with bench/.
+"""

@@ -7,8 +7,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
-from tests.accounts.test_admin import assert_no_secret
 from tests.factories import AccountFactory
+from tests.support.secrets import assert_no_secret
+from tests.support.users import staff_with
 from webhooks import services
 from webhooks.models import ImportAttempt, ReplenishmentRun, RunStatus, RunTrigger, Shortfall
 
@@ -60,9 +61,8 @@ def test_push_adds_to_a_run_already_queued(admin_client):
     assert ReplenishmentRun.objects.get().requested_accounts == 2
 
 
-def test_push_needs_the_permission(client, django_user_model):
-    user = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
-    client.force_login(user)
+def test_push_needs_the_permission(client):
+    client.force_login(staff_with(username="viewer"))
     assert client.get(reverse("admin:webhooks_replenishmentrun_push")).status_code == 403
 
 

@@ -13,7 +13,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.db import connection
 from django.urls import reverse
@@ -22,6 +21,7 @@ from django.utils import timezone
 from accounts.crypto import generate_key
 from accounts.models import Account, AccountStatus, UnusableReason
 from tests.factories import AccountFactory
+from tests.support.users import staff_with
 from webhooks import alerts, alerts_admin, services
 from webhooks.models import (
     AlertCondition,
@@ -408,9 +408,8 @@ def test_the_test_button_reports_a_failure(client, admin_user, settings):
     assert [str(m) for m in get_messages(response.wsgi_request)] == [str(expected)]
 
 
-def test_the_test_button_needs_the_permission(client, django_user_model, receiver):
-    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_notificationtarget"))
+def test_the_test_button_needs_the_permission(client, receiver):
+    viewer = staff_with("webhooks.view_notificationtarget", username="viewer")
     client.force_login(viewer)
     assert (
         'id="test-notification-form"'
@@ -465,9 +464,8 @@ def test_destinations_are_masked_in_the_admin_and_encrypted_at_rest(client, admi
         assert BOT_TOKEN not in entry.object_repr + entry.change_message
 
 
-def test_thresholds_change_only_with_the_change_permission(client, admin_user, django_user_model):
-    viewer = django_user_model.objects.create_user("viewer", is_staff=True)
-    viewer.user_permissions.add(Permission.objects.get(codename="view_alertsettings"))
+def test_thresholds_change_only_with_the_change_permission(client, admin_user):
+    viewer = staff_with("webhooks.view_alertsettings", username="viewer")
     client.force_login(viewer)
     listing = client.get(reverse("admin:webhooks_alertsettings_changelist"))
     assert listing.status_code == 302

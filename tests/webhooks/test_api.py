@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus, UnusableReason
 from apitokens.services import api_token_create
-from tests.accounts.test_admin import assert_no_secret
-from tests.accounts.test_api import client_with, post_json, secrets_of, user_with  # noqa: F401 (fixtures)
 from tests.factories import AccountFactory
+from tests.support.api import post_json
+from tests.support.secrets import assert_no_secret, secrets_of
 from webhooks import api, services
 from webhooks.models import (
     AttemptOutcome,

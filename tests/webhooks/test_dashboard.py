@@ -11,8 +11,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AccountStatus, UnusableReason
-from tests.conftest import MANAGER_KEY
-from tests.factories import AccountFactory, staff_with
+from tests.factories import AccountFactory
+from tests.support.manager import MANAGER_KEY
+from tests.support.users import staff_with
 from webhooks import admin as webhooks_admin
 from webhooks.client import (
     PROBE_KEY_REFUSED,
@@ -168,14 +169,13 @@ def test_the_dashboard_in_simplified_chinese(admin_client):
     assert re.search(r'>可用</a></th><td data-state-count="available">4<', html)  # the state names
 
 
-def test_what_a_user_sees_follows_the_permissions(client, django_user_model):
-    client.force_login(staff_with(django_user_model, username="nobody"))
+def test_what_a_user_sees_follows_the_permissions(client):
+    client.force_login(staff_with(username="nobody"))
     html = client.get(INDEX_URL).content.decode()
     assert 'id="dashboard-pool"' not in html and 'id="dashboard-runs"' not in html
     assert client.get(STATUS_URL).status_code == 403
 
     reviewer = staff_with(
-        django_user_model,
         "accounts.view_account",
         "webhooks.view_webhookevent",
         "webhooks.view_replenishmentrun",
@@ -191,7 +191,6 @@ def test_what_a_user_sees_follows_the_permissions(client, django_user_model):
     assert 'id="dashboard-push"' not in html and 'id="dashboard-policy"' not in html
 
     operator = staff_with(
-        django_user_model,
         "webhooks.view_replenishmentrun",
         "webhooks.push_accounts",
         "webhooks.change_replenishmentpolicy",
@@ -291,8 +290,8 @@ def test_a_fresh_install_says_how_to_load_accounts_and_which_settings_to_set(
     assert problems(admin_client.get(INDEX_URL).content.decode()) == ""
 
 
-def test_the_load_button_needs_the_permission_to_add_accounts(client, django_user_model):
-    client.force_login(staff_with(django_user_model, "accounts.view_account", username="viewer"))
+def test_the_load_button_needs_the_permission_to_add_accounts(client):
+    client.force_login(staff_with("accounts.view_account", username="viewer"))
     assert 'id="dashboard-load"' not in client.get(INDEX_URL).content.decode()
 
 

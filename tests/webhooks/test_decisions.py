@@ -186,8 +186,8 @@ def test_statuses_next_to_the_configuration_errors_are_not_configuration_errors(
 
 
 def test_redaction_of_manager_text():
+    from devtools import fakes
     from poolsite.text import REDACTED, redact
-    from tests import fakes
 
     at = fakes.make_access_token(email="a@x.com")
     st, rt = fakes.make_session_token(), fakes.make_refresh_token()

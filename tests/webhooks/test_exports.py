@@ -14,8 +14,9 @@ from django.utils import timezone
 
 from accounts.models import AccountStatus
 from poolsite.text import csv_cell_safe
-from tests.accounts.test_admin import assert_no_secret
-from tests.factories import AccountBatchFactory, AccountFactory, staff_with
+from tests.factories import AccountBatchFactory, AccountFactory
+from tests.support.secrets import assert_no_secret
+from tests.support.users import staff_with
 from webhooks import admin as webhooks_admin
 from webhooks.models import (
     AttemptOutcome,
@@ -197,22 +198,19 @@ def test_export_with_filters_the_list_refuses_goes_back_to_the_list(admin_client
     assert str(webhooks_admin.MSG_BAD_FILTERS) in admin_client.get(response.url).content.decode()
 
 
-def test_exports_need_the_view_permissions(client, django_user_model):
+def test_exports_need_the_view_permissions(client):
     period = {"first": "2026-01-01", "last": "2026-01-31"}
-    client.force_login(staff_with(django_user_model, username="nobody"))
+    client.force_login(staff_with(username="nobody"))
     assert client.get(EXPORT_URL).status_code == 403
     assert client.get(FILTERED_URL).status_code == 403
 
-    client.force_login(
-        staff_with(django_user_model, "webhooks.view_importattempt", username="historian")
-    )
+    client.force_login(staff_with("webhooks.view_importattempt", username="historian"))
     assert client.get(EXPORT_URL, {"what": "attempts", **period}).streaming
     assert client.get(FILTERED_URL).streaming
     assert client.get(EXPORT_URL, {"what": "consumed", **period}).status_code == 403
 
     client.force_login(
         staff_with(
-            django_user_model,
             "webhooks.view_importattempt",
             "accounts.view_account",
             username="auditor",
@@ -322,10 +320,10 @@ def test_export_links_on_the_attempts_list(admin_client):
     assert f'href="{EXPORT_URL}"' in html and 'id="export-filtered"' in html
 
 
-def test_history_is_read_only_for_everyone(client, django_user_model):
+def test_history_is_read_only_for_everyone(client):
     account = AccountFactory()
     row = attempt(account, when=timezone.now())
-    client.force_login(staff_with(django_user_model, "webhooks.view_importattempt"))
+    client.force_login(staff_with("webhooks.view_importattempt"))
     change = reverse("admin:webhooks_importattempt_change", args=[row.pk])
     assert client.get(change).status_code == 200
     assert client.post(change, {"outcome": "rejected"}).status_code == 403

@@ -1,6 +1,6 @@
 """The fake seat manager, exercised over real HTTP with ``requests``.
 
-Integration tests trust tests/fake_manager.py to behave like the real manager described in
+Integration tests trust devtools/fake_manager/ to behave like the real manager described in
 docs/MANAGER.md; these tests hold it to that contract: auth (401, 307 → /login),
 single-mode validation and "already present", batch parsing and its NDJSON stream, every scripted
 fault, the inspection API, and the out-of-process variant. No database is needed. Every request
@@ -17,8 +17,8 @@ from datetime import UTC, timedelta
 import pytest
 import requests
 
-from tests import fakes
-from tests.fake_manager import (
+from devtools import fakes
+from devtools.fake_manager import (
     IMPORT_PATH,
     LOGIN_PATH,
     MSG_ALREADY_PRESENT,
@@ -655,16 +655,30 @@ def test_the_subprocess_serves_and_is_scripted_through_the_control_api(material)
 
 
 def test_the_fake_imports_nothing_from_the_product():
-    """A misreading by the product must not be shared by the fake that tests it."""
+    """A misreading by the product must not be shared by the fake that tests it: no module of the
+    package (its state, handler, process wrapper, command line, rules) imports the product or
+    Django, checked in a fresh interpreter that imports every one of them."""
+    import pkgutil
     import subprocess
     import sys
 
+    import devtools.fake_manager as package
+
+    modules = [package.__name__] + [
+        f"{package.__name__}.{module.name}" for module in pkgutil.iter_modules(package.__path__)
+    ]
+    parts = {"state", "handler", "process", "protocol", "rules", "cli", "__main__"}
+    assert {m.rsplit(".", 1)[-1] for m in modules} >= parts, modules
     code = (
-        "import sys, tests.fake_manager; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('accounts', 'webhooks', 'poolsite', 'django')))"
+        "import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('accounts', 'webhooks', 'apitokens', 'poolsite', 'tests', 'django')))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code, *modules],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     assert out.stdout.strip() == "[]"
 
@@ -672,7 +686,7 @@ def test_the_fake_imports_nothing_from_the_product():
 def test_the_rules_read_an_access_tokens_email_and_expiry():
     from datetime import datetime
 
-    from tests.support import manager_rules as rules
+    from devtools.fake_manager import rules
 
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
     at = fakes.make_access_token(email="Team.Lead@Example.com", expires_at=expires)
@@ -708,7 +722,7 @@ def test_the_rules_read_an_access_tokens_email_and_expiry():
     ],
 )
 def test_the_rules_tell_each_kind_of_part_by_its_shape(part, kind):
-    from tests.support import manager_rules as rules
+    from devtools.fake_manager import rules
 
     found = {
         name
@@ -726,6 +740,6 @@ def test_the_rules_tell_each_kind_of_part_by_its_shape(part, kind):
 
 
 def test_the_fake_shows_only_the_last_four_characters_of_a_secret():
-    from tests.support.manager_rules import masked
+    from devtools.fake_manager.rules import masked
 
     assert (masked("rt_secretvalueWXYZ"), masked("abcd"), masked("")) == ("…WXYZ", "…", "")

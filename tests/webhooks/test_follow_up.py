@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from accounts.models import Account
 from tests.factories import AccountFactory
 from tests.support.runs import run_now
+from tests.support.users import staff_with
 from webhooks import follow_up
 from webhooks.follow_up import RateLimit
 from webhooks.models import (
@@ -301,12 +302,9 @@ def test_the_batches_page_judges_each_batch_and_supplier(admin_client, manager):
         assert account.access_token[-16:] not in csv + page.content.decode()
 
 
-def test_check_now_queues_a_round_for_staff_with_the_permission(
-    client, admin_client, django_user_model, manager
-):
+def test_check_now_queues_a_round_for_staff_with_the_permission(client, admin_client, manager):
     imported(manager, 1)
-    staff = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
-    client.force_login(staff)
+    client.force_login(staff_with(username="viewer"))
     assert client.post("/admin/webhooks/followedteam/check/").status_code == 403
     assert admin_client.post("/admin/webhooks/followedteam/check/").status_code == 302
     assert FollowUpRound.objects.get().status == RoundStatus.QUEUED

@@ -15,10 +15,18 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus
-from tests import fakes
-from tests.conftest import MANAGER_KEY
+from devtools import fakes
 from tests.factories import AccountFactory
-from tests.processes import free_port, manage, project_env, start, start_worker, stop, wait_for
+from tests.support.manager import MANAGER_KEY
+from tests.support.processes import (
+    free_port,
+    manage,
+    project_env,
+    start,
+    start_worker,
+    stop,
+    wait_for,
+)
 from webhooks import services
 from webhooks.models import (
     ACTIVE_RUN_STATUSES,

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from accounts.models import Account, AccountStatus, UnusableReason
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.models import (

@@ -1,6 +1,7 @@
 """The proof's moving parts: the service as separate OS processes (gunicorn, db_worker,
 reconcile), killed and restarted at will, and the invariants checked against the fake manager's
-own record. Used by tests/proof/test_storm.py and tests/proof/test_fault_schedules.py."""
+own record. Used by tests/proof/test_storm.py and tests/proof/test_fault_schedules.py; the
+processes' command lines are poolsite/processes.py's, as `make run` starts them."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from django.utils import timezone
 
 from accounts.models import Account, AccountStatus, UnusableReason
 from accounts.services import account_retry
-from tests.processes import ROOT, free_port, stop, wait_for
+from poolsite.processes import reconcile_command, spawn, web_command, worker_command
+from tests.support.processes import ROOT, free_port, stop, wait_for
 from webhooks import services
 from webhooks.models import (
     ACTIVE_RUN_STATUSES,
@@ -73,40 +75,16 @@ class Cluster:
         self.real_time_leases = False
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        out = open(self.logs / f"{name}.log", "ab")
-        try:
-            return subprocess.Popen(
-                args,
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            out.close()
+        return spawn(args, env=self.env, log=self.logs / f"{name}.log")
 
     def start(self) -> Cluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         for n in range(self.web_count):
             port = free_port()
-            self.webs.append(
-                self._spawn(
-                    f"web{n}",
-                    [
-                        sys.executable,
-                        "-m",
-                        "gunicorn",
-                        "poolsite.wsgi:application",
-                        "--bind",
-                        f"127.0.0.1:{port}",
-                        "--workers",
-                        str(self.web_workers),
-                        "--graceful-timeout",
-                        "5",
-                    ],
-                )
+            command = web_command(
+                bind=f"127.0.0.1:{port}", workers=self.web_workers, graceful_timeout=5
             )
+            self.webs.append(self._spawn(f"web{n}", command))
             self.web_urls.append(f"http://127.0.0.1:{port}")
         for _ in range(self.worker_count):
             self.start_worker()
@@ -118,26 +96,12 @@ class Cluster:
         self.workers_started += 1
         worker_id = f"proof-worker-{os.getpid()}-{self.workers_started}"
         self.workers[worker_id] = self._spawn(
-            worker_id,
-            [
-                sys.executable,
-                "manage.py",
-                "db_worker",
-                "--no-startup-delay",
-                "--interval",
-                "0.05",
-                "--worker-id",
-                worker_id,
-            ],
+            worker_id, worker_command(interval=0.05, worker_id=worker_id)
         )
         return worker_id
 
     def start_reconciler(self, every: float) -> None:
-        self.others.append(
-            self._spawn(
-                "reconcile", [sys.executable, "manage.py", "reconcile", "--every", str(every)]
-            )
-        )
+        self.others.append(self._spawn("reconcile", reconcile_command(every=every)))
 
     def worker_of_live_run(self) -> str | None:
         """The live worker carrying out the run in flight, if one is."""

@@ -1,22 +1,37 @@
-"""Running the project as separate OS processes in tests, the way `make run` and production do."""
+"""Running the project as separate OS processes in tests, the way `make run` and production do.
+
+The command lines and the starting and stopping are poolsite/processes.py's, the same ones
+`make run` uses; what is here is the tests' side: the environment that points a child at the
+test database and the fake manager, and waiting for what the children do.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+from poolsite import processes
+from poolsite.processes import ROOT, free_port, manage_command
+
+__all__ = [
+    "ROOT",
+    "free_port",
+    "manage",
+    "project_env",
+    "start",
+    "start_worker",
+    "stop",
+    "wait_for",
+]
 
 
-def test_database_url() -> str:
+def database_url() -> str:
     """The URL of the database this test run uses, for subprocesses to share it."""
     db = connection.settings_dict
     if connection.vendor == "sqlite":
@@ -32,7 +47,7 @@ def project_env(**extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database_url(),
         "POOL_ENCRYPTION_KEY": settings.POOL_ENCRYPTION_KEY,
         "MANAGER_BASE_URL": settings.MANAGER_BASE_URL,
         "MANAGER_API_KEY": settings.MANAGER_API_KEY,
@@ -47,7 +62,7 @@ def project_env(**extra: str) -> dict[str, str]:
 
 def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", *args],
+        manage_command(*args),
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -58,43 +73,19 @@ def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.CompletedPro
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # A session of its own, so stopping it stops its children (gunicorn's workers) too.
-    return subprocess.Popen(
-        args,
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    """A child in a session of its own (stopping it stops its children too), its output kept
+    for stop() to return."""
+    return processes.spawn(args, env=env, capture=True)
 
 
 def start_worker(env: dict[str, str]) -> subprocess.Popen:
-    return start(
-        [sys.executable, "manage.py", "db_worker", "--no-startup-delay", "--interval", "0.1"], env
-    )
+    return start(processes.worker_command(interval=0.1), env)
 
 
 def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> str:
     """Stop a process (and its group); return what it printed."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    processes.stop(process, sig, timeout)
     return process.stdout.read() if process.stdout else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(
