@@ -1,10 +1,12 @@
 from datetime import datetime
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone, translation
@@ -53,6 +55,7 @@ WHY_NOT_RETRIED = {
 SKIPPED_NAMED = 20
 MSG_USABLE = _("usable")
 MSG_RETIRE_CONFIRM_TITLE = _("Retire these accounts?")
+MSG_PASTED_TEXT = _("Pasted text")
 MSG_CANCELLED = _("The upload was cancelled and its text deleted.")
 MSG_REQUEUED = _("Requeued: %(account)s is back in the pool.")
 MSG_RETRIED = ngettext_lazy(
@@ -484,9 +487,10 @@ class AccountAdmin(EmailSearchMixin, admin.ModelAdmin):
                 language=translation.get_language() or "",
             )
             return redirect("admin:accounts_account_load_preview", batch_id=batch.pk)
-        return TemplateResponse(
-            request, "admin/accounts/account/load.html", self._context(request, form=form)
+        context = self._context(
+            request, form=form, upload_limit=filesizeformat(settings.POOL_UPLOAD_MAX_BYTES)
         )
+        return TemplateResponse(request, "admin/accounts/account/load.html", context)
 
     def load_preview_view(self, request, batch_id):
         """The batch's page: its progress while the worker reads or saves it, then the preview
@@ -522,6 +526,8 @@ class AccountAdmin(EmailSearchMixin, admin.ModelAdmin):
             confirmed=batch.status in (BatchStatus.LOADED, BatchStatus.LOADING)
             or bool(batch.confirmed_at and batch.status == BatchStatus.FAILED),
             progress_percent=_percent(batch),
+            # The title names the upload: its file, or pasted text (its label may be a time).
+            upload_name=batch.filename or MSG_PASTED_TEXT,
         )
         return TemplateResponse(request, "admin/accounts/account/load_preview.html", context)
 

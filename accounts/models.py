@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from accounts import crypto, tokens
@@ -188,7 +189,14 @@ class AccountBatch(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.label} ({self.created_at:%Y-%m-%d %H:%M})" if self.created_at else self.label
+        # The label with the time of the load, unless the label holds its date already: a pasted
+        # upload's default label is its time, and the command's the file name and the date.
+        if not self.created_at:
+            return self.label
+        created = timezone.localtime(self.created_at)
+        if f"{created:%Y-%m-%d}" in self.label:
+            return self.label
+        return f"{self.label} ({created:%Y-%m-%d %H:%M})"
 
 
 class BatchProblemChunk(models.Model):

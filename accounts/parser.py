@@ -29,6 +29,12 @@ Formats, decided as follows:
   with one part. Tokens, emails and IDs never contain commas, so the comma
   is unambiguous.
 
+One reason per problem, not per value: a line on which nothing is an email, a token or an ID
+(a note, a sentence) gets one reason, ``unrecognised_line``, that says what a line should be;
+several unrecognised parts beside recognised ones get one reason naming them all. A single
+problem keeps its precise reason (the part's length and ending, the column's name, an expired
+or undecodable token).
+
 Tolerated: a UTF-8 BOM, CRLF/CR/LF line ends (also embedded in one item),
 blank lines and lines holding nothing but commas and quotes (skipped, but
 counted in line numbers), spaces around values, quotes around values or
@@ -100,6 +106,7 @@ __all__ = [
     "TOO_MANY_COLUMNS",
     "UNKNOWN_COLUMNS",
     "UNREADABLE_ROW",
+    "UNRECOGNISED_LINE",
     "UNRECOGNISED_PART",
     "label_problem",
     "notes_problem",
@@ -116,6 +123,8 @@ NO_TOKEN = "no_token"
 MALFORMED_JWT = "malformed_jwt"
 EMAIL_MISMATCH = "email_mismatch"
 UNRECOGNISED_PART = "unrecognised_part"
+# Nothing on the line is an email, a token or an ID: one reason for the whole line.
+UNRECOGNISED_LINE = "unrecognised_line"
 DUPLICATE_FIELD = "duplicate_field"
 INVALID_EMAIL = "invalid_email"
 INVALID_ACCOUNT_ID = "invalid_account_id"
@@ -147,6 +156,15 @@ MSG_UNRECOGNISED_PART = _(
     "Part %(number)s (%(length)s characters, ending %(tail)s) is not "
     "recognised: expected an email, a JWT, a session token, a UUID, a refresh "
     "token (rt_…) or a client ID (app_…)."
+)
+MSG_UNRECOGNISED_PARTS = _(
+    "Parts %(numbers)s are not recognised: expected an email, a JWT, a session token, a UUID, "
+    "a refresh token (rt_…) or a client ID (app_…)."
+)
+MSG_UNRECOGNISED_LINE = _(
+    "Not an account line: nothing on it is an email, a token or an ID. Expected one account per "
+    "line, email----token…, its parts separated by ----, “|”, a tab or spaces, or by commas "
+    "(email,AT,RT,ST,client_id)."
 )
 MSG_DUPLICATE_FIELD = _("The line has more than one %(field)s.")
 MSG_TOO_MANY_JWTS = _(
@@ -340,6 +358,7 @@ _POSITIONAL_COLUMNS = tuple(
     for number, field in enumerate((_EMAIL, _AT, _RT, _ST, _CID, _ACC), start=1)
 )
 _NO_TOKEN = Problem(NO_TOKEN, MSG_NO_TOKEN)
+_UNRECOGNISED_LINE = Problem(UNRECOGNISED_LINE, MSG_UNRECOGNISED_LINE)
 _RT_ONLY = Problem(RT_WITHOUT_CLIENT_ID, MSG_RT_ONLY)
 _RT_IGNORED = Problem(RT_WITHOUT_CLIENT_ID, MSG_RT_IGNORED)
 _TOO_MANY_JWTS = Problem(DUPLICATE_FIELD, MSG_TOO_MANY_JWTS)
@@ -462,6 +481,8 @@ def _classify_parts(parts: list[str]) -> tuple[list, list, bool]:
     errors = []
     token_rejected = False
     number = 0
+    unrecognised: list[tuple[int, str]] = []  # (part number, part)
+    first_unrecognised = 0  # where its reason goes among the line's errors
     for raw in parts:
         part = raw.strip(_QUOTES)
         if not part:
@@ -511,15 +532,27 @@ def _classify_parts(parts: list[str]) -> tuple[list, list, bool]:
                     errors.append(_DUPLICATES[field])
                 continue
         token_rejected = True
-        errors.append(
-            Problem(
-                UNRECOGNISED_PART,
-                interpolate(
-                    MSG_UNRECOGNISED_PART,
-                    {"number": number, "length": len(part), "tail": mask(part)},
-                ),
-            )
+        if not unrecognised:
+            first_unrecognised = len(errors)
+        unrecognised.append((number, part))
+    if len(errors) + len(unrecognised) >= 2 and not _recognised_any(slots):
+        return slots, [_UNRECOGNISED_LINE], token_rejected  # see _one_reason
+    if len(unrecognised) == 1:
+        number, part = unrecognised[0]
+        problem = Problem(
+            UNRECOGNISED_PART,
+            interpolate(
+                MSG_UNRECOGNISED_PART, {"number": number, "length": len(part), "tail": mask(part)}
+            ),
         )
+        errors.insert(first_unrecognised, problem)
+    elif unrecognised:
+        # One reason naming every part it concerns, not one per part.
+        numbers = ", ".join(str(number) for number, _ in unrecognised)
+        problem = Problem(
+            UNRECOGNISED_PART, interpolate(MSG_UNRECOGNISED_PARTS, {"numbers": numbers})
+        )
+        errors.insert(first_unrecognised, problem)
     return slots, errors, token_rejected
 
 
@@ -583,6 +616,27 @@ def _read_csv_row(s: str, layout: _CsvLayout) -> tuple[list, list, bool]:
     return slots, errors, token_rejected
 
 
+def _one_reason(slots: list, errors: list) -> list:
+    """One reason for a line on which nothing was recognised, rather than one per value: a line of
+    plain text split into a dozen parts used to get a dozen "Part N is not recognised" messages.
+
+    Only with two or more problems: a single one is already one reason, and the most precise
+    (a lone truncated token is told by its length and ending, a bad column by its name).
+    """
+    if len(errors) >= 2 and not _recognised_any(slots):
+        return [_UNRECOGNISED_LINE]
+    return errors
+
+
+def _recognised_any(slots: list) -> bool:
+    """Whether the line held anything of an account's shape. A column read as a refresh token
+    takes any value (older ones are opaque), so it counts only if it looks like one (rt_…)."""
+    return any(
+        value is not None and (field != _RT or is_refresh_token(value))
+        for field, value in enumerate(slots)
+    )
+
+
 def _finish(
     lineno: int,
     fmt: str,
@@ -592,6 +646,9 @@ def _finish(
     now: datetime,
     min_at_lifetime: timedelta,
 ) -> ParsedLine:
+    errors = _one_reason(slots, errors)
+    if errors and errors[0] is _UNRECOGNISED_LINE:
+        return ParsedLine(lineno, fmt, None, errors, [], None)  # the one reason, nothing to add
     email, at, st, rt, cid, account_id = slots
     warnings = []
     at_email = at_expires_at = None

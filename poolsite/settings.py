@@ -16,7 +16,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # The admin with the product's sections first (poolsite/admin_site.py).
+    "poolsite.apps.PoolAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -24,12 +25,12 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_tasks",
-    "django_tasks_db",
+    "poolsite.apps.TasksDbConfig",  # django_tasks_db, named in the operator's language
     "rest_framework",
     "knox",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "axes",
+    "poolsite.apps.AxesConfig",  # django-axes, named in the operator's language
     "accounts",
     "webhooks",
     "apitokens",
@@ -108,7 +109,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en"
+# The console, and what the worker writes for a batch loaded without a browser, speak 简体中文
+# unless the browser asks for English (Accept-Language, or the switch in the admin's header).
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="zh-hans")
 LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -215,6 +218,8 @@ NOTIFY_URLS = env.list("NOTIFY_URLS", default=[])
 # Notifications to loopback, private, link-local (cloud metadata), multicast or reserved addresses
 # are refused unless this is set: e.g. a Bark server or a mail relay on the local network.
 NOTIFY_ALLOW_PRIVATE_HOSTS = env.bool("NOTIFY_ALLOW_PRIVATE_HOSTS", default=False)
+# The language notifications go out in: zh-hans or en (they have no browser to ask).
+NOTIFY_LANGUAGE = env.str("NOTIFY_LANGUAGE", default="zh-hans")
 
 # --- Monitoring ------------------------------------------------------------------------------
 # GET /metrics for Prometheus answers only with `Authorization: Bearer <METRICS_TOKEN>`; empty: 404.

@@ -53,6 +53,26 @@ def _english_by_default():
 
 
 @pytest.fixture
+def client():
+    """A browser that asks for English. The console speaks 简体中文 unless asked otherwise
+    (LANGUAGE_CODE); the tests compare pages with English messages, so they ask for English, as a
+    browser set to English does. Tests of the Chinese pages send Accept-Language: zh-hans."""
+    from django.test import Client
+
+    return Client(headers={"Accept-Language": "en"})
+
+
+@pytest.fixture
+def admin_client(db, admin_user):
+    """pytest-django's admin_client, asking for English as `client` does."""
+    from django.test import Client
+
+    client = Client(headers={"Accept-Language": "en"})
+    client.force_login(admin_user)
+    return client
+
+
+@pytest.fixture
 def manager(settings):
     """A fake seat manager on a real loopback HTTP server, and the settings that point at it."""
     from devtools.fake_manager import FakeManager

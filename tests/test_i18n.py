@@ -453,3 +453,26 @@ def test_strings_render_in_simplified_chinese():
         assert html == "保存 7 个账号"
     with override("en"):
         assert str(AccountStatus.AVAILABLE.label) == "available"
+
+
+def test_the_product_has_one_chinese_name(catalogue):
+    # 备用账号池, 号池 and 账号池 were all in use; 账号池 is the one (the site's title says so).
+    _, entries = catalogue
+    other_name = re.compile(r"备用账号池|(?<!账)号池")
+    texts = [(str(e), text) for e in entries for text in e.msgstr.values()]
+    texts += [
+        (str(path.relative_to(ROOT)), path.read_text(encoding="utf-8"))
+        for path in [
+            ROOT / "README.md",
+            *(ROOT / "docs").glob("*.md"),
+            *(ROOT / "templates").rglob("*.html"),
+        ]
+    ]
+    wrong = [where for where, text in texts if other_name.search(text)]
+    assert not wrong, "another Chinese name than 账号池:\n" + "\n".join(wrong)
+    from django.utils.translation import override
+
+    from poolsite.admin_site import PoolAdminSite
+
+    with override("zh-hans"):
+        assert str(PoolAdminSite.site_header) == "账号池"

@@ -30,6 +30,8 @@ PAGES = {
     "dashboard": "/admin/",
     "pool": "/admin/accounts/account/",
     "load": "/admin/accounts/account/load/",
+    # A staged upload with a problem of each kind: long reasons, long emails, masked tokens.
+    "preview": "/admin/accounts/account/load/{batch}/",
     "attempts": "/admin/webhooks/importattempt/",
     "runs": "/admin/webhooks/replenishmentrun/",
     "run": "/admin/webhooks/replenishmentrun/{run}/change/",
@@ -64,7 +66,7 @@ def browser():
         browser.close()
 
 
-def a_busy_pool():
+def a_busy_pool(language: str = "en"):
     """Accounts of every kind with long addresses, and attempts with long answers and errors."""
     from django.utils import timezone
 
@@ -120,7 +122,40 @@ def a_busy_pool():
             error="ReadTimeout: HTTPSConnectionPool(host='manager.example.com', port=443): Read timed out.",
             duration_ms=30012,
         )
-    return {"run": run.pk, "account": accounts[0].pk}
+    return {"run": run.pk, "account": accounts[0].pk, "batch": a_staged_upload(language).pk}
+
+
+def a_staged_upload(language: str):
+    """An upload read by the worker and awaiting confirmation, the preview full of problems."""
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import BATCH_RUNNING_STATUSES, AccountBatch
+    from accounts.services import account_batch_process, account_batch_stage
+    from tests import fakes
+
+    long = "a.very.long.mailbox.name.for.testing.widths.in.the.preview"
+    good = [
+        fakes.make_account(email=f"{long}.{n}@an-exceedingly-long-domain-name.example.com")
+        for n in range(3)
+    ]
+    lines = [
+        *(fakes.render_line(account, "delimited-dash") for account in good),
+        "Bought on Friday from the usual supplier, see the notes for the rest of the order",
+        f"{good[0]['email']}----not-a-token----another-part-that-is-not-one",
+        fakes.render_line(good[1], "positional"),
+    ]
+    batch = account_batch_stage(
+        content="\n".join(lines),
+        label="bad.txt",
+        filename="bad.txt",
+        user=get_user_model().objects.get(username="boss"),
+        language=language,  # the worker writes the reasons in the uploader's language
+    )
+    for pk in AccountBatch.objects.filter(status__in=BATCH_RUNNING_STATUSES).values_list(
+        "pk", flat=True
+    ):
+        account_batch_process(batch_id=pk)
+    return batch
 
 
 @pytest.mark.parametrize("language", ["en", "zh-hans"])
@@ -133,7 +168,7 @@ def test_the_operators_pages_fit_the_screen(
         "",
     )  # the "not configured" notice shows too
     django_user_model.objects.create_superuser("boss", "boss@example.com", PASSWORD)
-    ids = a_busy_pool()
+    ids = a_busy_pool(language)
     context = browser.new_context(
         locale="zh-CN" if language == "zh-hans" else "en-US",
         viewport=VIEWPORTS[viewport],
@@ -165,6 +200,13 @@ def test_the_operators_pages_fit_the_screen(
             )
             if viewport == "laptop" and name in FULL_LISTS and results and results[0] > results[1]:
                 too_wide[f"{name} list"] = results
+            # The preview's table too: every column of a line, its reason first, at 1366 px.
+            preview = page.evaluate(
+                "(() => { const r = document.querySelector('#load-results');"
+                " return r ? [r.scrollWidth, r.clientWidth] : null; })()"
+            )
+            if viewport == "laptop" and preview and preview[0] > preview[1]:
+                too_wide[f"{name} table"] = preview
         assert too_wide == {}, f"pages wider than the screen (scrollWidth, innerWidth): {too_wide}"
     finally:
         context.close()

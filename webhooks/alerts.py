@@ -391,7 +391,7 @@ def _active_by_condition() -> dict[str, bool]:
 
 def _raise(*, condition: str, params: dict, now: datetime) -> None:
     template = MSG_CONFIG_ERROR_ROUND if params.get("round") else MESSAGES[condition]
-    with translation.override(settings.LANGUAGE_CODE):
+    with translation.override(settings.NOTIFY_LANGUAGE):
         title, message = str(TITLES[condition]), str(template % params)
     with transaction.atomic():
         flipped = AlertState.objects.filter(condition=condition, active=False).update(
@@ -424,7 +424,7 @@ def _clear(*, condition: str, now: datetime) -> None:
 
 def alert_send_test(*, by) -> AlertEvent:
     """Send a test notification to every destination now; the event says what came of it."""
-    with translation.override(settings.LANGUAGE_CODE):
+    with translation.override(settings.NOTIFY_LANGUAGE):
         title, message = str(TITLE_TEST), str(MSG_TEST % {"user": by.get_username()})
     with transaction.atomic():
         event = AlertEvent.objects.create(
@@ -500,7 +500,7 @@ def alert_deliver(*, event_id: int) -> None:
     if event is None:
         return
     sent, failures = 0, []
-    with translation.override(settings.LANGUAGE_CODE):
+    with translation.override(settings.NOTIFY_LANGUAGE):
         try:
             destinations = _destinations()
             for destination in destinations:

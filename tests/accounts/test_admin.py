@@ -419,3 +419,71 @@ def test_notes_have_a_length_and_a_shape(admin_client):
     account.refresh_from_db()
     assert account.notes == ""
     assert admin_client.post(url, {"notes": "fine\nnotes"}).status_code == 302
+
+
+# --- Readable results: one reason a line, the email, the upload's name, the limit ---------------
+
+
+def test_an_invalid_line_shows_its_email_and_one_reason_in_the_preview_and_the_csv(
+    admin_client, material, worker
+):
+    good = material()
+    text = "\n".join(
+        [
+            fakes.render_line(good, "positional"),
+            "Bought on Friday from the usual supplier, see the notes",
+            f"{good['email']} paid 12 dollars",
+        ]
+    )
+    upload = SimpleUploadedFile("bad.txt", text.encode())
+    admin_client.post(LOAD_URL, {"file": upload})
+    batch = AccountBatch.objects.get()
+    worker()
+    html = admin_client.get(preview_url(batch)).content.decode()
+    rows = dict(re.findall(r'data-line="(\d+)">(.*?)</tr>', html, re.S))
+    # One reason for the line of text (it had seven, one a word), and none names a part.
+    assert rows["2"].count("Not an account line") == 1 and "Part " not in rows["2"]
+    assert good["email"] in rows["3"] and "Parts 2, 3, 4 are not recognised" in rows["3"]
+    records = list(
+        csv.reader(io.StringIO(b"".join(admin_client.get(problems_url(batch))).decode()))
+    )
+    assert [r[:3] for r in records[1:]] == [["2", "invalid", ""], ["3", "invalid", good["email"]]]
+    assert records[1][3].startswith("Not an account line") and ";" not in records[1][3]
+
+
+def test_the_preview_is_titled_by_the_upload_and_a_batch_label_is_not_doubled(
+    admin_client, material, worker
+):
+    lines = [fakes.render_line(material(), "positional") for _ in range(9)]
+    admin_client.post(LOAD_URL, {"file": SimpleUploadedFile("bad.txt", "\n".join(lines).encode())})
+    admin_client.post(LOAD_URL, {"text": lines[0]})
+    named, pasted = AccountBatch.objects.order_by("id")
+    assert (
+        '<span id="upload-name">bad.txt, 9 lines</span>'
+        in admin_client.get(preview_url(named)).content.decode()
+    )
+    page = admin_client.get(preview_url(pasted)).content.decode()
+    assert '<span id="upload-name">Pasted text, 1 line</span>' in page
+    # A pasted upload's default label is its time: shown once, not "08:05 (08:05)".
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", pasted.label) and str(pasted) == pasted.label
+    assert str(named) == f"bad.txt ({named.created_at:%Y-%m-%d %H:%M})"
+    listed = admin_client.get(LIST_URL).content.decode()
+    assert f"({pasted.label})" not in listed
+
+
+def test_the_load_page_states_the_limit_and_every_separator(admin_client, settings):
+    settings.POOL_UPLOAD_MAX_BYTES = 5 * 1024 * 1024
+    html = admin_client.get(LOAD_URL).content.decode()
+    formats = re.search(r'<p id="load-formats">(.*?)</p>', html, re.S).group(1)
+    for separator in ("commas", "<code>----</code>", "<code>|</code>", "a tab", "spaces"):
+        assert separator in formats, separator
+    assert "at most 5.0\xa0MB" in re.search(r'<p id="load-limit">(.*?)</p>', html, re.S).group(1)
+    # The button turns itself off once the upload is sent, and says so.
+    assert 'id="load-sending" hidden' in html
+
+
+def test_the_preview_buttons_work_once(admin_client, material, worker):
+    admin_client.post(LOAD_URL, {"text": fakes.render_line(material(), "positional")})
+    worker()
+    html = admin_client.get(preview_url(AccountBatch.objects.get())).content.decode()
+    assert 'id="confirm-form" class="submit-once"' in html and "form.submit-once" in html

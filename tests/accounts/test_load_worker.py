@@ -30,6 +30,9 @@ def lines_of(n, material):
 
 
 def stage(lines, *, confirmed=True, **kwargs):
+    # Uploaded by someone reading English: the worker writes the batch's texts in that language
+    # (a batch without one gets LANGUAGE_CODE's, 简体中文).
+    kwargs.setdefault("language", "en")
     return services.account_batch_stage(
         content="\n".join(lines),
         label="test",

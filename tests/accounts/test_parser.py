@@ -34,6 +34,7 @@ from accounts.parser import (
     TOO_MANY_COLUMNS,
     UNKNOWN_COLUMNS,
     UNREADABLE_ROW,
+    UNRECOGNISED_LINE,
     UNRECOGNISED_PART,
     ParsedAccount,
     ParsedLine,
@@ -72,6 +73,7 @@ ALL_CODES = {
     TOO_MANY_COLUMNS,
     UNKNOWN_COLUMNS,
     UNREADABLE_ROW,
+    UNRECOGNISED_LINE,
     UNRECOGNISED_PART,
 }
 ACCOUNT_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -286,6 +288,39 @@ def test_unrecognised_part_is_named_but_masked(full):
     assert "Part 3" in message and "…XYZW" in message and "24 characters" in message
 
 
+def test_a_line_of_plain_text_gets_one_reason():
+    # It used to get one "Part N … is not recognised" per word: seven for this line.
+    result = one("Bought from the usual supplier on Friday, see notes")
+    assert codes(result.errors) == [UNRECOGNISED_LINE]
+    delimited = one("Bought from the usual supplier on Friday see notes | thanks")
+    assert codes(delimited.errors) == [UNRECOGNISED_LINE]
+    with english():
+        message = str(delimited.errors[0])
+    assert message.startswith("Not an account line")
+    # It says what a line should be: every separator the parser accepts.
+    for separator in ("----", "“|”", "a tab", "spaces", "commas"):
+        assert separator in message, separator
+
+
+def test_several_unrecognised_parts_beside_an_email_get_one_reason_naming_them(full):
+    result = one(f"{full['email']} paid 12 dollars {full['access_token']}")
+    assert codes(result.errors) == [UNRECOGNISED_PART]
+    assert result.email == full["email"]  # read, and shown with the reason
+    with english():
+        assert str(result.errors[0]).startswith("Parts 2, 3, 4 are not recognised")
+
+
+def test_precise_reasons_are_kept_beside_one_for_the_unrecognised_parts(full):
+    header, payload, _ = full["access_token"].split(".")
+    broken = f"{header}.{payload[:-8]}.c2ln"  # JWT-shaped, does not decode
+    result = one(f"{full['email']}----junk----more-junk----{broken}")
+    assert codes(result.errors) == [UNRECOGNISED_PART, MALFORMED_JWT]
+    expired = one(
+        "----".join([full["email"], make_access_token(email=full["email"], expires_at=NOW)])
+    )
+    assert expired.valid and codes(expired.warnings) == [AT_EXPIRED]
+
+
 def test_invalid_email_part(full):
     result = one(f"not@an@email----{full['session_token']}")
     assert codes(result.errors) == [INVALID_EMAIL]
@@ -427,15 +462,14 @@ def test_csv_header_only_on_the_first_non_blank_line(full):
     results = parse(text)
     assert [r.lineno for r in results] == [5, 6]
     assert results[0].valid
-    assert codes(results[1].errors) == [INVALID_EMAIL, BAD_COLUMN]
+    # A second header row holds nothing of an account: one reason for the line, not one per column.
+    assert codes(results[1].errors) == [UNRECOGNISED_LINE]
 
 
 def test_a_line_without_a_known_column_is_not_a_header(full):
     results = parse(["name,phone", render_line(full, "positional")])
-    assert results[0].format == FORMAT_POSITIONAL and codes(results[0].errors) == [
-        INVALID_EMAIL,
-        BAD_COLUMN,
-    ]
+    assert results[0].format == FORMAT_POSITIONAL
+    assert codes(results[0].errors) == [UNRECOGNISED_LINE]
     assert results[1].valid and results[1].format == FORMAT_POSITIONAL
 
 
@@ -870,6 +904,9 @@ def test_arbitrary_text_never_raises(lines, limit):
             assert r.format in (FORMAT_POSITIONAL, FORMAT_DELIMITED, FORMAT_CSV)
             assert r.valid is (not r.errors) is (r.account is not None)
             assert {p.code for p in r.errors + r.warnings} <= ALL_CODES
+            # One reason for all the unrecognised parts of a line, and "not an account line" alone.
+            assert codes(r.errors).count(UNRECOGNISED_PART) <= 1
+            assert UNRECOGNISED_LINE not in codes(r.errors) or len(r.errors) == 1
             if r.account is not None and r.account.usable:
                 assert r.account.unusable_reason == ""
 

@@ -83,6 +83,13 @@ def loopback_destinations_allowed(settings):
     settings.NOTIFY_ALLOW_PRIVATE_HOSTS = True
 
 
+@pytest.fixture(autouse=True)
+def notifications_in_english(settings):
+    """Notifications go out in NOTIFY_LANGUAGE (简体中文 by default); these tests compare them with
+    the English messages (tests/webhooks/test_notify_language.py checks the default)."""
+    settings.NOTIFY_LANGUAGE = "en"
+
+
 @pytest.fixture
 def receiver(settings):
     with Receiver() as server:
