@@ -28,7 +28,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountFactory
 from tests.test_i18n import _PLACEHOLDER_RE, PO_PATH, parse_po, split_header
 

@@ -131,7 +131,7 @@ def a_staged_upload(language: str):
 
     from accounts.models import BATCH_RUNNING_STATUSES, AccountBatch
     from accounts.services import account_batch_process, account_batch_stage
-    from tests import fakes
+    from devtools import fakes
 
     long = "a.very.long.mailbox.name.for.testing.widths.in.the.preview"
     good = [

@@ -5,6 +5,7 @@
 - keys.py: encryption keys other than the test settings' own;
 - language.py: english(), messages rendered in English;
 - lookup_hashes.py: the pool's lookup hashes from their written definition;
+- notify.py: Receiver, a loopback notification service (Bark) that records what it is sent;
 - manager.py: the key the tests' fake manager expects (conftest's `manager` fixture);
 - processes.py: the service as separate OS processes (over poolsite/processes.py);
 - proof.py: the proof's cluster of processes and its invariants (tests/proof);

@@ -3,12 +3,10 @@
 Transactional tests: notifications leave on commit, as they do in production.
 """
 
-import json
 import re
 import socket
 import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +19,7 @@ from django.utils import timezone
 from accounts.crypto import generate_key
 from accounts.models import Account, AccountStatus, UnusableReason
 from tests.factories import AccountFactory
+from tests.support.notify import Receiver
 from tests.support.users import staff_with
 from webhooks import alerts, alerts_admin, services
 from webhooks.models import (
@@ -37,44 +36,6 @@ from webhooks.models import (
 from webhooks.selectors import dashboard_stats
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-class Receiver:
-    """A Bark server stand-in on a loopback port: records every JSON post, answers `status`."""
-
-    def __init__(self, status: int = 200):
-        self.status = status
-        self.posts: list[dict] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append(json.loads(body))
-                self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
-
-    def url(self, path: str = "hook", credentials: str = "") -> str:
-        return f"bark://{credentials}127.0.0.1:{self._server.server_address[1]}/{path}"
-
-    @property
-    def titles(self) -> list[str]:
-        return [post["title"] for post in self.posts]
 
 
 @pytest.fixture(autouse=True)

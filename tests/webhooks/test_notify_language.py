@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone, translation
 
 from tests.factories import AccountFactory
-from tests.webhooks.test_alerts import Receiver
+from tests.support.notify import Receiver
 from webhooks import alerts
 from webhooks.models import AlertSettings
 
