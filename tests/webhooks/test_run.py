@@ -20,6 +20,7 @@ from webhooks.models import (
     WebhookEvent,
 )
 from webhooks.selectors import policy_get
+from webhooks.services import runs
 
 pytestmark = pytest.mark.django_db
 
@@ -422,7 +423,7 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
     accounts = AccountFactory.create_batch(2)
     event(current_seats=0)
     run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
-    real_check = services.usability_problem
+    real_check = runs.usability_problem
     froze = []
 
     def freeze_after_reserving(**kwargs):
@@ -437,7 +438,7 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
             ReplenishmentRun.objects.filter(pk=run.pk).update(lease_expires_at=past)
         return real_check(**kwargs)
 
-    monkeypatch.setattr(services, "usability_problem", freeze_after_reserving)
+    monkeypatch.setattr(runs, "usability_problem", freeze_after_reserving)
     services.run_execute(run_id=run.pk)
 
     assert froze
