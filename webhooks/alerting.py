@@ -1,4 +1,4 @@
-"""The one door from replenishment to alerting (webhooks/alerts.py): its conditions read what a
+"""The one door from replenishment to alerting (alerts/evaluation.py): its conditions read what a
 run, a follow-up round or a reconcile pass left behind, so each of them ends by asking for an
 evaluation here."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from webhooks.alerts import alert_evaluate
+from alerts.evaluation import alert_evaluate
 
 
 def alerts_evaluate(*, now: datetime) -> None:

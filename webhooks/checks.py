@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.checks import Error, register
 
-from webhooks import alerts
+from alerts import evaluation as alerts
 from webhooks.client import manager_key_problem
 
 

@@ -14,8 +14,8 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Account, AccountStatus, ConsumptionDay
 from accounts.selectors import account_consumed_per_day
+from alerts import evaluation as alerts
 from tests.factories import AccountFactory
-from webhooks import alerts
 from webhooks.selectors import dashboard_stats
 
 pytestmark = pytest.mark.django_db

@@ -21,8 +21,10 @@ from django.utils import timezone
 
 from accounts.crypto import generate_key
 from accounts.models import Account, AccountStatus, UnusableReason
+from alerts import admin as alerts_admin
+from alerts import evaluation as alerts
 from tests.factories import AccountFactory
-from webhooks import alerts, alerts_admin, services
+from webhooks import services
 from webhooks.models import (
     AlertCondition,
     AlertDelivery,

@@ -9,8 +9,8 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
+from alerts import evaluation as alerts
 from poolsite.admin_base import ReadOnlyAdmin
-from webhooks import alerts
 from webhooks.models import AlertDelivery, AlertEvent, AlertSettings, AlertState, NotificationTarget
 
 MSG_URL_REQUIRED = _("Enter the apprise URL of this destination.")
