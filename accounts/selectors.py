@@ -120,6 +120,23 @@ def account_pool_summary() -> dict:
     }
 
 
+def account_usable_available_count(*, limit: int) -> int:
+    """Usable available accounts, counted up to `limit`: a bounded scan however big the pool.
+
+    The same accounts as account_pool_summary()["available_usable"], exact below the limit.
+    """
+    return (
+        Account.objects.filter(status=AccountStatus.AVAILABLE, usable=True)
+        .order_by()[:limit]
+        .count()
+    )
+
+
+def account_pool_ever_loaded() -> bool:
+    """Whether any account was ever loaded (in whatever state it is now)."""
+    return Account.objects.exists()
+
+
 def account_consumed_per_day(*, since, until) -> dict:
     """{date: accounts consumed that day} for the days (in settings.TIME_ZONE) from `since` to `until`.
 

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "axes",
     "accounts",
     "webhooks",
+    "alerts",
     "apitokens",
 ]
 

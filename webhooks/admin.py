@@ -18,7 +18,6 @@ from django.utils.translation import gettext_lazy as _
 
 from accounts.admin import MSG_SEARCH_EMAIL_START, CappedCountPaginator
 from accounts.selectors import email_prefix_q
-from alerts import admin as alerts_admin  # noqa: F401  (registers the notification settings and states)
 from poolsite.admin_base import ReadOnlyAdmin
 from webhooks import exports, follow_up, services
 from webhooks.client import (

@@ -1,6 +1,6 @@
-"""The one door from replenishment to alerting (alerts/evaluation.py): its conditions read what a
-run, a follow-up round or a reconcile pass left behind, so each of them ends by asking for an
-evaluation here."""
+"""The one door from replenishment to the alerts app (alerts/): its conditions read what a run, a
+follow-up round or a reconcile pass left behind, so each of them ends by asking for an evaluation
+here. Nothing else in this app imports alerts; alerts reads this app's data only through its selectors."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AccountStatus, UnusableReason
+from alerts.models import AlertCondition, AlertDelivery, AlertEvent, AlertEventKind, AlertState
 from tests.conftest import MANAGER_KEY
 from tests.factories import AccountFactory, staff_with
 from webhooks import admin as webhooks_admin
@@ -22,11 +23,6 @@ from webhooks.client import (
     ManagerClient,
 )
 from webhooks.models import (
-    AlertCondition,
-    AlertDelivery,
-    AlertEvent,
-    AlertEventKind,
-    AlertState,
     EventStatus,
     ReplenishmentRun,
     RunStatus,

@@ -7,12 +7,12 @@ import sys
 import pytest
 
 from accounts.tokens import REDACTED, redact
+from alerts.models import AlertEvent
 from poolsite.log_filters import RedactSecrets
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.checks import manager_key_check
 from webhooks.models import (
-    AlertEvent,
     ImportAttempt,
     ReplenishmentRun,
     RunStatus,
