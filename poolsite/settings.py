@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "poolsite.apps.AxesConfig",  # django-axes, named in the operator's language
     "accounts",
     "webhooks",
+    "alerts",
     "apitokens",
 ]
 
@@ -160,7 +161,7 @@ MANAGER_API_KEY = env.str("MANAGER_API_KEY", default="")
 MANAGER_CONNECT_TIMEOUT = env.float("MANAGER_CONNECT_TIMEOUT", default=5)
 MANAGER_READ_TIMEOUT = env.float("MANAGER_READ_TIMEOUT", default=30)
 # A run reserves accounts by the chunk, each under a lease of (connect + read timeout) per account
-# plus a margin: what a killed worker holds, and for how long (webhooks/services.py, lease_chunk).
+# plus a margin: what a killed worker holds, and for how long (webhooks/services/runs.py, lease_chunk).
 REPLENISH_LEASE_CHUNK = env.int("REPLENISH_LEASE_CHUNK", default=10)
 REPLENISH_LEASE_MARGIN_SECONDS = env.float("REPLENISH_LEASE_MARGIN_SECONDS", default=60)
 # Following imported Teams in the manager: at most this many Team-info requests a second (0: no

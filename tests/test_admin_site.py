@@ -25,12 +25,12 @@ def test_the_pool_comes_first_and_system_last_on_the_home_page_and_in_the_menu(
 ):
     # Before: sorted by translated name, 简体中文 put 认证和授权, API 令牌 and Axes above 账号池.
     home = admin_client.get(reverse("admin:index"), headers={"Accept-Language": language})
-    assert sections(home.content.decode()) == ["accounts", "webhooks", "system"]
+    assert sections(home.content.decode()) == ["accounts", "webhooks", "alerts", "system"]
     pool = admin_client.get(
         reverse("admin:accounts_account_changelist"), headers={"Accept-Language": language}
     )
     menu = pool.content.decode().split('id="nav-sidebar"', 1)[1]
-    assert sections(menu) == ["accounts", "webhooks", "system"]
+    assert sections(menu) == ["accounts", "webhooks", "alerts", "system"]
 
 
 def test_system_holds_every_other_model_named_in_the_readers_language(admin_client):

@@ -280,14 +280,14 @@ def product_pages(ids) -> dict[str, str]:
         "attempts": reverse("admin:webhooks_importattempt_changelist"),
         "attempts export": reverse("admin:webhooks_importattempt_export"),
         "policy": reverse("admin:webhooks_replenishmentpolicy_change", args=[1]),
-        "alert settings": reverse("admin:webhooks_alertsettings_change", args=[1]),
-        "destinations": reverse("admin:webhooks_notificationtarget_changelist"),
+        "alert settings": reverse("admin:alerts_alertsettings_change", args=[1]),
+        "destinations": reverse("admin:alerts_notificationtarget_changelist"),
         "followed teams": reverse("admin:webhooks_followedteam_changelist"),
         "follow-up rounds": reverse("admin:webhooks_followupround_changelist"),
         "pool section": reverse("admin:app_list", args=["accounts"]),
         "system section": reverse("admin:system"),
-        "alerts": reverse("admin:webhooks_alertevent_changelist"),
-        "alert states": reverse("admin:webhooks_alertstate_changelist"),
+        "alerts": reverse("admin:alerts_alertevent_changelist"),
+        "alert states": reverse("admin:alerts_alertstate_changelist"),
     }
 
 

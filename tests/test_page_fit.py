@@ -39,8 +39,8 @@ PAGES = {
     "account": "/admin/accounts/account/{account}/change/",
     "batches": "/admin/accounts/accountbatch/",
     "policy": "/admin/webhooks/replenishmentpolicy/",
-    "alert-settings": "/admin/webhooks/alertsettings/",
-    "destinations": "/admin/webhooks/notificationtarget/",
+    "alert-settings": "/admin/alerts/alertsettings/",
+    "destinations": "/admin/alerts/notificationtarget/",
 }
 PASSWORD = "a-long-test-password"
 # Lists whose columns are chosen to fit a 1366 px screen, the side menu open.

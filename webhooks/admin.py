@@ -15,12 +15,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from poolsite.admin_base import EmailSearchMixin, HistoryAdmin, OneRowAdmin
-from webhooks import (
-    alerts_admin,  # noqa: F401  (registers the notification settings and states)
-    exports,
-    follow_up,
-    services,
-)
+from webhooks import exports, follow_up, services
 from webhooks.client import (
     PROBE_KEY_REFUSED,
     PROBE_NOT_CONFIGURED,

@@ -24,7 +24,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django_tasks import TaskResultStatus
 
-from webhooks import alerts
+from webhooks import queueing
+from webhooks.alerting import alerts_evaluate
 from webhooks.client import (
     TEAM_CONFIG_ERROR,
     TEAM_GONE,
@@ -82,15 +83,15 @@ class RateLimit:
 
 def team_round_queue(*, requested_by=None, enqueue: bool = True) -> FollowUpRound | None:
     """Queue a round and (with `enqueue`) its task, on commit; None when one is already queued or running."""
-    from webhooks.tasks import follow_up
-
     try:
         with transaction.atomic():
             round_ = FollowUpRound.objects.create(requested_by=requested_by)
     except IntegrityError:
         return None
     if enqueue:
-        transaction.on_commit(partial(follow_up.enqueue, round_id=round_.pk))
+        transaction.on_commit(
+            partial(queueing.task_enqueue, path=queueing.FOLLOW_UP, round_id=round_.pk)
+        )
     return round_
 
 
@@ -255,7 +256,7 @@ def _round_finish(*, round_id: int, status: str, error: str) -> None:
     if finished and status == RoundStatus.FINISHED:
         batch_report_make(now=timezone.now())
     # A refused key raises the existing configuration alert; ban waves are alerts too.
-    alerts.alert_evaluate(now=timezone.now())
+    alerts_evaluate(now=timezone.now())
 
 
 # Reports kept: the newest is shown; a few older ones stay for comparison, the rest are dropped.
@@ -274,19 +275,15 @@ def batch_report_make(*, now: datetime) -> BatchReport:
 
 def _round_continue(*, round_id: int) -> None:
     """Hand the rest of the round to a new task, so the worker takes other work in between."""
-    from webhooks.tasks import follow_up
-
     FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
         lease_expires_at=timezone.now()
     )
-    follow_up.enqueue(round_id=round_id)
+    queueing.task_enqueue(path=queueing.FOLLOW_UP, round_id=round_id)
 
 
 def team_round_resume(*, now: datetime) -> bool:
     """A round whose worker died (its lease ran out) or whose task was lost: give it a task again."""
     from django_tasks_db.models import DBTaskResult
-
-    from webhooks.tasks import follow_up
 
     stuck = (
         FollowUpRound.objects.filter(
@@ -300,10 +297,10 @@ def team_round_resume(*, now: datetime) -> bool:
         return False
     waiting = DBTaskResult.objects.filter(
         status=TaskResultStatus.READY,
-        task_path=follow_up.module_path,
+        task_path=queueing.FOLLOW_UP,
         args_kwargs__kwargs__round_id=stuck,
     ).exists()
     if waiting:
         return False
-    follow_up.enqueue(round_id=stuck)
+    queueing.task_enqueue(path=queueing.FOLLOW_UP, round_id=stuck)
     return True

@@ -19,7 +19,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from accounts.selectors import HELD_REASONS, account_unusable_by_reason
-from webhooks.models import AlertCondition, AlertState
 from webhooks.selectors import (
     HOUR,
     attempt_counts_by_outcome_since,
@@ -98,14 +97,6 @@ class PoolCollector(Collector):
             value=event_refused_calls_since(since=now - HOUR),
         )
 
-        alerts = GaugeMetricFamily(
-            "pool_alert_active", "1 while an alert condition is raised.", labels=["condition"]
-        )
-        active = dict(AlertState.objects.values_list("condition", "active"))
-        for condition in AlertCondition.values:
-            alerts.add_metric([condition], 1 if active.get(condition) else 0)
-        yield alerts
-
         last = attempt_last_confirmed_at()
         if last is not None:
             yield GaugeMetricFamily(
@@ -115,6 +106,7 @@ class PoolCollector(Collector):
             )
 
 
+# The alerts app adds its own collector (alerts/metrics.py): this app does not read its states.
 REGISTRY = CollectorRegistry(auto_describe=False)
 REGISTRY.register(PoolCollector())
 

@@ -16,7 +16,6 @@ from accounts.selectors import (
     account_consumption_rate,
     account_count,
     account_counts_by_batch,
-    account_next_retry,  # noqa: F401 - webhooks.services still imports it from here
     account_pool_summary,
     account_rejections_by_batch,
     account_runway_days,
@@ -26,9 +25,11 @@ from webhooks.models import (
     BatchReport,
     EventStatus,
     FollowedTeam,
+    FollowUpRound,
     ImportAttempt,
     ReplenishmentPolicy,
     ReplenishmentRun,
+    RoundStatus,
     RunStatus,
     TeamStatus,
     TeamStatusChange,
@@ -340,3 +341,43 @@ def attempt_last_confirmed_at() -> datetime | None:
         .values_list("created_at", flat=True)
         .first()
     )
+
+
+def manager_config_refusal(*, now: datetime) -> dict | None:
+    """The newest word on the configuration, when it is a refusal: the last run or follow-up round
+    that reached the manager, if it stopped on a configuration error ({"pk", "error", "round"}).
+
+    A run that crashed or lost its worker says nothing about the configuration either way.
+    """
+    run = (
+        ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
+        .order_by("-id")
+        .values("pk", "status", "error", "finished_at")
+        .first()
+    )
+    round_ = (
+        FollowUpRound.objects.filter(status__in=[RoundStatus.FINISHED, RoundStatus.CONFIG_ERROR])
+        .order_by("-id")
+        .values("pk", "status", "error", "finished_at")
+        .first()
+    )
+    last = max((r for r in (run, round_) if r), key=lambda r: r["finished_at"] or now, default=None)
+    if last is None or last["status"] != RunStatus.CONFIG_ERROR:
+        return None
+    return {"pk": last["pk"], "error": last["error"], "round": last is round_}
+
+
+def attempts_last_sent_all_unknown(*, count: int) -> bool:
+    """Whether the last `count` attempts sent to the manager all ended without an answer (False
+    while fewer than `count` were sent): at most `count` rows of the newest."""
+    latest = list(
+        ImportAttempt.objects.filter(sent=True)
+        .order_by("-id")
+        .values_list("outcome", flat=True)[:count]
+    )
+    return len(latest) == count and all(outcome == AttemptOutcome.UNKNOWN for outcome in latest)
+
+
+def team_bans_since(*, since: datetime) -> int:
+    """Teams this pool imported that the follow-up rounds saw banned since `since`."""
+    return TeamStatusChange.objects.filter(new_status=TeamStatus.BANNED, at__gte=since).count()

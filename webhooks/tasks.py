@@ -1,7 +1,12 @@
-"""Background work, run by `manage.py db_worker` (django-tasks-db). Thin: the logic is in services."""
+"""Background work, run by `manage.py db_worker` (django-tasks-db). Thin: the logic is in services.
+
+The services queue these by name (webhooks.queueing), so this module imports them and never the
+other way round; a task's name is its dotted path, stored in each queued row: keep it.
+"""
 
 from django_tasks import task
 
+from webhooks import follow_up as rounds
 from webhooks import services
 from webhooks.models import RunTrigger
 
@@ -20,6 +25,4 @@ def retry_unknown() -> None:
 @task()
 def follow_up(round_id: int) -> None:
     """One slice of a follow-up round; it queues the next slice itself."""
-    from webhooks import follow_up as rounds
-
     rounds.team_round_run(round_id=round_id)

@@ -45,7 +45,7 @@ def test_a_value_opens_only_in_the_context_it_was_sealed_for():
 
 @pytest.mark.django_db
 def test_a_ciphertext_copied_into_another_column_or_table_does_not_open():
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     account = AccountFactory()
     target = NotificationTarget.objects.create(url="tgram://1/2", masked_url="tgram://…")
@@ -74,7 +74,7 @@ def test_a_value_in_the_old_format_still_opens_and_rotation_binds_it(capsys):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_binds_existing_ciphertexts_to_their_columns():
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     account = AccountFactory()
     target = NotificationTarget.objects.create(url="tgram://123:bot/-1", masked_url="tgram://…")
@@ -104,7 +104,7 @@ def test_an_edit_made_while_a_rotation_reseals_the_row_is_not_lost(settings, mon
     """The rotation re-seals under a row lock: an edit made after it read a row's value waits for
     it, instead of being overwritten by the value the rotation had read."""
     from accounts.services import rotation
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     target = NotificationTarget.objects.create(
         url="json://old.example/hook", masked_url="json://…hook"

@@ -14,8 +14,9 @@ from django.utils import timezone
 from accounts import services
 from accounts.models import Account, AccountStatus, ConsumptionDay
 from accounts.selectors import account_consumed_per_day
+from alerts import evaluation
+from alerts.models import AlertSettings
 from tests.factories import AccountFactory
-from webhooks import alerts
 from webhooks.selectors import dashboard_stats
 
 pytestmark = pytest.mark.django_db
@@ -50,7 +51,7 @@ def test_the_dashboard_the_stats_and_the_alerts_read_the_rollup_not_the_accounts
         settle_consumed(account, now - timedelta(days=1))
     with CaptureQueriesContext(connection) as queries:
         stats = dashboard_stats(now=now)
-        alerts._short_runway(alerts.AlertSettings(runway_below_days=30), now)
+        evaluation._short_runway(AlertSettings(runway_below_days=30), now)
     assert not [q["sql"] for q in queries.captured_queries if "consumed_at" in q["sql"]]
     assert stats["consumption_per_day"][-2] == {
         "day": timezone.localdate(now) - timedelta(days=1),

@@ -71,7 +71,7 @@ def test_duplicates_are_found_while_a_rotation_is_half_done(settings):
 
 def test_rotation_reseals_encrypted_columns_of_other_apps(settings):
     """Notification URLs borrow the pool's encryption: they must survive removing the old key."""
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     target = NotificationTarget.objects.create(
         label="ops", url="json://127.0.0.1:9/hook", masked_url="json://…hook"
@@ -85,7 +85,7 @@ def test_rotation_reseals_encrypted_columns_of_other_apps(settings):
 def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(settings):
     """Rows already under the newest key are skipped, the others each keep their own value."""
     from accounts.services import account_rotate_keys
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     old_key = settings.POOL_ENCRYPTION_KEY
     settings.POOL_ENCRYPTION_KEY = OTHER_KEY

@@ -216,7 +216,7 @@ def test_system_check_warns_about_key_ids_not_configured_with_their_row_counts(s
 
 
 def test_census_counts_rows_per_key_id_in_every_encrypted_table(settings):
-    from webhooks.models import NotificationTarget
+    from alerts.models import NotificationTarget
 
     AccountFactory.create_batch(2)
     account_sealed_with_foreign_key(settings)

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AccountStatus, UnusableReason
+from alerts.models import AlertCondition, AlertDelivery, AlertEvent, AlertEventKind, AlertState
 from tests.factories import AccountFactory
 from tests.support.manager import MANAGER_KEY
 from tests.support.users import staff_with
@@ -23,11 +24,6 @@ from webhooks.client import (
     ManagerClient,
 )
 from webhooks.models import (
-    AlertCondition,
-    AlertDelivery,
-    AlertEvent,
-    AlertEventKind,
-    AlertState,
     EventStatus,
     ReplenishmentRun,
     RunStatus,

@@ -92,6 +92,16 @@ def test_the_need_is_explained_with_its_arithmetic():
     )
 
 
+def test_a_need_acted_on_after_a_run_explains_it_has_no_minimum():
+    explained = replenishment_need(
+        threshold=10, current_seats=20, policy=POLICY, landed_last_hour=0, at_least_one=False
+    ).explained
+    assert explained == (
+        "ceil((10 + 5 - 20) / 5) = -1 → 0; cap per event 10; hourly cap 50 with 0 in the last hour"
+        " → 0; already satisfied"
+    )
+
+
 def test_need_follows_the_policy():
     policy = ReplenishmentPolicy(
         seats_per_account=3, margin_seats=0, max_accounts_per_event=100, max_accounts_per_hour=100
@@ -267,7 +277,7 @@ def test_a_first_event_always_asks_for_one_even_when_its_count_is_met():
     [
         (0, (10, 12, "event_cap")),
         (45, (5, 12, "hourly_cap")),
-        (0, (10, 12, "event_cap")),
+        (40, (10, 12, "event_cap")),  # both caps leave 10: the event's is named
         (38, (10, 12, "event_cap")),
         (39, (10, 12, "event_cap")),
         (41, (9, 12, "hourly_cap")),

@@ -13,14 +13,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from accounts.models import Account
+from alerts.models import AlertCondition, AlertState
 from tests.factories import AccountFactory
 from tests.support.runs import run_now
 from tests.support.users import staff_with
 from webhooks import follow_up
 from webhooks.follow_up import RateLimit
 from webhooks.models import (
-    AlertCondition,
-    AlertState,
     FollowedTeam,
     FollowUpRound,
     ImportMode,

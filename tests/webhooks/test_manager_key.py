@@ -6,13 +6,13 @@ import sys
 
 import pytest
 
+from alerts.models import AlertEvent
 from poolsite.log_filters import RedactSecrets
 from poolsite.text import REDACTED, redact
 from tests.factories import AccountFactory
 from webhooks import services
 from webhooks.checks import manager_key_check
 from webhooks.models import (
-    AlertEvent,
     ImportAttempt,
     ReplenishmentRun,
     RunStatus,

@@ -9,10 +9,9 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from accounts.models import AccountStatus, UnusableReason
+from alerts.models import AlertCondition, AlertState
 from tests.factories import AccountFactory
 from webhooks.models import (
-    AlertCondition,
-    AlertState,
     AttemptOutcome,
     EventStatus,
     ImportAttempt,

@@ -9,6 +9,7 @@ from accounts.models import Account, AccountStatus, UnusableReason
 from devtools import fakes
 from tests.factories import AccountFactory
 from webhooks import services
+from webhooks.client import ManagerClient
 from webhooks.models import (
     AttemptOutcome,
     EventStatus,
@@ -20,6 +21,7 @@ from webhooks.models import (
     WebhookEvent,
 )
 from webhooks.selectors import policy_get
+from webhooks.services import sending
 
 pytestmark = pytest.mark.django_db
 
@@ -91,7 +93,7 @@ def test_already_present_is_rejected_unless_an_earlier_outcome_was_unknown(manag
     # Both are in the manager already (staff pasted them there by hand, or our last answer was lost).
     for account in (known, unresolved):
         manager.plan(["ok"])
-        services.ManagerClient.from_settings().import_single(account)
+        ManagerClient.from_settings().import_single(account)
     Account.objects.filter(pk=unresolved.pk).update(unknown_attempts=1, retry_after=timezone.now())
 
     services.run_wake(trigger=RunTrigger.MANUAL, requested_accounts=1)
@@ -254,7 +256,7 @@ def test_a_run_whose_worker_died_is_recovered_and_its_account_resolved(manager):
     from accounts.services import account_reserve_batch
 
     account_reserve_batch(count=1, lease_id=run.lease_id, lease_until=past, now=past)
-    services.ManagerClient.from_settings().import_single(account)  # it had landed
+    ManagerClient.from_settings().import_single(account)  # it had landed
 
     result = services.reconcile(now=timezone.now())
     assert (result.runs_abandoned, result.accounts_recovered, result.retry_queued) == (1, 1, True)
@@ -390,7 +392,7 @@ def test_a_run_that_lost_its_lease_while_frozen_sends_nothing_more(manager, mode
         run_now(trigger=RunTrigger.RETRY)  # imports both
         arrivals.append(AccountFactory())  # staff load one more, which the frozen run still "needs"
 
-    client = _FreezesOnce(services.ManagerClient.from_settings(), world_moves_on)
+    client = _FreezesOnce(ManagerClient.from_settings(), world_moves_on)
     services.run_execute(run_id=frozen_run.pk, client=client)
 
     third = arrivals[0]
@@ -422,7 +424,7 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
     accounts = AccountFactory.create_batch(2)
     event(current_seats=0)
     run = ReplenishmentRun.objects.get(status=RunStatus.QUEUED)
-    real_check = services.usability_problem
+    real_check = sending.usability_problem
     froze = []
 
     def freeze_after_reserving(**kwargs):
@@ -437,7 +439,7 @@ def test_a_run_whose_lease_ran_out_before_it_sent_sends_nothing_even_before_reco
             ReplenishmentRun.objects.filter(pk=run.pk).update(lease_expires_at=past)
         return real_check(**kwargs)
 
-    monkeypatch.setattr(services, "usability_problem", freeze_after_reserving)
+    monkeypatch.setattr(sending, "usability_problem", freeze_after_reserving)
     services.run_execute(run_id=run.pk)
 
     assert froze

@@ -13,14 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import AccountStatus, UnusableReason
 from accounts.selectors import HELD_REASONS, account_key_warnings, account_unusable_by_reason
 from webhooks.client import manager_configured
-from webhooks.models import (
-    AlertEvent,
-    AlertEventKind,
-    AlertState,
-    ReplenishmentRun,
-    RunStatus,
-    WebhookEvent,
-)
+from webhooks.models import ReplenishmentRun, RunStatus, WebhookEvent
 from webhooks.selectors import HOUR, dashboard_stats, event_refused_calls_since, team_dashboard
 
 register = template.Library()
@@ -59,7 +52,7 @@ def pool_dashboard(context):
         and user.has_perm("accounts.view_accountbatch"),
     }
     if can_view_pool or can_view_runs:
-        result["alerts"] = active_alerts()
+        # The alerts raised now come from the alerts app's own tag, in the template.
         result["manager_configured"] = manager_configured()
     if can_view_runs:
         result["stopped_run"] = last_run_stopped_on_configuration()
@@ -123,31 +116,6 @@ def unusable_split(by_reason: dict[str, int]) -> dict:
         "flagged": sum(n for _, n in flagged),
         "flagged_reasons": flagged,
     }
-
-
-def active_alerts() -> list[dict]:
-    """The alerts raised now, each with the message it was raised with (what to do about it).
-
-    At most one row per condition (a handful), and one query for their latest raise messages.
-    """
-    states = list(AlertState.objects.filter(active=True).order_by("condition"))
-    if not states:
-        return []
-    raised = {}
-    for event in AlertEvent.objects.filter(
-        kind=AlertEventKind.RAISED, condition__in=[state.condition for state in states]
-    ).order_by("-id")[: 10 * len(states)]:
-        raised.setdefault(event.condition, event)
-    return [
-        {
-            "condition": state.condition,
-            "label": state.get_condition_display(),
-            "since": state.since,
-            "title": raised[state.condition].title if state.condition in raised else "",
-            "message": raised[state.condition].message if state.condition in raised else "",
-        }
-        for state in states
-    ]
 
 
 def last_run_stopped_on_configuration() -> ReplenishmentRun | None:

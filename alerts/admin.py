@@ -9,9 +9,11 @@ from django.urls import path
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
-from poolsite.admin_base import ReadOnlyAdmin
-from webhooks import alerts
-from webhooks.models import AlertDelivery, AlertEvent, AlertSettings, AlertState, NotificationTarget
+from alerts.delivery import alert_send_test
+from alerts.destinations import notification_url_mask, notification_url_problem
+from alerts.evaluation import alert_settings_get
+from alerts.models import AlertDelivery, AlertEvent, AlertSettings, AlertState, NotificationTarget
+from poolsite.admin_base import OneRowAdmin, ReadOnlyAdmin
 
 MSG_URL_REQUIRED = _("Enter the apprise URL of this destination.")
 MSG_TEST_SENT = _("Test notification sent to every destination.")
@@ -31,7 +33,8 @@ HELP_URL = _(
 
 
 @admin.register(AlertSettings)
-class AlertSettingsAdmin(admin.ModelAdmin):
+class AlertSettingsAdmin(OneRowAdmin):
+    row_get = staticmethod(alert_settings_get)
     list_display = (
         "__str__",
         "stock_below",
@@ -40,16 +43,6 @@ class AlertSettingsAdmin(admin.ModelAdmin):
         "unknown_in_a_row",
         "updated_at",
     )
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def changelist_view(self, request, extra_context=None):
-        # One row: go straight to it.
-        return redirect("admin:webhooks_alertsettings_change", alerts.alert_settings_get().pk)
 
 
 class UnechoedTextInput(forms.TextInput):
@@ -92,7 +85,7 @@ class NotificationTargetForm(forms.ModelForm):
             if self.instance.pk is None:
                 raise forms.ValidationError(MSG_URL_REQUIRED)
             return url
-        problem = alerts.notification_url_problem(url=url)
+        problem = notification_url_problem(url=url)
         if problem:
             raise forms.ValidationError(problem)
         return url
@@ -101,7 +94,7 @@ class NotificationTargetForm(forms.ModelForm):
         url = self.cleaned_data["new_url"]
         if url:
             self.instance.url = url
-            self.instance.masked_url = alerts.notification_url_mask(url=url)
+            self.instance.masked_url = notification_url_mask(url=url)
         return super().save(commit)
 
 
@@ -130,20 +123,20 @@ class NotificationTargetAdmin(admin.ModelAdmin):
             path(
                 "test/",
                 self.admin_site.admin_view(self.test_view),
-                name="webhooks_notificationtarget_test",
+                name="alerts_notificationtarget_test",
             ),
             *super().get_urls(),
         ]
 
     def _can_test(self, request):
-        return request.user.has_perm("webhooks.change_notificationtarget")
+        return request.user.has_perm("alerts.change_notificationtarget")
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {
             **(extra_context or {}),
             "can_test": self._can_test(request),
             "env_destinations": [
-                alerts.notification_url_mask(url=url) for url in settings.NOTIFY_URLS if url.strip()
+                notification_url_mask(url=url) for url in settings.NOTIFY_URLS if url.strip()
             ],
         }
         return super().changelist_view(request, extra_context)
@@ -154,12 +147,12 @@ class NotificationTargetAdmin(admin.ModelAdmin):
         return require_POST(self._send_test)(request)
 
     def _send_test(self, request):
-        event = alerts.alert_send_test(by=request.user)
+        event = alert_send_test(by=request.user)
         if event.delivery == AlertDelivery.SENT:
             self.message_user(request, MSG_TEST_SENT, messages.SUCCESS)
         else:
             self.message_user(request, MSG_TEST_NOT_SENT % {"error": event.error}, messages.ERROR)
-        return redirect("admin:webhooks_notificationtarget_changelist")
+        return redirect("admin:alerts_notificationtarget_changelist")
 
 
 @admin.register(AlertState)

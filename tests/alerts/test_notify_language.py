@@ -4,10 +4,10 @@ process that raises them happens to be in (a web request, the worker, a command)
 import pytest
 from django.utils import timezone, translation
 
+from alerts.evaluation import alert_evaluate
+from alerts.models import AlertSettings
 from tests.factories import AccountFactory
 from tests.support.notify import Receiver
-from webhooks import alerts
-from webhooks.models import AlertSettings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,6 +37,6 @@ def test_a_delivered_notification_is_in_notify_language(settings, language, titl
         settings.NOTIFY_URLS = [receiver.url()]
         # The raising process speaks the other language: the setting wins.
         with translation.override("zh-hans" if language == "en" else "en"):
-            alerts.alert_evaluate(now=timezone.now())
+            alert_evaluate(now=timezone.now())
     assert receiver.titles == [title]
     assert receiver.posts[0]["body"].startswith(body_starts)
