@@ -94,7 +94,13 @@ def _date_drilldown(cl) -> dict:
             },
             "choices": [{"title": capfirst(formats.date_format(shown, "MONTH_DAY_FORMAT"))}],
         }
-    bounds = cl.queryset.aggregate(first=Min(field), last=Max(field))
+    # Two index probes: SQLite answers MIN and MAX together by scanning the whole index (280 ms
+    # at a million attempts, bench-admin), each alone from one end of it.
+    in_view = cl.queryset.order_by()
+    bounds = {
+        "first": in_view.aggregate(first=Min(field))["first"],
+        "last": in_view.aggregate(last=Max(field))["last"],
+    }
     if bounds["first"] is None:
         return {
             "show": bool(year),
