@@ -890,12 +890,15 @@ def seed(kind: str, accounts: int, attempts: int) -> None:
         # What the worker does at the end of each follow-up round; the batches page reads it.
         from django.db import connection as django_connection
 
-        from webhooks.follow_up import batch_report_make
+        from webhooks.follow_up import batch_report_make, team_totals_recount
 
         django_connection.close()
         batch_report_make(now=timezone.now())
+        # The seed writes Teams straight into their table; the service keeps these totals as
+        # it writes Teams itself.
+        team_totals_recount()
 
-    step("batch report (the worker's, after a round)", batch_report)
+    step("batch report and Team totals (the worker's, after a round)", batch_report)
     print(f"seeded in {time.perf_counter() - total:.1f} s ({', '.join(steps)})", flush=True)
     if kind == "sqlite":
         print(f"file: {SQLITE_PATH} ({SQLITE_PATH.stat().st_size / 1e9:.2f} GB)")

@@ -19,8 +19,8 @@ from functools import partial
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 from django_tasks import TaskResultStatus
 
@@ -43,6 +43,7 @@ from webhooks.models import (
     RoundStatus,
     TeamStatus,
     TeamStatusChange,
+    TeamTotals,
 )
 from webhooks.selectors import batch_report
 
@@ -221,6 +222,44 @@ def team_round_run(
     return result
 
 
+def _team_counted(status: str, max_members, current_members) -> tuple[int, int]:
+    """(1 if the Team counts as active, its free seats) as the dashboard counts them: seats are
+    max − current members of an active Team whose members are known."""
+    if status != TeamStatus.ACTIVE:
+        return 0, 0
+    known = max_members is not None and current_members is not None
+    return 1, (max_members - current_members) if known else 0
+
+
+_ADD_TEAM_TOTALS_SQL = (
+    "INSERT INTO webhooks_teamtotals (id, followed, active_teams, active_seats)"
+    " VALUES (1, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+    " followed = webhooks_teamtotals.followed + excluded.followed,"
+    " active_teams = webhooks_teamtotals.active_teams + excluded.active_teams,"
+    " active_seats = webhooks_teamtotals.active_seats + excluded.active_seats"
+)
+
+
+def team_totals_add(*, followed: int = 0, active_teams: int = 0, active_seats: int = 0) -> None:
+    """Add to the Team totals (TeamTotals) in the caller's transaction: one upsert."""
+    if followed or active_teams or active_seats:
+        with connection.cursor() as cursor:
+            cursor.execute(_ADD_TEAM_TOTALS_SQL, [followed, active_teams, active_seats])
+
+
+def team_totals_recount() -> TeamTotals:
+    """The totals from every followed Team, for rows written without them (bench seeds)."""
+    is_active = Q(status=TeamStatus.ACTIVE)
+    sums = FollowedTeam.objects.aggregate(
+        followed=Count("pk"),
+        active_teams=Count("pk", filter=is_active),
+        active_seats=Sum(F("max_members") - F("current_members"), filter=is_active),
+    )
+    return TeamTotals.objects.update_or_create(
+        pk=1, defaults={**sums, "active_seats": sums["active_seats"] or 0}
+    )[0]
+
+
 def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -> int:
     """Record one answer about a Team; 1 if its status changed (the change is kept), else 0.
 
@@ -239,9 +278,22 @@ def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -
     changed = status != previous
     with transaction.atomic():
         # Conditional on the status this round read: a concurrent writer's change is not overwritten blind.
+        team = FollowedTeam.objects.filter(pk=team_pk, status=previous)
+        if connection.features.has_select_for_update:
+            team = team.select_for_update()
+        before = team.values_list("max_members", "current_members").first()
+        if before is None:
+            return 0
         updated = FollowedTeam.objects.filter(pk=team_pk, status=previous).update(
             **changes, final_sightings=final, **({"status_since": now} if changed else {})
         )
+        if updated:
+            after = (
+                changes.get("max_members", before[0]),
+                changes.get("current_members", before[1]),
+            )
+            was, now_is = _team_counted(previous, *before), _team_counted(status, *after)
+            team_totals_add(active_teams=now_is[0] - was[0], active_seats=now_is[1] - was[1])
         if updated and changed:
             TeamStatusChange.objects.create(
                 team_id=team_pk, at=now, old_status=previous, new_status=status

@@ -367,6 +367,28 @@ class FollowedTeam(models.Model):
         return f"Team {self.team_id}"
 
 
+class TeamTotals(models.Model):
+    """The dashboard's Team figures, kept in the same transaction as every change to a followed
+    Team (created when its import is confirmed; status and members changed by a follow-up round).
+
+    Summing them live read every followed Team: 196 ms at 700,000 on SQLite (bench-admin).
+    One row (id 1). Seats may sum below zero when a Team holds more members than seats; the
+    dashboard shows at least 0, as the live sum did.
+    """
+
+    followed = models.BigIntegerField(default=0)
+    active_teams = models.BigIntegerField(default=0)
+    active_seats = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = _("Team totals")
+        verbose_name_plural = _("Team totals")
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="team_totals_one_row")]
+
+    def __str__(self):
+        return f"{self.followed} followed, {self.active_teams} active"
+
+
 class TeamStatusChange(models.Model):
     """One change of a followed Team's status, so "banned 3 days after import" is known."""
 

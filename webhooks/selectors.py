@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from datetime import datetime, timedelta
 
-from django.db.models import Count, F, Q, Sum
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from accounts.models import AccountStatus
@@ -33,6 +33,7 @@ from webhooks.models import (
     RunStatus,
     TeamStatus,
     TeamStatusChange,
+    TeamTotals,
     WebhookEvent,
 )
 
@@ -131,13 +132,10 @@ WORST_BATCH_MIN_TEAMS = 5
 def team_dashboard(*, now: datetime) -> dict:
     """The dashboard's view of imported Teams: seats the manager really has on them, bans of the
     last 7 days, and the batch whose Teams died most (three queries)."""
-    is_active = Q(status=TeamStatus.ACTIVE)
-    active = FollowedTeam.objects.aggregate(
-        seats=Sum(F("max_members") - F("current_members"), filter=is_active),
-        teams=Count("pk", filter=is_active),
-        followed=Count("pk"),
-    )
-    followed = active["followed"]
+    # Kept up to date with every change to a followed Team (TeamTotals): summing them here read
+    # every followed Team.
+    totals = TeamTotals.objects.filter(pk=1).first() or TeamTotals()
+    followed = totals.followed
     banned_week = TeamStatusChange.objects.filter(
         new_status=TeamStatus.BANNED, at__gte=now - timedelta(days=7)
     ).count()
@@ -166,8 +164,8 @@ def team_dashboard(*, now: datetime) -> dict:
             }
     return {
         "followed": followed,
-        "active_teams": active["teams"],
-        "active_seats": max(0, active["seats"] or 0),
+        "active_teams": totals.active_teams,
+        "active_seats": max(0, totals.active_seats),
         "banned_last_7_days": banned_week,
         "ban_rate_7_days": round(100 * banned_week / followed, 1) if followed else None,
         "worst_batch": worst,

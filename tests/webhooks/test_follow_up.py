@@ -26,6 +26,7 @@ from webhooks.models import (
     RoundStatus,
     TeamStatus,
     TeamStatusChange,
+    TeamTotals,
 )
 from webhooks.selectors import policy_get, team_counts_in_manager
 
@@ -353,3 +354,40 @@ def test_reconcile_queues_the_periodic_round_as_make_run_relies_on(
     assert not services.reconcile(
         now=timezone.now()
     ).follow_up_queued  # one at a time, not again before it is due
+
+
+def live_team_totals() -> tuple[int, int, int]:
+    """The dashboard's Team figures summed from every followed Team, written out here."""
+    teams = list(FollowedTeam.objects.values_list("status", "max_members", "current_members"))
+    active = [(m, c) for status, m, c in teams if status == TeamStatus.ACTIVE]
+    seats = sum(m - c for m, c in active if m is not None and c is not None)
+    return len(teams), len(active), seats
+
+
+def test_the_team_totals_follow_every_import_and_every_answer_of_every_round(manager):
+    """The dashboard reads kept totals (TeamTotals) instead of summing every Team: after each
+    import and each round they equal the live sums, through every kind of change."""
+    accounts = imported(manager, 5)
+    stored = lambda: TeamTotals.objects.values_list(  # noqa: E731
+        "followed", "active_teams", "active_seats"
+    ).get()
+    assert stored() == live_team_totals() == (5, 0, 0)
+    team = {a.pk: FollowedTeam.objects.get(account=a).team_id for a in accounts}
+    rounds = [
+        {},  # all answer active, 1 of 6 members
+        {0: {"current_members": 4}, 1: {"status": "full", "current_members": 6}},
+        {0: {"status": "banned"}, 1: {"status": "active", "current_members": 2}, 2: "gone"},
+        {1: {"max_members": 8}, 3: {"status": "expired"}, 4: {"current_members": 5}},
+    ]
+    for changes in rounds:
+        for index, change in changes.items():
+            if change == "gone":
+                manager.team_remove(team[accounts[index].pk])
+            else:
+                manager.team_set(team[accounts[index].pk], **change)
+        check()
+        assert stored() == live_team_totals()
+    assert stored() == (5, 2, (8 - 2) + (6 - 5))
+    imported(manager, 1)
+    assert stored() == live_team_totals() == (6, 2, 7)
+    assert follow_up.team_totals_recount().active_seats == 7

@@ -23,6 +23,7 @@ from webhooks.client import (
     ManagerClient,
     batch_safe,
 )
+from webhooks.follow_up import team_totals_add
 from webhooks.models import (
     AttemptOutcome,
     FollowedTeam,
@@ -248,4 +249,5 @@ class ChunkSender:
                 FollowedTeam.objects.create(
                     account=account, team_id=answer.team_id, imported_at=now
                 )
+                team_totals_add(followed=1)
         return outcome
