@@ -182,7 +182,8 @@ def test_adding_a_destination_shows_a_plain_url_field_and_editing_says_empty_kee
 
 
 @pytest.mark.parametrize(
-    "url", ["admin:alerts_alertsettings_changelist", "admin:webhooks_replenishmentpolicy_changelist"]
+    "url",
+    ["admin:alerts_alertsettings_changelist", "admin:webhooks_replenishmentpolicy_changelist"],
 )
 def test_a_one_row_page_refuses_staff_without_its_permission_before_redirecting(client, url):
     """Both one-row pages (alert thresholds, the policy) share one admin: the thresholds page
