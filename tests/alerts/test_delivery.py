@@ -13,7 +13,6 @@ from alerts.models import AlertCondition, AlertDelivery, AlertEvent, Notificatio
 from tests.factories import AccountFactory
 from tests.support.alerts import (
     RAISED,
-    Receiver,
     closed_port,
     emptied_pool,
     evaluate,
@@ -21,6 +20,7 @@ from tests.support.alerts import (
     state,
     thresholds,
 )
+from tests.support.notify import Receiver
 from webhooks.models import RunStatus
 
 # The messages are compared with their English text.
