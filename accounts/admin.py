@@ -39,6 +39,7 @@ from poolsite.admin_base import (
     CappedCountPaginator,
     EmailSearchMixin,
     ReadOnlyAdmin,
+    stored_message_display,
 )
 
 MSG_NOT_RETRIED_WHICH = _("Not retried: %(accounts)s.")
@@ -189,7 +190,7 @@ class AccountAdmin(EmailSearchMixin, admin.ModelAdmin):
                     "attempts",
                     "unknown_attempts",
                     "retry_after",
-                    "last_error",
+                    "last_error_shown",
                     "lease_expires_at",
                     "consumed_at",
                     "created_at",
@@ -214,12 +215,15 @@ class AccountAdmin(EmailSearchMixin, admin.ModelAdmin):
         "attempts",
         "unknown_attempts",
         "retry_after",
-        "last_error",
+        "last_error_shown",
         "lease_expires_at",
         "consumed_at",
         "created_at",
         "updated_at",
     )
+
+    # The pool's own messages in the reader's language; the manager's refusal as it came.
+    last_error_shown = stored_message_display("last_error", _("last error"))
 
     @admin.display(description=_("usable?"), ordering="usable")
     def availability(self, obj):

@@ -265,6 +265,9 @@ class Account(models.Model):
     unknown_attempts = models.PositiveIntegerField(_("attempts with unknown outcome"), default=0)
     retry_after = models.DateTimeField(_("retry after"), null=True, blank=True, editable=False)
     last_error = models.TextField(_("last error"), blank=True)
+    # last_error, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show last_error as stored.
+    last_error_msg = models.JSONField(null=True, blank=True, editable=False)
     lease_id = models.UUIDField(_("lease"), null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(
         _("lease expires"), null=True, blank=True, editable=False

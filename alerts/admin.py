@@ -13,7 +13,12 @@ from alerts.delivery import alert_send_test
 from alerts.destinations import notification_url_mask, notification_url_problem
 from alerts.evaluation import alert_settings_get
 from alerts.models import AlertDelivery, AlertEvent, AlertSettings, AlertState, NotificationTarget
-from poolsite.admin_base import OneRowAdmin, ReadOnlyAdmin
+from poolsite.admin_base import (
+    OneRowAdmin,
+    ReadOnlyAdmin,
+    StoredMessagesAdmin,
+    stored_message_display,
+)
 
 MSG_URL_REQUIRED = _("Enter the apprise URL of this destination.")
 MSG_TEST_SENT = _("Test notification sent to every destination.")
@@ -162,14 +167,17 @@ class AlertStateAdmin(ReadOnlyAdmin):
 
 
 @admin.register(AlertEvent)
-class AlertEventAdmin(ReadOnlyAdmin):
+class AlertEventAdmin(StoredMessagesAdmin, ReadOnlyAdmin):
+    stored_messages = {"title": "title_shown", "message": "message_shown"}
+    title_shown = stored_message_display("title", _("title"))
+    message_shown = stored_message_display("message", _("message"))
     list_display = (
         "id",
         "created_at",
         "kind",
         "condition",
         "delivery",
-        "title",
+        "title_shown",
         "error",
         "requested_by",
     )

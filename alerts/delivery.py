@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from accounts.crypto import Undecryptable
 from alerts.destinations import (
@@ -24,14 +25,20 @@ from alerts.destinations import (
     notification_url_mask,
 )
 from alerts.models import AlertDelivery, AlertEvent, AlertEventKind, AlertState, NotificationTarget
+from poolsite.messages import message_define, message_render, message_store
 
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 2000
 
-TITLE_TEST = _("Spare-account pool: test notification")
-MSG_TEST = _(
-    "Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here."
+TITLE_TEST = message_define(
+    "alert.title.test", gettext_noop("Spare-account pool: test notification")
+)
+MSG_TEST = message_define(
+    "alert.test",
+    gettext_noop(
+        "Test notification sent by %(user)s from the spare-account pool's admin. If you read this, alerts reach you here."
+    ),
 )
 
 MSG_NO_DESTINATION = _(
@@ -47,13 +54,15 @@ MSG_UNEXPECTED = _("unexpected error (%(kind)s)")
 
 def alert_send_test(*, by) -> AlertEvent:
     """Send a test notification to every destination now; the event says what came of it."""
-    with translation.override(settings.NOTIFY_LANGUAGE):
-        title, message = str(TITLE_TEST), str(MSG_TEST % {"user": by.get_username()})
+    title = message_store("alert.title.test")
+    message = message_store("alert.test", user=by.get_username())
     with transaction.atomic():
         event = AlertEvent.objects.create(
             kind=AlertEventKind.TEST,
-            title=title,
-            message=message,
+            title=title[0],
+            title_msg=title[1],
+            message=message[0],
+            message_msg=message[1],
             delivery=AlertDelivery.PENDING,
             requested_by=by,
         )
@@ -123,11 +132,15 @@ def alert_deliver(*, event_id: int) -> None:
     if event is None:
         return
     sent, failures = 0, []
+    # In NOTIFY_LANGUAGE, whatever the language of the process that raised it (a request, the
+    # worker, a command): rendered from the stored codes now.
     with translation.override(settings.NOTIFY_LANGUAGE):
+        title = message_render(event.title_msg, event.title)
+        body = message_render(event.message_msg, event.message)
         try:
             destinations = _destinations()
             for destination in destinations:
-                problem = _send_one(destination, title=event.title, body=event.message)
+                problem = _send_one(destination, title=title, body=body)
                 if problem:
                     failures.append(f"{destination.name}: {problem}")
                 else:

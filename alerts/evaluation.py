@@ -14,10 +14,9 @@ import math
 from datetime import datetime, timedelta
 from functools import partial
 
-from django.conf import settings
 from django.db import transaction
-from django.utils import timezone, translation
-from django.utils.translation import gettext_lazy as _
+from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts.selectors import (
     account_consumed_last_week,
@@ -36,6 +35,7 @@ from alerts.models import (
     AlertSettings,
     AlertState,
 )
+from poolsite.messages import message_define, message_store
 from poolsite.text import redact
 from webhooks.selectors import (
     attempts_last_sent_all_unknown,
@@ -45,38 +45,42 @@ from webhooks.selectors import (
 
 logger = logging.getLogger(__name__)
 
+# Titles and bodies are stored (poolsite.messages): in English in their columns, as codes that
+# the pages render in the reader's language and notifications in NOTIFY_LANGUAGE.
 TITLES = {
-    AlertCondition.LOW_STOCK: _("Spare-account pool: few accounts left"),
-    AlertCondition.SHORT_RUNWAY: _("Spare-account pool: runs out in a few days"),
-    AlertCondition.CONFIG_ERROR: _("Spare-account pool: the manager refused an import"),
-    AlertCondition.UNKNOWN_OUTCOMES: _("Spare-account pool: imports keep failing"),
-    AlertCondition.BANNED_TEAMS: _("Spare-account pool: imported Teams are being banned"),
+    AlertCondition.LOW_STOCK: gettext_noop("Spare-account pool: few accounts left"),
+    AlertCondition.SHORT_RUNWAY: gettext_noop("Spare-account pool: runs out in a few days"),
+    AlertCondition.CONFIG_ERROR: gettext_noop("Spare-account pool: the manager refused an import"),
+    AlertCondition.UNKNOWN_OUTCOMES: gettext_noop("Spare-account pool: imports keep failing"),
+    AlertCondition.BANNED_TEAMS: gettext_noop(
+        "Spare-account pool: imported Teams are being banned"
+    ),
 }
-MSG_LOW_STOCK = _(
+MSG_LOW_STOCK = gettext_noop(
     "Only %(available)s usable accounts are left in the pool (alert below %(threshold)s). "
     "Load more accounts: admin → Account pool → Accounts → Load accounts, or manage.py load_accounts."
 )
-MSG_SHORT_RUNWAY = _(
+MSG_SHORT_RUNWAY = gettext_noop(
     "At the last 7 days' consumption (%(per_day)s accounts a day) the pool's %(available)s usable "
     "accounts last about %(days)s days (alert under %(threshold)s days). Load more accounts before they run out."
 )
-MSG_CONFIG_ERROR = _(
+MSG_CONFIG_ERROR = gettext_noop(
     "Replenishment run #%(run)s stopped: the manager refused the request (wrong key, wrong URL or a "
     "redirect). Its record says: “%(error)s”. Nothing was lost: the accounts went back to the pool. Fix MANAGER_BASE_URL or MANAGER_API_KEY "
     "(the key set in the manager under 库存预警 Webhook), restart the service, then push accounts "
     "again from the runs page."
 )
-MSG_UNKNOWN_OUTCOMES = _(
+MSG_UNKNOWN_OUTCOMES = gettext_noop(
     "The last %(count)s imports all ended without an answer from the manager (timeout, dropped "
     "connection or server error). Check that the manager is up and reachable at MANAGER_BASE_URL. "
     "The accounts are not lost: they are re-sent automatically, and held for staff after repeated failures."
 )
-MSG_CONFIG_ERROR_ROUND = _(
+MSG_CONFIG_ERROR_ROUND = gettext_noop(
     "Follow-up round #%(run)s stopped: the manager refused the Team-info request (wrong key, wrong URL "
     "or a redirect). Its record says: “%(error)s”. Fix MANAGER_BASE_URL or MANAGER_API_KEY, restart the "
     "service, then check the Teams again from the dashboard."
 )
-MSG_BANNED_TEAMS = _(
+MSG_BANNED_TEAMS = gettext_noop(
     "%(count)s Teams this pool imported were banned in the last 24 hours (alert at %(threshold)s). "
     "Their seats no longer count in the manager's stock. See which batches and suppliers they came "
     "from: admin → Account pool → Batches."
@@ -88,6 +92,13 @@ MESSAGES = {
     AlertCondition.UNKNOWN_OUTCOMES: MSG_UNKNOWN_OUTCOMES,
     AlertCondition.BANNED_TEAMS: MSG_BANNED_TEAMS,
 }
+
+
+for _condition, _template in TITLES.items():
+    message_define(f"alert.title.{_condition}", _template)
+for _condition, _template in MESSAGES.items():
+    message_define(f"alert.{_condition}", _template)
+message_define("alert.config_error_round", MSG_CONFIG_ERROR_ROUND)
 
 
 # --- Conditions -----------------------------------------------------------------------------
@@ -141,7 +152,10 @@ def _config_error(config: AlertSettings, now: datetime) -> dict | None:
     last = manager_config_refusal(now=now)
     if last is None:
         return None
-    return {"run": last["pk"], "error": redact(last["error"])[:300], "round": last["round"]}
+    error = redact(last["error"])[:300]
+    if last["error_msg"]:
+        error = (error, last["error_msg"])  # shown in the reader's language too
+    return {"run": last["pk"], "error": error, "round": last["round"]}
 
 
 def _unknown_outcomes(config: AlertSettings, now: datetime) -> dict | None:
@@ -206,9 +220,8 @@ def _active_by_condition() -> dict[str, bool]:
 
 
 def _raise(*, condition: str, params: dict, now: datetime) -> None:
-    template = MSG_CONFIG_ERROR_ROUND if params.get("round") else MESSAGES[condition]
-    with translation.override(settings.NOTIFY_LANGUAGE):
-        title, message = str(TITLES[condition]), str(template % params)
+    code = "alert.config_error_round" if params.pop("round", False) else f"alert.{condition}"
+    title, message = message_store(f"alert.title.{condition}"), message_store(code, **params)
     with transaction.atomic():
         flipped = AlertState.objects.filter(condition=condition, active=False).update(
             active=True, since=now, last_error="", updated_at=now
@@ -218,8 +231,10 @@ def _raise(*, condition: str, params: dict, now: datetime) -> None:
         event = AlertEvent.objects.create(
             kind=AlertEventKind.RAISED,
             condition=condition,
-            title=title,
-            message=message,
+            title=title[0],
+            title_msg=title[1],
+            message=message[0],
+            message_msg=message[1],
             delivery=AlertDelivery.PENDING,
         )
         transaction.on_commit(partial(alert_deliver, event_id=event.pk), robust=True)

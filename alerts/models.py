@@ -159,6 +159,12 @@ class AlertEvent(models.Model):
     )
     title = models.CharField(_("title"), max_length=200, blank=True)
     message = models.TextField(_("message"), blank=True)
+    # title, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show title as stored.
+    title_msg = models.JSONField(null=True, blank=True, editable=False)
+    # message, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show message as stored.
+    message_msg = models.JSONField(null=True, blank=True, editable=False)
     delivery = models.CharField(_("delivery"), max_length=8, choices=AlertDelivery.choices)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     error = models.TextField(_("delivery error"), blank=True)

@@ -30,7 +30,11 @@ def alert_active_list() -> list[dict]:
             "label": state.get_condition_display(),
             "since": state.since,
             "title": raised[state.condition].title if state.condition in raised else "",
+            "title_msg": raised[state.condition].title_msg if state.condition in raised else None,
             "message": raised[state.condition].message if state.condition in raised else "",
+            "message_msg": raised[state.condition].message_msg
+            if state.condition in raised
+            else None,
         }
         for state in states
     ]

@@ -10,9 +10,10 @@ from django.db.models import Max, Min
 from django.shortcuts import redirect
 from django.utils import formats, timezone
 from django.utils.functional import cached_property
-from django.utils.text import capfirst
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import gettext_lazy as _
 
+from poolsite.messages import message_render_field
 from poolsite.search import email_prefix_q, search_term
 
 MSG_SEARCH_EMAIL_START = _(
@@ -34,6 +35,32 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def stored_message_display(field: str, description, *, cut: int | None = None):
+    """An admin column or read-only field showing the stored text `field` in the reader's
+    language (poolsite.messages), cut to `cut` characters in lists."""
+
+    @admin.display(description=description)
+    def shown(self, obj):
+        text = message_render_field(obj, field)
+        return (Truncator(text).chars(cut) if cut else text) or "—"
+
+    return shown
+
+
+class StoredMessagesAdmin:
+    """Detail pages show each stored text of `stored_messages` ({column: display method name})
+    through its display method, in the reader's language, in the column's place."""
+
+    stored_messages: dict[str, str] = {}
+
+    def get_fields(self, request, obj=None):
+        fields = [self.stored_messages.get(name, name) for name in super().get_fields(request, obj)]
+        return list(dict.fromkeys(fields))
+
+    def get_readonly_fields(self, request, obj=None):
+        return [*super().get_readonly_fields(request, obj), *self.stored_messages.values()]
 
 
 class CappedCountPaginator(Paginator):

@@ -75,6 +75,8 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "django.template.context_processors.i18n",
             ],
+            # {% load stored_messages %}: stored texts in the reader's language (poolsite.messages).
+            "libraries": {"stored_messages": "poolsite.message_tags"},
         },
     },
 ]

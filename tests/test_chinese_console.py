@@ -15,9 +15,10 @@ Which messages are looked for, and why (MessagesToFind):
   "manage.py load_accounts" stay in English inside the Chinese text on purpose.
 - Matched case-sensitively and as whole words, so "access token" is not found in
   "Access Token" and "Pool" is not found in "Pooling".
-Stored texts (a run's error, the explanation of its need, an alert's title) are written once, in
-the language of their day; another change renders them in the reader's language. The data here
-has none of them, so only the pages' own texts are judged.
+Stored texts (a run's error, the explanation of its need, why a call was refused, an attempt's
+error, an account's last error, a round's error, an alert's title and body) are kept with their
+message code and rendered in the reader's language (poolsite.messages): the data here has each of
+them, written by the service that writes it in production, so they are judged too.
 """
 
 import html
@@ -148,20 +149,81 @@ def test_the_detector_finds_english_and_passes_chinese():
     assert not english_on(visible_text("<p>加载账号</p><code>Access Token</code>"), messages)
 
 
+def stored_texts(settings, client) -> dict:
+    """Every kind of stored text, written by its service: a run the manager refused (its error and
+    its need), a run whose worker died (its error, its account's attempt and last error), refused
+    webhook calls, a follow-up round without a manager, and the alerts these raise."""
+    from datetime import timedelta
+
+    from accounts.models import AccountStatus
+    from alerts.evaluation import alert_evaluate
+    from alerts.models import AlertEvent
+    from webhooks import follow_up, services
+    from webhooks.models import (
+        FollowUpRound,
+        ImportAttempt,
+        ReplenishmentRun,
+        RoundStatus,
+        RunStatus,
+        RunTrigger,
+        WebhookEvent,
+    )
+
+    right_key = settings.MANAGER_API_KEY
+    settings.MANAGER_API_KEY = "a-key-the-manager-does-not-know"
+    services.event_receive(current_seats=3, threshold=10, message="", payload="", remote_addr=None)
+    refused = services.run_execute(run_id=ReplenishmentRun.objects.get(status=RunStatus.QUEUED).pk)
+    assert refused.status == RunStatus.CONFIG_ERROR and refused.need_explained
+    settings.MANAGER_API_KEY = right_key
+
+    past = timezone.now() - timedelta(minutes=5)
+    abandoned = ReplenishmentRun.objects.create(
+        trigger=RunTrigger.MANUAL, status=RunStatus.RUNNING, started_at=past, lease_expires_at=past
+    )
+    recovered = AccountFactory(
+        status=AccountStatus.RESERVED, lease_id=abandoned.lease_id, lease_expires_at=past
+    )
+    assert services.run_recover_stale(now=timezone.now()) == (1, 1)
+
+    for key, body in (("wrong", "{}"), (right_key, '{"event": "low_stock", "current_seats": -1}')):
+        client.post(
+            "/webhooks/low-stock/",
+            data=body,
+            content_type="application/json",
+            headers={"X-API-Key": key},
+        )
+    assert WebhookEvent.objects.exclude(refusal="").count() == 2
+
+    base_url, settings.MANAGER_BASE_URL = settings.MANAGER_BASE_URL, ""
+    round_ = FollowUpRound.objects.create(status=RoundStatus.QUEUED)
+    assert follow_up.team_round_run(round_id=round_.pk).stopped
+    settings.MANAGER_BASE_URL = base_url
+
+    alert_evaluate(now=timezone.now())
+    assert AlertEvent.objects.filter(condition="config_error").exists()
+    return {
+        "refused_run": refused.pk,
+        "abandoned_run": abandoned.pk,
+        "recovered": recovered.pk,
+        "attempt": ImportAttempt.objects.get(account=recovered).pk,
+        "refused_event": WebhookEvent.objects.exclude(refusal="").first().pk,
+        "alert": AlertEvent.objects.get(condition="config_error").pk,
+    }
+
+
 def a_console_with_data(admin_user, worker):
     """Every page with something on it: accounts of each state, a loaded batch and a staged one
     with a problem of each kind, events, runs, attempts, alerts, a destination, followed Teams."""
     from accounts import services as account_services
     from accounts.models import AccountStatus, UnusableReason
+    from alerts.models import AlertSettings, NotificationTarget
     from webhooks.models import (
-        AlertSettings,
         AttemptOutcome,
         EventStatus,
         FollowedTeam,
         FollowUpRound,
         ImportAttempt,
         ImportMode,
-        NotificationTarget,
         ReplenishmentPolicy,
         ReplenishmentRun,
         RunStatus,
@@ -288,6 +350,29 @@ def product_pages(ids) -> dict[str, str]:
         "system section": reverse("admin:system"),
         "alerts": reverse("admin:alerts_alertevent_changelist"),
         "alert states": reverse("admin:alerts_alertstate_changelist"),
+        **stored_text_pages(ids),
+    }
+
+
+def stored_text_pages(ids) -> dict[str, str]:
+    """The detail pages of the rows with stored texts (stored_texts); the lists are above."""
+    if "refused_run" not in ids:
+        return {}
+    return {
+        "run refused by the manager": reverse(
+            "admin:webhooks_replenishmentrun_change", args=[ids["refused_run"]]
+        ),
+        "run whose worker died": reverse(
+            "admin:webhooks_replenishmentrun_change", args=[ids["abandoned_run"]]
+        ),
+        "account recovered from a lease": reverse(
+            "admin:accounts_account_change", args=[ids["recovered"]]
+        ),
+        "attempt recovered from a lease": reverse(
+            "admin:webhooks_importattempt_change", args=[ids["attempt"]]
+        ),
+        "refused call": reverse("admin:webhooks_webhookevent_change", args=[ids["refused_event"]]),
+        "alert": reverse("admin:alerts_alertevent_change", args=[ids["alert"]]),
     }
 
 
@@ -304,8 +389,11 @@ def system_pages() -> dict[str, str]:
     }
 
 
-def test_every_product_page_in_chinese_shows_none_of_our_english(admin_client, admin_user, worker):
+def test_every_product_page_in_chinese_shows_none_of_our_english(
+    admin_client, admin_user, worker, manager, settings
+):
     ids = a_console_with_data(admin_user, worker)
+    ids.update(stored_texts(settings, admin_client))
     messages, kept = messages_to_find(), phrases_kept_in_english()
     found, phrases = {}, {}
     for name, url in {**product_pages(ids), **system_pages()}.items():

@@ -14,7 +14,14 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
-from poolsite.admin_base import EmailSearchMixin, HistoryAdmin, OneRowAdmin
+from poolsite.admin_base import (
+    EmailSearchMixin,
+    HistoryAdmin,
+    OneRowAdmin,
+    StoredMessagesAdmin,
+    stored_message_display,
+)
+from poolsite.messages import message_render_field
 from webhooks import exports, follow_up, services
 from webhooks.client import (
     PROBE_KEY_REFUSED,
@@ -58,7 +65,9 @@ MSG_BAD_FILTERS = _("These filters cannot be applied: choose them again in the l
 
 
 @admin.register(WebhookEvent)
-class WebhookEventAdmin(HistoryAdmin):
+class WebhookEventAdmin(StoredMessagesAdmin, HistoryAdmin):
+    stored_messages = {"refusal": "refusal_shown"}
+    refusal_shown = stored_message_display("refusal", _("why refused"))
     list_display = (
         "id",
         "received_at",
@@ -67,7 +76,7 @@ class WebhookEventAdmin(HistoryAdmin):
         "threshold",
         "key_ok",
         "run",
-        "refusal",
+        "refusal_shown",
         "calls",
     )
     list_filter = ("status", "key_ok")
@@ -76,7 +85,7 @@ class WebhookEventAdmin(HistoryAdmin):
 
 
 @admin.register(ReplenishmentRun)
-class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
+class ReplenishmentRunAdmin(EmailSearchMixin, StoredMessagesAdmin, HistoryAdmin):
     # Chosen for 1366 px: reserved and returned are on each run's page, with the whole error.
     list_display = (
         "id",
@@ -99,6 +108,10 @@ class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
     )
 
     search_email_field = "account__email"
+    stored_messages = {"need_explained": "need_explained_shown", "error": "error_shown"}
+    need_explained_shown = stored_message_display("need_explained", _("how the need was computed"))
+    error_shown = stored_message_display("error", _("error"))
+    error_cut = stored_message_display("error", _("error"), cut=LIST_TEXT_CHARS)
 
     def search_filter(self, queryset, matches):
         # The runs that sent a matching account: a semi-join needs no DISTINCT.
@@ -113,10 +126,6 @@ class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
     @admin.display(description=_("consumed / rejected / unknown"))
     def results(self, obj):
         return f"{obj.consumed} / {obj.rejected} / {obj.unknown}"
-
-    @admin.display(description=_("error"))
-    def error_cut(self, obj):
-        return Truncator(obj.error).chars(LIST_TEXT_CHARS) or "—"
 
     @admin.display(description=_("answers that matched no account sent"))
     def stray_answers_list(self, obj):
@@ -162,6 +171,7 @@ class ReplenishmentRunAdmin(EmailSearchMixin, HistoryAdmin):
                     "duration_ms",
                     "manager_message",
                     "error",
+                    "error_msg",
                     "account__id",
                     "account__email",
                 )
@@ -279,7 +289,7 @@ class ExportForm(forms.Form):
 
 
 @admin.register(ImportAttempt)
-class ImportAttemptAdmin(EmailSearchMixin, HistoryAdmin):
+class ImportAttemptAdmin(EmailSearchMixin, StoredMessagesAdmin, HistoryAdmin):
     # Chosen for 1366 px: mode and "sent" are filters; the full texts are on each attempt's page.
     list_display = (
         "id",
@@ -303,10 +313,13 @@ class ImportAttemptAdmin(EmailSearchMixin, HistoryAdmin):
         return super().get_queryset(request).defer(*(f"account__{name}" for name in tokens))
 
     search_email_field = "account__email"
+    stored_messages = {"error": "error_shown"}
+    error_shown = stored_message_display("error", _("error"))
 
     @admin.display(description=_("the manager's message or the error"))
     def answer(self, obj):
-        return Truncator(obj.manager_message or obj.error).chars(LIST_TEXT_CHARS) or "—"
+        text = obj.manager_message or message_render_field(obj, "error")
+        return Truncator(text).chars(LIST_TEXT_CHARS) or "—"
 
     def get_urls(self):
         return [
@@ -483,7 +496,9 @@ IN_MANAGER_COLUMNS = [
 
 
 @admin.register(FollowUpRound)
-class FollowUpRoundAdmin(HistoryAdmin):
+class FollowUpRoundAdmin(StoredMessagesAdmin, HistoryAdmin):
+    stored_messages = {"error": "error_shown"}
+    error_shown = stored_message_display("error", _("error"))
     list_display = (
         "id",
         "status",
@@ -493,7 +508,7 @@ class FollowUpRoundAdmin(HistoryAdmin):
         "asked",
         "changed",
         "unanswered",
-        "error",
+        "error_shown",
     )
     list_filter = ("status",)
     date_hierarchy = "created_at"

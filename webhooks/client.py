@@ -62,6 +62,9 @@ class ManagerAnswer:
     failure: str = ""  # what went wrong on our side, one of the FAILURE_* names
     duration_ms: int = 0
     team_id: int | None = None  # the manager's id of the (first) Team a confirmed import added
+    # Our own account of what happened, when `text` is not the manager's (a stored message,
+    # poolsite.messages): the account's last error shows it in the reader's language.
+    note: tuple | None = None
 
     @property
     def already_present(self) -> bool:

@@ -22,8 +22,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 from django_tasks import TaskResultStatus
 
+from poolsite.messages import Stored, message_define, message_store, message_verbatim
+from poolsite.text import text_storable
 from webhooks import queueing
 from webhooks.alerting import alerts_evaluate
 from webhooks.client import (
@@ -58,8 +61,17 @@ SLICE_MARGIN = timedelta(seconds=60)
 # round's progress written every FLUSH_EVERY Teams: a Team then costs one write, its own record.
 RENEW_EVERY_SECONDS = 5
 FLUSH_EVERY = 100
-MSG_CONFIG_ERROR = "The manager refused the Team-info request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY."
-MSG_NOT_CONFIGURED = "MANAGER_BASE_URL and MANAGER_API_KEY are not set."
+# A round's error (poolsite.messages): written in English, shown in the reader's language.
+MSG_CONFIG_ERROR = message_define(
+    "follow_up.config_error",
+    gettext_noop(
+        "The manager refused the Team-info request (HTTP %s): check MANAGER_BASE_URL and "
+        "MANAGER_API_KEY."
+    ),
+)
+MSG_NOT_CONFIGURED = message_define(
+    "follow_up.not_configured", gettext_noop("MANAGER_BASE_URL and MANAGER_API_KEY are not set.")
+)
 
 
 class RateLimit:
@@ -115,7 +127,11 @@ class SliceResult:
     changed: int = 0
     unanswered: int = 0
     done: bool = False
-    stopped: str = ""  # a configuration error, or ""
+    stopped: str = ""  # a configuration error (in English), or ""
+    stopped_msg: dict | None = None  # the same as a stored message (poolsite.messages)
+
+    def stop(self, stored: Stored) -> None:
+        self.stopped, self.stopped_msg = stored
 
 
 def team_round_run(
@@ -138,8 +154,9 @@ def team_round_run(
     if taken != 1:
         return None
     if not manager_configured():
-        _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=MSG_NOT_CONFIGURED)
-        return SliceResult(stopped=MSG_NOT_CONFIGURED)
+        error = message_store("follow_up.not_configured")
+        _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=error)
+        return SliceResult(stopped=error[0], stopped_msg=error[1])
     own_client = client is None
     client = client or ManagerClient.from_settings()
     limit = RateLimit(settings.FOLLOW_UP_RATE if rate is None else rate)
@@ -191,7 +208,7 @@ def team_round_run(
                     renewed_at = time.monotonic()
                 info = client.team_info(team_id)
                 if info.state == TEAM_CONFIG_ERROR:
-                    result.stopped = MSG_CONFIG_ERROR % info.http_status
+                    result.stop(message_store("follow_up.config_error", info.http_status))
                     break
                 result.asked += 1
                 if info.state in (TEAM_OK, TEAM_GONE):
@@ -208,15 +225,20 @@ def team_round_run(
         flush(cursor)
     except Exception as exc:
         logger.exception("Follow-up round %s failed", round_id)
-        _round_finish(round_id=round_id, status=RoundStatus.FAILED, error=repr(exc)[:500])
+        error = message_verbatim(text_storable(repr(exc), limit=500))
+        _round_finish(round_id=round_id, status=RoundStatus.FAILED, error=error)
         raise
     finally:
         if own_client:
             client.close()
     if result.stopped:
-        _round_finish(round_id=round_id, status=RoundStatus.CONFIG_ERROR, error=result.stopped)
+        _round_finish(
+            round_id=round_id,
+            status=RoundStatus.CONFIG_ERROR,
+            error=(result.stopped, result.stopped_msg),
+        )
     elif result.done:
-        _round_finish(round_id=round_id, status=RoundStatus.FINISHED, error="")
+        _round_finish(round_id=round_id, status=RoundStatus.FINISHED, error=None)
     else:
         _round_continue(round_id=round_id)
     return result
@@ -301,9 +323,13 @@ def team_record(*, team_pk: int, previous: str, info: TeamInfo, now: datetime) -
     return int(bool(updated and changed))
 
 
-def _round_finish(*, round_id: int, status: str, error: str) -> None:
+def _round_finish(*, round_id: int, status: str, error: Stored | None) -> None:
     finished = FollowUpRound.objects.filter(pk=round_id, status=RoundStatus.RUNNING).update(
-        status=status, finished_at=timezone.now(), lease_expires_at=None, error=error
+        status=status,
+        finished_at=timezone.now(),
+        lease_expires_at=None,
+        error=error[0] if error else "",
+        error_msg=error[1] if error else None,
     )
     if finished and status == RoundStatus.FINISHED:
         batch_report_make(now=timezone.now())

@@ -79,6 +79,9 @@ class WebhookEvent(models.Model):
     message = models.TextField(_("message"), blank=True)
     payload = models.TextField(_("body as received"), blank=True)
     refusal = models.CharField(_("why refused"), max_length=255, blank=True)
+    # refusal, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show refusal as stored.
+    refusal_msg = models.JSONField(null=True, blank=True, editable=False)
     remote_addr = models.GenericIPAddressField(_("from"), null=True, blank=True)
     # A refused call from the same address for the same reason within a minute of this row's
     # first is counted here instead of written as a row of its own (a flood cannot fill the table).
@@ -190,6 +193,9 @@ class ReplenishmentRun(models.Model):
     lease_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     need = models.PositiveIntegerField(_("accounts needed"), null=True, blank=True)
     need_explained = models.CharField(_("how the need was computed"), max_length=255, blank=True)
+    # need_explained, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show need_explained as stored.
+    need_explained_msg = models.JSONField(null=True, blank=True, editable=False)
     reserved = models.PositiveIntegerField(_("accounts reserved"), default=0)
     consumed = models.PositiveIntegerField(_("consumed"), default=0)
     rejected = models.PositiveIntegerField(_("rejected"), default=0)
@@ -206,6 +212,9 @@ class ReplenishmentRun(models.Model):
         _("answers that matched no account sent"), default=list, blank=True
     )
     error = models.TextField(_("error"), blank=True)
+    # error, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show error as stored.
+    error_msg = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("replenishment run")
@@ -274,6 +283,9 @@ class ImportAttempt(models.Model):
     http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
     manager_message = models.TextField(_("manager's message"), blank=True)
     error = models.TextField(_("error"), blank=True)
+    # error, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show error as stored.
+    error_msg = models.JSONField(null=True, blank=True, editable=False)
     duration_ms = models.PositiveIntegerField(_("duration (ms)"), null=True, blank=True)
     outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
     team_id = models.PositiveBigIntegerField(_("manager's Team id"), null=True, blank=True)
@@ -460,6 +472,9 @@ class FollowUpRound(models.Model):
     changed = models.PositiveIntegerField(_("status changes"), default=0)
     unanswered = models.PositiveIntegerField(_("no usable answer"), default=0)
     error = models.TextField(_("error"), blank=True)
+    # error, as a message code and its parameters, shown in the reader's language (poolsite.messages);
+    # NULL for rows written before codes were kept, which show error as stored.
+    error_msg = models.JSONField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("follow-up round")

@@ -343,26 +343,32 @@ def attempt_last_confirmed_at() -> datetime | None:
 
 def manager_config_refusal(*, now: datetime) -> dict | None:
     """The newest word on the configuration, when it is a refusal: the last run or follow-up round
-    that reached the manager, if it stopped on a configuration error ({"pk", "error", "round"}).
+    that reached the manager, if it stopped on a configuration error ({"pk", "error", "error_msg",
+    "round"}).
 
     A run that crashed or lost its worker says nothing about the configuration either way.
     """
     run = (
         ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
         .order_by("-id")
-        .values("pk", "status", "error", "finished_at")
+        .values("pk", "status", "error", "error_msg", "finished_at")
         .first()
     )
     round_ = (
         FollowUpRound.objects.filter(status__in=[RoundStatus.FINISHED, RoundStatus.CONFIG_ERROR])
         .order_by("-id")
-        .values("pk", "status", "error", "finished_at")
+        .values("pk", "status", "error", "error_msg", "finished_at")
         .first()
     )
     last = max((r for r in (run, round_) if r), key=lambda r: r["finished_at"] or now, default=None)
     if last is None or last["status"] != RunStatus.CONFIG_ERROR:
         return None
-    return {"pk": last["pk"], "error": last["error"], "round": last is round_}
+    return {
+        "pk": last["pk"],
+        "error": last["error"],
+        "error_msg": last["error_msg"],
+        "round": last is round_,
+    }
 
 
 def attempts_last_sent_all_unknown(*, count: int) -> bool:

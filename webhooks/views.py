@@ -5,10 +5,12 @@ import json
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.utils.translation import gettext_noop
 from django.views.decorators.csrf import csrf_exempt
 
 from poolsite.client_ip import client_ip
 from poolsite.http import declared_length
+from poolsite.messages import Stored, message_define, message_store
 from poolsite.parsers import json_problem, printable
 from webhooks import services
 
@@ -16,23 +18,45 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_COUNT = 10**9
 MAX_MESSAGE_CHARS = 2000
 
+# The API answers in English (the manager reads it); the refusal kept on the event is shown to
+# staff in their language (poolsite.messages).
 ERR_METHOD = "Only POST is accepted."
-ERR_KEY = "Missing or wrong X-API-Key."
-ERR_NO_KEY_CONFIGURED = "MANAGER_API_KEY is not set on this service: every webhook is refused."
-ERR_TOO_LARGE = "The body is larger than 64 KB."
-ERR_CONTENT_TYPE = "The body must be JSON (Content-Type: application/json)."
-ERR_NOT_JSON = "The body is not valid JSON."
-ERR_DUPLICATE_KEY = "The body names the field %s twice."
-ERR_NOT_OBJECT = "The body must be a JSON object."
-ERR_EVENT = 'event must be "low_stock".'
-ERR_COUNT = "%s must be a whole number from 0 to 999999999."
-ERR_MESSAGE = "message must be text of at most 2000 characters."
-ERR_SURROGATE = "%s holds a lone surrogate (such as \\ud800): not valid Unicode text."
+ERR_KEY = message_define("webhook.key", gettext_noop("Missing or wrong X-API-Key."))
+ERR_NO_KEY_CONFIGURED = message_define(
+    "webhook.no_key_configured",
+    gettext_noop("MANAGER_API_KEY is not set on this service: every webhook is refused."),
+)
+ERR_TOO_LARGE = message_define("webhook.too_large", gettext_noop("The body is larger than 64 KB."))
+ERR_CONTENT_TYPE = message_define(
+    "webhook.content_type",
+    gettext_noop("The body must be JSON (Content-Type: application/json)."),
+)
+ERR_NOT_JSON = message_define("webhook.not_json", gettext_noop("The body is not valid JSON."))
+ERR_DUPLICATE_KEY = message_define(
+    "webhook.duplicate_key", gettext_noop("The body names the field %s twice.")
+)
+ERR_NOT_OBJECT = message_define(
+    "webhook.not_object", gettext_noop("The body must be a JSON object.")
+)
+ERR_EVENT = message_define("webhook.event", gettext_noop('event must be "low_stock".'))
+ERR_COUNT = message_define(
+    "webhook.count", gettext_noop("%s must be a whole number from 0 to 999999999.")
+)
+ERR_MESSAGE = message_define(
+    "webhook.message", gettext_noop("message must be text of at most 2000 characters.")
+)
+ERR_SURROGATE = message_define(
+    "webhook.surrogate",
+    gettext_noop("%s holds a lone surrogate (such as \\ud800): not valid Unicode text."),
+)
+# "The body" where ERR_SURROGATE names no field.
+message_define("webhook.the_body", gettext_noop("The body"))
 
 
 class _Invalid(Exception):
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
+    def __init__(self, code: str, *args, field: str | None = None):
+        self.refusal: Stored = message_store(code, *args)
+        super().__init__(self.refusal[0])
         self.field = field
 
 
@@ -45,7 +69,7 @@ def _unique_keys(pairs):
     seen = {}
     for key, value in pairs:
         if key in seen:
-            raise _Invalid(ERR_DUPLICATE_KEY % printable(key), printable(key))
+            raise _Invalid("webhook.duplicate_key", printable(key), field=printable(key))
         seen[key] = value
     return seen
 
@@ -54,7 +78,7 @@ def _count(body: dict, field: str) -> int:
     value = body.get(field)
     # bool is an int to Python, but `true` is not a seat count.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < MAX_COUNT:
-        raise _Invalid(ERR_COUNT % field, field)
+        raise _Invalid("webhook.count", field, field=field)
     return value
 
 
@@ -64,20 +88,21 @@ def _validate(raw: bytes) -> dict:
     except _Invalid:
         raise
     except (ValueError, RecursionError):
-        raise _Invalid(ERR_NOT_JSON) from None
+        raise _Invalid("webhook.not_json") from None
     if not isinstance(body, dict):
-        raise _Invalid(ERR_NOT_OBJECT)
+        raise _Invalid("webhook.not_object")
     problem = json_problem(body)
     if problem:  # a lone surrogate: no database stores it (too deep a body failed to parse above)
         field = problem[1] or None
-        raise _Invalid(ERR_SURROGATE % (field or "The body"), field)
+        named = field or message_store("webhook.the_body")
+        raise _Invalid("webhook.surrogate", named, field=field)
     if body.get("event") != "low_stock":
-        raise _Invalid(ERR_EVENT, "event")
+        raise _Invalid("webhook.event", field="event")
     message = body.get("message", "")
     if message is None:
         message = ""
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_CHARS:
-        raise _Invalid(ERR_MESSAGE, "message")
+        raise _Invalid("webhook.message", field="message")
     return {
         "current_seats": _count(body, "current_seats"),
         "threshold": _count(body, "threshold"),
@@ -96,21 +121,25 @@ def low_stock(request):
     given = request.headers.get("X-API-Key", "")
     # compare_digest: the time taken must not tell how much of a guessed key was right.
     if not configured or not hmac.compare_digest(given.encode(), configured.encode()):
-        reason = ERR_NO_KEY_CONFIGURED if not configured else ERR_KEY
+        reason = message_store("webhook.no_key_configured" if not configured else "webhook.key")
         services.event_refuse(reason=reason, key_ok=False, payload="", remote_addr=remote)
-        return _error(reason, 401)
+        return _error(reason[0], 401)
     declared = declared_length(request)
     raw = request.read(MAX_BODY_BYTES + 1) if declared <= MAX_BODY_BYTES else b""
     if declared > MAX_BODY_BYTES or len(raw) > MAX_BODY_BYTES:
-        services.event_refuse(reason=ERR_TOO_LARGE, key_ok=True, payload="", remote_addr=remote)
+        services.event_refuse(
+            reason=message_store("webhook.too_large"), key_ok=True, payload="", remote_addr=remote
+        )
         return _error(ERR_TOO_LARGE, 413)
     payload = raw.decode("utf-8", errors="replace")
     try:
         if request.content_type != "application/json":
-            raise _Invalid(ERR_CONTENT_TYPE)
+            raise _Invalid("webhook.content_type")
         data = _validate(raw)
     except _Invalid as invalid:
-        services.event_refuse(reason=str(invalid), key_ok=True, payload=payload, remote_addr=remote)
+        services.event_refuse(
+            reason=invalid.refusal, key_ok=True, payload=payload, remote_addr=remote
+        )
         return _error(str(invalid), 415 if str(invalid) == ERR_CONTENT_TYPE else 400, invalid.field)
     event = services.event_receive(**data, payload=payload, remote_addr=remote)
     return JsonResponse({"event_id": event.pk, "status": event.status}, status=202)

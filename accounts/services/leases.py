@@ -8,6 +8,7 @@ from datetime import datetime
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts import crypto
 from accounts.models import (
@@ -17,6 +18,7 @@ from accounts.models import (
 )
 from accounts.selectors import STOCK_USABLE, account_stock_q
 from accounts.services._common import rows_update_locked
+from poolsite.messages import Stored, message_define, message_store
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +29,11 @@ logger = logging.getLogger(__name__)
 # so an account is never taken by two leases and a late answer cannot settle a recovered one.
 # Callers write their history row in the same transaction.
 
-MSG_LEASE_EXPIRED = (
-    "Recovered after its lease expired: the worker stopped mid-import, outcome unknown."
+MSG_LEASE_EXPIRED = message_define(
+    "accounts.lease_expired",
+    gettext_noop(
+        "Recovered after its lease expired: the worker stopped mid-import, outcome unknown."
+    ),
 )
 
 
@@ -99,13 +104,19 @@ def _reserve_once(
 
 
 SECRET_FIELDS = ("access_token", "session_token", "refresh_token")
-MSG_HELD_KEY_MISSING = (
-    "Held, never sent: sealed with a key this service does not have (key id %s). Add that key to "
-    "POOL_ENCRYPTION_KEY on every process, restart them, then retry the account."
+MSG_HELD_KEY_MISSING = message_define(
+    "accounts.held_key_missing",
+    gettext_noop(
+        "Held, never sent: sealed with a key this service does not have (key id %s). Add that key to "
+        "POOL_ENCRYPTION_KEY on every process, restart them, then retry the account."
+    ),
 )
-MSG_HELD_UNDECRYPTABLE = (
-    "Held, never sent: its stored tokens fail authentication under the configured key (key id %s): "
-    "they were altered, or the key is not the one that sealed them. Retire the account or load it again."
+MSG_HELD_UNDECRYPTABLE = message_define(
+    "accounts.held_undecryptable",
+    gettext_noop(
+        "Held, never sent: its stored tokens fail authentication under the configured key (key id %s): "
+        "they were altered, or the key is not the one that sealed them. Retire the account or load it again."
+    ),
 )
 
 
@@ -126,12 +137,11 @@ def _hold_sealed(
 ) -> None:
     """End the reservation of an account that cannot be opened, and hold it for staff."""
     if sealed.cause == crypto.CAUSE_UNKNOWN_KEY:
-        reason, error = UnusableReason.KEY_MISSING, MSG_HELD_KEY_MISSING % sealed.key_id_hex
+        reason = UnusableReason.KEY_MISSING
+        error = message_store("accounts.held_key_missing", sealed.key_id_hex)
     else:
-        reason, error = (
-            UnusableReason.UNDECRYPTABLE,
-            MSG_HELD_UNDECRYPTABLE % (sealed.key_id_hex or "none"),
-        )
+        reason = UnusableReason.UNDECRYPTABLE
+        error = message_store("accounts.held_undecryptable", sealed.key_id_hex or "none")
     held = Account.objects.filter(
         pk=account.pk, status=AccountStatus.RESERVED, lease_id=lease_id
     ).update(
@@ -140,12 +150,13 @@ def _hold_sealed(
         lease_expires_at=None,
         usable=False,
         unusable_reason=reason,
-        last_error=error,
+        last_error=error[0],
+        last_error_msg=error[1],
         updated_at=now,
     )
     if held != 1:  # pragma: no cover - reserved under this lease in this very transaction
         raise RuntimeError("Account changed while locked.")
-    logger.warning("Account #%s held for staff: %s", account.pk, error)
+    logger.warning("Account #%s held for staff: %s", account.pk, error[0])
 
 
 def _settle(*, account_id: int, lease_id, now: datetime, **changes) -> bool:
@@ -173,6 +184,7 @@ def account_settle_consumed(*, account_id: int, lease_id, now: datetime) -> bool
             attempts=F("attempts") + 1,
             retry_after=None,
             last_error="",
+            last_error_msg=None,
         )
         if settled:
             consumption_count(at=now)
@@ -197,10 +209,21 @@ def consumption_count(*, at: datetime, accounts: int = 1) -> None:
         )
 
 
+def _last_error(error: str | Stored) -> dict:
+    """The account's last error: a message of ours (code kept, shown in the reader's language), or
+    the manager's own words (kept as received)."""
+    if isinstance(error, tuple):
+        return {"last_error": error[0], "last_error_msg": error[1]}
+    return {"last_error": error, "last_error_msg": None}
+
+
 def account_settle_rejected(
-    *, account_id: int, lease_id, now: datetime, error: str, sent: bool = True
+    *, account_id: int, lease_id, now: datetime, error: str | Stored, sent: bool = True
 ) -> bool:
-    """The manager refused the account (or it was not sendable): staff may fix and requeue it."""
+    """The manager refused the account (or it was not sendable): staff may fix and requeue it.
+
+    `error` is the manager's text as received, or a stored message of ours (message_store).
+    """
     return _settle(
         account_id=account_id,
         lease_id=lease_id,
@@ -208,12 +231,17 @@ def account_settle_rejected(
         status=AccountStatus.REJECTED,
         attempts=F("attempts") + int(sent),
         retry_after=None,
-        last_error=error,
+        **_last_error(error),
     )
 
 
 def account_settle_unknown(
-    *, account_id: int, lease_id, now: datetime, error: str, retry_after: datetime | None
+    *,
+    account_id: int,
+    lease_id,
+    now: datetime,
+    error: str | Stored,
+    retry_after: datetime | None,
 ) -> bool:
     """No answer to rely on: back to the pool, to be re-sent after `retry_after`.
 
@@ -229,7 +257,7 @@ def account_settle_unknown(
         attempts=F("attempts") + 1,
         unknown_attempts=F("unknown_attempts") + 1,
         retry_after=now if held else retry_after,
-        last_error=error,
+        **_last_error(error),
         **({"usable": False, "unusable_reason": UnusableReason.UNKNOWN_OUTCOMES} if held else {}),
     )
 
@@ -251,7 +279,7 @@ def lease_expired_changes(now: datetime) -> dict:
         "attempts": F("attempts") + 1,
         "unknown_attempts": F("unknown_attempts") + 1,
         "retry_after": now,
-        "last_error": MSG_LEASE_EXPIRED,
+        **_last_error(message_store("accounts.lease_expired")),
         "updated_at": now,
     }
 

@@ -224,6 +224,7 @@ def account_requeue(
                 unusable_reason="",
                 status=AccountStatus.AVAILABLE,
                 last_error="",
+                last_error_msg=None,
                 updated_at=now,
                 **_fresh_retry_budget(now),
             )
@@ -258,6 +259,7 @@ def account_retry(*, account_ids: Iterable[int], by, now: datetime | None = None
             usable=True,
             unusable_reason="",
             last_error="",
+            last_error_msg=None,
             updated_at=now,
             **_fresh_retry_budget(now),
         )

@@ -8,6 +8,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from django.utils.translation import gettext_noop
+
+from poolsite.messages import message_define, message_store
 from webhooks.client import (
     FAILURE_BAD_KEY,
     FAILURE_BATCH_REFUSED,
@@ -22,7 +25,30 @@ class Need:
     accounts: int  # what the run sends: wanted, within the caps
     wanted: int  # what the event asks for before the caps
     capped_by: str  # a Shortfall code when the caps cut `wanted`, else ""
-    explained: str  # the arithmetic, for the run's record
+    explained: str  # the arithmetic, for the run's record (English)
+    explained_msg: dict | None = None  # the same as a stored message (poolsite.messages)
+
+
+# The arithmetic of a need, as the run's record keeps it and each reader reads it.
+message_define(
+    "need.formula",
+    gettext_noop(
+        "ceil((%(threshold)s + %(margin)s - %(counted)s) / %(seats_per_account)s) = %(raw)s"
+    ),
+)
+message_define(
+    "need.confirmed_since",
+    gettext_noop("(%(current)s + %(seats_per_account)s × %(confirmed)s confirmed since)"),
+)
+message_define("need.at_least_one", gettext_noop(", at least 1"))
+message_define("need.already_satisfied", gettext_noop("; already satisfied"))
+message_define(
+    "need.explained",
+    gettext_noop(
+        "%(formula)s%(at_least_one)s → %(wanted)s; cap per event %(event_cap)s; hourly cap "
+        "%(hourly_cap)s with %(landed)s in the last hour → %(accounts)s%(satisfied)s"
+    ),
+)
 
 
 def replenishment_need(
@@ -52,18 +78,40 @@ def replenishment_need(
             Shortfall.HOURLY_CAP if room < policy.max_accounts_per_event else Shortfall.EVENT_CAP
         )
     counted = (
-        f"({current_seats} + {policy.seats_per_account} × {confirmed_since} confirmed since)"
+        message_store(
+            "need.confirmed_since",
+            current=current_seats,
+            seats_per_account=policy.seats_per_account,
+            confirmed=confirmed_since,
+        )
         if confirmed_since
         else current_seats
     )
-    explained = (
-        f"ceil(({threshold} + {policy.margin_seats} - {counted}) / {policy.seats_per_account}) = {raw}"
-        + (", at least 1" if at_least_one else "")
-        + f" → {wanted}; cap per event {policy.max_accounts_per_event}; "
-        f"hourly cap {policy.max_accounts_per_hour} with {landed_last_hour} in the last hour → {accounts}"
-        + ("; already satisfied" if wanted == 0 else "")
+    explained = message_store(
+        "need.explained",
+        formula=message_store(
+            "need.formula",
+            threshold=threshold,
+            margin=policy.margin_seats,
+            counted=counted,
+            seats_per_account=policy.seats_per_account,
+            raw=raw,
+        ),
+        at_least_one=message_store("need.at_least_one") if at_least_one else "",
+        wanted=wanted,
+        event_cap=policy.max_accounts_per_event,
+        hourly_cap=policy.max_accounts_per_hour,
+        landed=landed_last_hour,
+        accounts=accounts,
+        satisfied=message_store("need.already_satisfied") if wanted == 0 else "",
     )
-    return Need(accounts=accounts, wanted=wanted, capped_by=capped_by, explained=explained)
+    return Need(
+        accounts=accounts,
+        wanted=wanted,
+        capped_by=capped_by,
+        explained=explained[0],
+        explained_msg=explained[1],
+    )
 
 
 def attempt_outcome(*, answer: ManagerAnswer, had_unknown: bool) -> AttemptOutcome:

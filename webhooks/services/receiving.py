@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from poolsite.messages import Stored
 from poolsite.text import text_storable
 from webhooks import queueing
 from webhooks.models import EventStatus, ReplenishmentRun, RunStatus, RunTrigger, WebhookEvent
@@ -89,15 +90,17 @@ REFUSAL_FOLD_WINDOW = timedelta(minutes=1)
 
 
 def event_refuse(
-    *, reason: str, key_ok: bool, payload: str, remote_addr: str | None
+    *, reason: str | Stored, key_ok: bool, payload: str, remote_addr: str | None
 ) -> WebhookEvent | None:
     """Record a refused call, so staff can see why the pool stopped flowing.
 
     A call refused for the same reason from the same address as a row recorded less than a minute
     ago is counted in that row (one conditional UPDATE) instead of written: a flood of wrong keys
     leaves a row a minute, not a row a call. Otherwise one INSERT. Returns the new row, or None
-    when the call was folded into an existing one.
+    when the call was folded into an existing one. `reason` is a stored message (the view's
+    refusal, shown in the reader's language) or text.
     """
+    reason, reason_msg = reason if isinstance(reason, tuple) else (reason, None)
     reason = reason[:255]
     recent = WebhookEvent.objects.filter(
         status=EventStatus.REFUSED,
@@ -113,6 +116,7 @@ def event_refuse(
         status=EventStatus.REFUSED,
         key_ok=key_ok,
         refusal=reason,
+        refusal_msg=reason_msg,
         payload=text_storable(payload),
         remote_addr=remote_addr,
     )

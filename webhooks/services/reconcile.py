@@ -7,10 +7,12 @@ from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Count
+from django.utils.translation import gettext_noop
 from django_tasks import TaskResultStatus
 
 from accounts import services as pool
 from accounts.selectors import account_next_retry
+from poolsite.messages import message_define, message_store
 from webhooks import follow_up, queueing
 from webhooks.alerting import alerts_evaluate
 from webhooks.models import (
@@ -27,6 +29,10 @@ from webhooks.selectors import run_activity
 from webhooks.services.decisions import DELIVERED
 from webhooks.services.receiving import run_wake
 
+MSG_WORKER_STOPPED = message_define(
+    "webhooks.worker_stopped", gettext_noop("The worker stopped before the run finished.")
+)
+
 
 def run_recover_stale(*, now: datetime) -> tuple[int, int]:
     """Abandon runs whose worker died and return their accounts to the pool.
@@ -36,11 +42,11 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
     """
     stale = ReplenishmentRun.objects.filter(status=RunStatus.RUNNING, lease_expires_at__lt=now)
     stale_ids = list(stale.values_list("pk", flat=True))
+    stopped, stopped_msg = message_store("webhooks.worker_stopped")
     abandoned = stale.filter(pk__in=stale_ids).update(
-        status=RunStatus.ABANDONED,
-        finished_at=now,
-        error="The worker stopped before the run finished.",
+        status=RunStatus.ABANDONED, finished_at=now, error=stopped, error_msg=stopped_msg
     )
+    expired, expired_msg = message_store("accounts.lease_expired")
     with transaction.atomic():
         recovered = pool.account_recover_expired_leases(now=now)
         runs = dict(
@@ -53,7 +59,8 @@ def run_recover_stale(*, now: datetime) -> tuple[int, int]:
                 account_id=pk,
                 run_id=runs.get(lease),
                 outcome=AttemptOutcome.UNKNOWN,
-                error=pool.MSG_LEASE_EXPIRED,
+                error=expired,
+                error_msg=expired_msg,
             )
             for pk, lease in recovered
         )

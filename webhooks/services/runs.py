@@ -10,11 +10,13 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts import services as pool
 from accounts.models import Account
 from accounts.selectors import account_next_retry
-from poolsite.text import redact
+from poolsite.messages import Stored, message_define, message_store, message_verbatim
+from poolsite.text import redact, text_storable
 from webhooks import queueing
 from webhooks.alerting import alerts_evaluate
 from webhooks.client import ManagerClient
@@ -57,6 +59,14 @@ def lease_margin() -> timedelta:
     return timedelta(seconds=settings.REPLENISH_LEASE_MARGIN_SECONDS)
 
 
+# A run's record (poolsite.messages): written in English, shown in the reader's language.
+message_define("need.no_event", gettext_noop("no event pending: re-sending unknown outcomes only"))
+message_define("need.for_event", gettext_noop("event #%(event)s: %(need)s"))
+message_define(
+    "need.manual_push", gettext_noop("%(need)s; manual push of %(accounts)s (not capped)")
+)
+
+
 class _LeaseLost(Exception):
     """The run's lease ran out (its worker was frozen) and reconcile abandoned it: stop."""
 
@@ -87,13 +97,14 @@ def run_execute(*, run_id: int, client: ManagerClient | None = None) -> Replenis
         logger.exception("Replenishment run %s failed", run.pk)
         work.abort(error=redact(repr(exc)))
         work.short(Shortfall.FAILED)
-        _run_finish(run=run, status=RunStatus.FAILED, error=redact(repr(exc)), work=work)
+        error = message_verbatim(text_storable(redact(repr(exc))))
+        _run_finish(run=run, status=RunStatus.FAILED, error=error, work=work)
         raise
     finally:
         client.close()
     _run_finish(run=run, status=status, error=error, work=work)
     if status == RunStatus.CONFIG_ERROR:
-        logger.error("Replenishment stopped on a configuration error: %s", error)
+        logger.error("Replenishment stopped on a configuration error: %s", error[0])
     run.refresh_from_db()
     return run
 
@@ -127,7 +138,7 @@ class _RunWork:
         """Record why the run delivered less than wanted (the first reason stands)."""
         self.shortfall_reason = self.shortfall_reason or reason
 
-    def run(self) -> tuple[str, str]:
+    def run(self) -> tuple[str, Stored | None]:
         run = self.run_obj
         # The events it takes and the need it records commit together, and only while the run
         # still holds its lease: a worker frozen past it must not take events from the run that
@@ -139,12 +150,14 @@ class _RunWork:
                 pk=run.pk, status=RunStatus.RUNNING, lease_expires_at__gt=now
             ).update(lease_expires_at=now + lease_margin())
             if not held:
-                return RunStatus.ABANDONED, ""
+                return RunStatus.ABANDONED, None
             need = self._need(now)
             self.wanted = need.wanted + (run.requested_accounts or 0)
             target = need.accounts + (run.requested_accounts or 0)
             ReplenishmentRun.objects.filter(pk=run.pk).update(
-                need=target, need_explained=need.explained[:255]
+                need=target,
+                need_explained=need.explained[:255],
+                need_explained_msg=need.explained_msg,
             )
         try:
             # Accounts whose earlier outcome is unknown go first: they may already be in the
@@ -181,7 +194,7 @@ class _RunWork:
             self.short(Shortfall.LEASE_LOST)
         if need.capped_by:
             self.short(need.capped_by)
-        return RunStatus.FINISHED, ""
+        return RunStatus.FINISHED, None
 
     def _need(self, now: datetime) -> Need:
         run = self.run_obj
@@ -191,8 +204,14 @@ class _RunWork:
             .values_list("pk", flat=True)
         )
         if not pending:
-            explained = "no event pending: re-sending unknown outcomes only"
-            need = Need(accounts=0, wanted=0, capped_by="", explained=explained)
+            explained = message_store("need.no_event")
+            need = Need(
+                accounts=0,
+                wanted=0,
+                capped_by="",
+                explained=explained[0],
+                explained_msg=explained[1],
+            )
         else:
             # The newest event is the manager's latest count; the older ones are stale.
             with transaction.atomic():
@@ -211,12 +230,17 @@ class _RunWork:
                 confirmed_since=attempts_confirmed_since(since=event.received_at),
                 at_least_one=not event.during_run,
             )
-            need = Need(
-                need.accounts, need.wanted, need.capped_by, f"event #{event.pk}: {need.explained}"
+            explained = message_store(
+                "need.for_event", event=event.pk, need=(need.explained, need.explained_msg)
             )
+            need = Need(need.accounts, need.wanted, need.capped_by, *explained)
         if run.requested_accounts:
-            explained = f"{need.explained}; manual push of {run.requested_accounts} (not capped)"
-            need = Need(need.accounts, need.wanted, need.capped_by, explained)
+            explained = message_store(
+                "need.manual_push",
+                need=(need.explained, need.explained_msg),
+                accounts=run.requested_accounts,
+            )
+            need = Need(need.accounts, need.wanted, need.capped_by, *explained)
         return need
 
     def _reserve(self, count: int, *, unresolved: bool) -> list[tuple[Account, Lease]]:
@@ -238,7 +262,9 @@ class _RunWork:
         return [(account, lease) for account in accounts]
 
 
-def _run_finish(*, run: ReplenishmentRun, status: str, error: str, work: _RunWork) -> None:
+def _run_finish(
+    *, run: ReplenishmentRun, status: str, error: Stored | None, work: _RunWork
+) -> None:
     """Close the run with its counts and its unmet demand; hand over to what comes next, on commit."""
     now = timezone.now()
     counts = dict(
@@ -255,7 +281,8 @@ def _run_finish(*, run: ReplenishmentRun, status: str, error: str, work: _RunWor
             shortfall=shortfall,
             shortfall_reason=(work.shortfall_reason or Shortfall.POOL_EMPTY) if shortfall else "",
             stray_answers=work.strays,
-            error=error,
+            error=error[0] if error else "",
+            error_msg=error[1] if error else None,
         )
         # Events that came in while this run was in flight wait for one follow-up run, which
         # acts on the newest of them (docs/RELIABILITY.md, "Demand is never dropped").

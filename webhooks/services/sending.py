@@ -12,12 +12,28 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts import selectors as pool_selectors
 from accounts import services as pool
 from accounts.models import Account
 from accounts.tokens import usability_problem
+from poolsite.messages import (
+    Stored,
+    message_define,
+    message_join,
+    message_store,
+    message_verbatim,
+)
 from webhooks.client import (
+    FAILURE_BAD_KEY,
+    FAILURE_BATCH_REFUSED,
+    FAILURE_CONNECTION,
+    FAILURE_NOT_IN_STREAM,
+    FAILURE_REDIRECT,
+    FAILURE_STREAM_CUT,
+    FAILURE_TIMEOUT,
+    FAILURE_UNREADABLE,
     FAILURE_UNRECORDED,
     ManagerAnswer,
     ManagerClient,
@@ -36,17 +52,64 @@ from webhooks.services.decisions import attempt_outcome
 
 logger = logging.getLogger(__name__)
 
-MSG_UNUSABLE_AT_PICK = "Not sent: %s"
-MSG_ALREADY_IN_MANAGER = "Already in the manager before this pool sent it: %s"
-MSG_CONFIG_ERROR = (
-    "The manager refused the request (HTTP %s): check MANAGER_BASE_URL and MANAGER_API_KEY. %s"
+# Stored texts (poolsite.messages): written in English, shown in the reader's language.
+MSG_UNUSABLE_AT_PICK = message_define("webhooks.unusable_at_pick", gettext_noop("Not sent: %s"))
+MSG_ALREADY_IN_MANAGER = message_define(
+    "webhooks.already_in_manager",
+    gettext_noop("Already in the manager before this pool sent it: %s"),
 )
-MSG_LEASE_LOST = (
-    "This run's lease on the account had expired when the answer came; recorded, not applied."
+MSG_CONFIG_ERROR = message_define(
+    "webhooks.config_error",
+    gettext_noop(
+        "The manager refused the request (HTTP %(status)s): check MANAGER_BASE_URL and "
+        "MANAGER_API_KEY. %(answer)s"
+    ),
 )
-MSG_ANSWER_UNRECORDED = (
-    "Sent, but the run failed before it recorded the answer (%s): outcome unknown."
+MSG_LEASE_LOST = message_define(
+    "webhooks.lease_lost",
+    gettext_noop(
+        "This run's lease on the account had expired when the answer came; recorded, not applied."
+    ),
 )
+MSG_ANSWER_UNRECORDED = message_define(
+    "webhooks.answer_unrecorded",
+    gettext_noop("Sent, but the run failed before it recorded the answer (%s): outcome unknown."),
+)
+# An attempt's error is the short name of what went wrong on our side (webhooks.client): kept as
+# it is in the text column, shown as a word of the reader's language.
+FAILURE_MESSAGES = {
+    failure: message_define(f"webhooks.failure.{failure}", text)
+    for failure, text in (
+        (FAILURE_TIMEOUT, gettext_noop("timeout")),
+        (FAILURE_CONNECTION, gettext_noop("connection")),
+        (FAILURE_UNREADABLE, gettext_noop("unreadable")),
+        (FAILURE_REDIRECT, gettext_noop("redirect")),
+        (FAILURE_STREAM_CUT, gettext_noop("stream_cut")),
+        (FAILURE_BATCH_REFUSED, gettext_noop("batch_refused")),
+        (FAILURE_NOT_IN_STREAM, gettext_noop("not_in_stream")),
+        (FAILURE_UNRECORDED, gettext_noop("unrecorded")),
+        (FAILURE_BAD_KEY, gettext_noop("bad_key")),
+    )
+}
+
+
+def failure_stored(failure: str) -> Stored | None:
+    """A FAILURE_* name as a stored message, or None for no failure."""
+    if not failure:
+        return None
+    if failure not in FAILURE_MESSAGES:
+        return message_verbatim(failure)
+    return message_store(f"webhooks.failure.{failure}")
+
+
+def _error_fields(error: Stored | None, *, lease_lost: bool) -> dict:
+    """An attempt's error columns: `error`, followed by MSG_LEASE_LOST when the lease was lost."""
+    if lease_lost:
+        lost = message_store("webhooks.lease_lost")
+        error = message_join(error, lost) if error else lost
+    if error is None:
+        return {"error": "", "error_msg": None}
+    return {"error": error[0], "error_msg": error[1]}
 
 
 @dataclass
@@ -76,7 +139,9 @@ class ChunkSender:
         self.in_flight_mode = ""
         self.strays: list[str] = []
 
-    def send(self, chunk: list[tuple[Account, Lease]]) -> tuple[list[AttemptOutcome], str]:
+    def send(
+        self, chunk: list[tuple[Account, Lease]]
+    ) -> tuple[list[AttemptOutcome], Stored | None]:
         """Send one reserved chunk: each account's outcome, and the configuration error that stopped it."""
         outcomes = []
         for account, lease in chunk:
@@ -100,7 +165,7 @@ class ChunkSender:
         )
         if problem is None:
             return True
-        error = MSG_UNUSABLE_AT_PICK % problem.code
+        error = message_store("webhooks.unusable_at_pick", problem.code)
         with transaction.atomic():
             settled = pool.account_settle_rejected(
                 account_id=account.pk, lease_id=lease.id, now=now, error=error, sent=False
@@ -110,11 +175,11 @@ class ChunkSender:
                 run=self.run_obj,
                 sent=False,
                 outcome=AttemptOutcome.REJECTED,
-                error=error if settled else f"{error} {MSG_LEASE_LOST}",
+                **_error_fields(error, lease_lost=not settled),
             )
         return False
 
-    def _import_unsent(self) -> tuple[list[AttemptOutcome], str]:
+    def _import_unsent(self) -> tuple[list[AttemptOutcome], Stored | None]:
         """Send every reserved account: their outcomes, and the configuration error that stopped it, or ""."""
         outcomes: list[AttemptOutcome] = []
         batchable = []
@@ -153,7 +218,7 @@ class ChunkSender:
             outcomes.append(outcome)
             if outcome == AttemptOutcome.CONFIG_ERROR:
                 return outcomes, self._stop(answer)
-        return outcomes, ""
+        return outcomes, None
 
     def _drop_lost_leases(self) -> bool:
         """Forget reserved accounts whose lease is gone; whether any are left to send.
@@ -171,9 +236,13 @@ class ChunkSender:
         self.unsent = [(a, lease) for a, lease in self.unsent if a.pk in held]
         return bool(self.unsent)
 
-    def _stop(self, answer: ManagerAnswer) -> str:
+    def _stop(self, answer: ManagerAnswer) -> Stored:
         self.release_unsent()
-        return MSG_CONFIG_ERROR % (answer.http_status or answer.failure, answer.text)
+        return message_store(
+            "webhooks.config_error",
+            status=answer.http_status or answer.failure,
+            answer=answer.text,
+        )
 
     def release_unsent(self) -> None:
         now = timezone.now()
@@ -191,7 +260,8 @@ class ChunkSender:
         reserved and lease recovery returns them as unknown: still never as "not sent".
         """
         for account, lease in self.in_flight:
-            answer = ManagerAnswer(None, None, MSG_ANSWER_UNRECORDED % error, FAILURE_UNRECORDED)
+            note = message_store("webhooks.answer_unrecorded", error)
+            answer = ManagerAnswer(None, None, note[0], FAILURE_UNRECORDED, note=note)
             try:
                 self._record(account, lease, answer, self.in_flight_mode)
             except Exception:
@@ -217,7 +287,11 @@ class ChunkSender:
         if outcome == AttemptOutcome.CONSUMED:
             settle = partial(pool.account_settle_consumed, **common)
         elif outcome == AttemptOutcome.REJECTED:
-            reason = MSG_ALREADY_IN_MANAGER % answer.text if answer.already_present else answer.text
+            reason = (
+                message_store("webhooks.already_in_manager", answer.text)
+                if answer.already_present
+                else answer.text
+            )
             settle = partial(pool.account_settle_rejected, **common, error=reason)
         elif outcome == AttemptOutcome.UNKNOWN:
             backoff = self.policy.backoff_seconds
@@ -226,7 +300,7 @@ class ChunkSender:
             settle = partial(
                 pool.account_settle_unknown,
                 **common,
-                error=answer.text or answer.failure,
+                error=answer.note or answer.text or failure_stored(answer.failure) or "",
                 retry_after=retry_after,
             )
         else:
@@ -239,7 +313,7 @@ class ChunkSender:
                 mode=mode,
                 http_status=answer.http_status,
                 manager_message=answer.text,
-                error=(answer.failure if settled else f"{answer.failure} {MSG_LEASE_LOST}").strip(),
+                **_error_fields(failure_stored(answer.failure), lease_lost=not settled),
                 duration_ms=answer.duration_ms,
                 outcome=outcome,
                 team_id=answer.team_id,

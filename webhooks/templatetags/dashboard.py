@@ -81,6 +81,7 @@ def pool_dashboard(context):
                 "current_seats",
                 "threshold",
                 "refusal",
+                "refusal_msg",
                 "run_id",
             )[:RECENT]
         )
@@ -98,6 +99,7 @@ def pool_dashboard(context):
                 "rejected",
                 "unknown",
                 "error",
+                "error_msg",
             )[:RECENT]
         )
     return result
@@ -124,7 +126,7 @@ def last_run_stopped_on_configuration() -> ReplenishmentRun | None:
     last = (
         ReplenishmentRun.objects.filter(status__in=[RunStatus.FINISHED, RunStatus.CONFIG_ERROR])
         .order_by("-id")
-        .only("id", "status", "error", "finished_at")
+        .only("id", "status", "error", "error_msg", "finished_at")
         .first()
     )
     return last if last is not None and last.status == RunStatus.CONFIG_ERROR else None

@@ -26,7 +26,7 @@ def count_teams(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("webhooks", "0009_alerts_moved_to_their_app"),
+        ("webhooks", "0010_stored_message_codes"),
     ]
 
     operations = [
