@@ -37,6 +37,11 @@ from accounts.tokens import interpolate
 
 logger = logging.getLogger(__name__)
 
+# With someone watching the progress (the worker's batch page), a chunk is cut after this long
+# preparing it, so the counts move at least about once a second even when the machine is slow:
+# writing a chunk takes about half as long as preparing it (on SQLite; bench/bench_upload.py).
+CHUNK_SECONDS = 0.5
+
 
 def account_load(
     *,
@@ -132,17 +137,13 @@ def account_load(
             parsed_lines,
             inserter,
             in_process=helper_process and inserter is not None and not keep_lines,
+            seconds=None if on_chunk is None else CHUNK_SECONDS,
         )
         with preparer:
-            for items in preparer.chunks():
-                chunk = []
-                for parsed, outcome, detail in items:
-                    if outcome is None:
-                        chunk.append(detail)
-                    else:
-                        record(parsed, outcome, detail)
-                if items:
-                    report.lines_read = max(report.lines_read, items[-1][0].lineno)
+            for chunk, others, lineno in preparer.chunks():
+                for args in others:
+                    record(*args)
+                report.lines_read = max(report.lines_read, lineno)
                 if chunk:
                     write(chunk)
                 flush()

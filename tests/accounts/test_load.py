@@ -319,6 +319,32 @@ def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(
     assert Account.objects.count() == 3 and len(checks) >= 2
 
 
+def test_an_account_the_pool_gained_after_the_check_twice_is_still_a_duplicate(
+    material, monkeypatch
+):
+    """The retry's check is stale too (a third load raced it): on PostgreSQL the retry inserts
+    with ON CONFLICT DO NOTHING, so the constraint skips the line and it is reported a duplicate
+    of the right account; on SQLite the chunk is checked and tried once more."""
+    from accounts.services import bulk
+
+    given = [material() for _ in range(3)]
+    other = AccountFactory(**{k: v for k, v in given[1].items() if v is not None})
+    real_check = bulk.account_existing_digests
+    checks = []
+
+    def stale_checks_before_each_insert(**kwargs):
+        checks.append(1)
+        return {} if len(checks) in (1, 3) else real_check(**kwargs)
+
+    monkeypatch.setattr(bulk, "account_existing_digests", stale_checks_before_each_insert)
+    report = _load([fakes.render_line(a, "positional") for a in given])
+
+    assert (report.created, report.duplicates, report.invalid, report.failed) == (2, 1, 0, 0)
+    duplicate = next(line for line in report.lines if line.outcome == LineOutcome.DUPLICATE)
+    assert duplicate.lineno == 2 and f"#{other.pk}" in duplicate.duplicate_reason
+    assert Account.objects.count() == 3
+
+
 def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(
     material, monkeypatch
 ):
