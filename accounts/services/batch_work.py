@@ -18,6 +18,7 @@ from accounts.models import (
     AccountBatch,
     BatchProblemChunk,
     BatchStatus,
+    BatchUpload,
 )
 from accounts.services.batches import (
     _FORMULA_STARTS,
@@ -72,11 +73,14 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
             return  # done, cancelled, or another worker's
         BatchProblemChunk.objects.filter(batch_id=batch.pk).delete()
     batch.refresh_from_db()
+    upload = BatchUpload.objects.filter(batch_id=batch.pk).first()
+    if upload is None:
+        return  # cancelled since it was claimed
     recorder = _BatchRecorder(batch=batch, token=token, status=status)
     loading = status == BatchStatus.LOADING
     try:
         report = account_load(
-            lines=text_lines(batch.content),
+            lines=text_lines(upload.content),
             batch=batch if loading else None,
             dry_run=not loading,
             keep_lines=True,
@@ -118,21 +122,24 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
             final = BatchStatus.LOADING if batch.confirmed_at else BatchStatus.PENDING
             keep_content = True
     finished = final not in (BatchStatus.PENDING, BatchStatus.LOADING)
-    AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
-        status=final,
-        worker_token=None,
-        progress_at=timezone.now(),
-        finished_at=timezone.now() if finished else None,
-        lines_read=report.lines_read,
-        created_count=created,
-        duplicate_count=duplicates,
-        invalid_count=report.invalid,
-        flagged_count=report.flagged_unusable,
-        failed_count=report.failed,
-        error=str(report.error),
-        detail=recorder.detail(),
-        **({} if keep_content else {"content": None}),
-    )
+    with transaction.atomic():
+        ended = AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
+            status=final,
+            worker_token=None,
+            progress_at=timezone.now(),
+            finished_at=timezone.now() if finished else None,
+            lines_read=report.lines_read,
+            created_count=created,
+            duplicate_count=duplicates,
+            invalid_count=report.invalid,
+            flagged_count=report.flagged_unusable,
+            failed_count=report.failed,
+            error=str(report.error),
+            detail=recorder.detail(),
+        )
+        # The text goes with the batch's last state change, once nothing can load it any more.
+        if ended == 1 and not keep_content:
+            BatchUpload.objects.filter(batch_id=batch.pk).delete()
 
 
 def _neutralise(text: str) -> str:

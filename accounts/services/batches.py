@@ -20,6 +20,7 @@ from accounts.models import (
     BatchProblemChunk,
     BatchSource,
     BatchStatus,
+    BatchUpload,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,6 @@ def account_batch_stage(
             source=source,
             status=BatchStatus.LOADING if straight_to_load else BatchStatus.PREVIEWING,
             filename=filename[:255],
-            content=content,
             loaded_by=user,
             dry_run=dry_run,
             strict=strict,
@@ -110,6 +110,7 @@ def account_batch_stage(
             total_lines=_count_lines(content),
             progress_at=now,
         )
+        BatchUpload.objects.create(batch=batch, content=content)
         _enqueue(batch.pk)
     return batch
 
@@ -136,12 +137,12 @@ def account_batch_cancel(*, batch_id: int) -> None:
             status__in=[BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.FAILED],
         ).update(
             status=BatchStatus.CANCELLED,
-            content=None,
             worker_token=None,
             finished_at=timezone.now(),
         )
         if cancelled != 1:
             raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+        BatchUpload.objects.filter(batch_id=batch_id).delete()
         BatchProblemChunk.objects.filter(batch_id=batch_id).delete()
 
 
@@ -152,7 +153,7 @@ def account_batch_retry(*, batch_id: int, now: datetime | None = None) -> None:
     load_again = Q(confirmed_at__isnull=False, dry_run=False, strict=False)
     with transaction.atomic():
         updated = AccountBatch.objects.filter(
-            pk=batch_id, status=BatchStatus.FAILED, content__isnull=False
+            pk=batch_id, status=BatchStatus.FAILED, upload__isnull=False
         ).update(
             status=Case(
                 When(load_again, then=Value(BatchStatus.LOADING)),

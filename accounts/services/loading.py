@@ -212,7 +212,6 @@ def _batch_finish(*, batch: AccountBatch, report: LoadReport, status: str) -> No
     created = 0 if status == BatchStatus.ABORTED else report.created
     AccountBatch.objects.filter(pk=batch.pk).update(
         status=status,
-        content=None,
         finished_at=timezone.now(),
         lines_read=report.lines_read,
         created_count=created,
