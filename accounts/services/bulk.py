@@ -287,9 +287,11 @@ class _Preparer:
         self.parsed_lines = parsed_lines
         self.inserter = inserter
         self.in_process = in_process
-        # At most this long preparing one chunk (in this process; None: no limit), so that
-        # progress shows at least this often however slow the lines are.
+        # At most this long preparing and writing one chunk (in this process; None: no limit), so
+        # that progress shows at least this often however slow the lines or the database are:
+        # the writer leaves in `write_cost` what the last chunk cost it a line.
         self.seconds = seconds
+        self.write_cost = 0.0
         self.child = None
 
     def __enter__(self):
@@ -377,7 +379,10 @@ class _Preparer:
             if (
                 len(pending) >= LOAD_CHUNK
                 or len(pending) + len(others) >= 4 * LOAD_CHUNK
-                or (self.seconds is not None and time.monotonic() - started >= self.seconds)
+                or (
+                    self.seconds is not None
+                    and time.monotonic() - started + len(pending) * self.write_cost >= self.seconds
+                )
             ):
                 yield pending, others, lineno
                 pending, others = [], []
