@@ -314,6 +314,8 @@ def main() -> int:
             f"saved in {r['big_load_s']:.1f} s, longest gap {worst_load:.2f} s "
             f"(median {statistics.median(r['load_gaps'] or [0]):.2f})"
         )
+        for phase in ("preview_gaps", "load_gaps"):
+            print(f"{'':>10}  {phase.replace('_', ' ')}: {' '.join(f'{g:.2f}' for g in r[phase])}")
         if name == "sqlite":
             ok &= max(r["preview_new_s"], r["preview_duplicates_s"]) < PREVIEW_TARGET_S
         ok &= max(worst_preview, worst_load) < PROGRESS_TARGET_S

@@ -291,7 +291,7 @@ class _Preparer:
         # that progress shows at least this often however slow the lines or the database are:
         # the writer leaves in `write_cost` what the last chunk cost it a line.
         self.seconds = seconds
-        self.write_cost = 0.0
+        self.write_cost = 100e-6  # until a chunk is written: more than SQLite's ~50 µs a line
         self.child = None
 
     def __enter__(self):
