@@ -73,14 +73,11 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
             return  # done, cancelled, or another worker's
         BatchProblemChunk.objects.filter(batch_id=batch.pk).delete()
     batch.refresh_from_db()
-    upload = BatchUpload.objects.filter(batch_id=batch.pk).first()
-    if upload is None:
-        return  # cancelled since it was claimed
     recorder = _BatchRecorder(batch=batch, token=token, status=status)
     loading = status == BatchStatus.LOADING
     try:
         report = account_load(
-            lines=text_lines(upload.content),
+            lines=_upload_lines(batch.pk),
             batch=batch if loading else None,
             dry_run=not loading,
             keep_lines=True,
@@ -140,6 +137,17 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
         # The text goes with the batch's last state change, once nothing can load it any more.
         if ended == 1 and not keep_content:
             BatchUpload.objects.filter(batch_id=batch.pk).delete()
+
+
+def _upload_lines(batch_id: int):
+    """The upload's lines, piece by piece as they are needed: one query a piece (no cursor stays
+    open across the load's own writes on the same connection)."""
+    pieces = BatchUpload.objects.filter(batch_id=batch_id)
+    for seq in list(pieces.order_by("seq").values_list("seq", flat=True)):
+        piece = pieces.filter(seq=seq).values_list("content", flat=True).first()
+        if piece is None:
+            raise _BatchLost  # cancelled meanwhile: the pieces went with it
+        yield from text_lines(piece)
 
 
 def _neutralise(text: str) -> str:

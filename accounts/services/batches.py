@@ -10,7 +10,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
@@ -21,6 +21,7 @@ from accounts.models import (
     BatchSource,
     BatchStatus,
     BatchUpload,
+    upload_pieces,
 )
 
 logger = logging.getLogger(__name__)
@@ -110,7 +111,10 @@ def account_batch_stage(
             total_lines=_count_lines(content),
             progress_at=now,
         )
-        BatchUpload.objects.create(batch=batch, content=content)
+        BatchUpload.objects.bulk_create(
+            BatchUpload(batch=batch, seq=seq, content=piece)
+            for seq, piece in enumerate(upload_pieces(content))
+        )
         _enqueue(batch.pk)
     return batch
 
@@ -153,7 +157,9 @@ def account_batch_retry(*, batch_id: int, now: datetime | None = None) -> None:
     load_again = Q(confirmed_at__isnull=False, dry_run=False, strict=False)
     with transaction.atomic():
         updated = AccountBatch.objects.filter(
-            pk=batch_id, status=BatchStatus.FAILED, upload__isnull=False
+            Exists(BatchUpload.objects.filter(batch_id=OuterRef("pk"))),
+            pk=batch_id,
+            status=BatchStatus.FAILED,
         ).update(
             status=Case(
                 When(load_again, then=Value(BatchStatus.LOADING)),
