@@ -155,7 +155,7 @@ def gaps(stamps: list, status: str) -> list[float]:
     return [b - a for a, b in zip(times, times[1:])]
 
 
-def run_one(database_url: str, upload_mb: float, lines: int, vendor: str) -> dict:
+def run_one(database_url: str, upload_mb: float, lines: int) -> dict:
     import django
 
     os.environ.update(env_for(database_url))
@@ -264,10 +264,9 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--one", default="", help=argparse.SUPPRESS)  # internal: one database
-    parser.add_argument("--vendor", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(run_one(args.one, args.upload_mb, args.lines, args.vendor)))
+        print(json.dumps(run_one(args.one, args.upload_mb, args.lines)))
         return 0
 
     from bench.results import record
@@ -286,8 +285,6 @@ def main() -> int:
                     __file__,
                     "--one",
                     url,
-                    "--vendor",
-                    name,
                     "--lines",
                     str(args.lines),
                     "--upload-mb",
