@@ -3,10 +3,12 @@ whole file as a new batch from the command line (account_batch_load)."""
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -153,19 +155,35 @@ def account_load(
                 flush()
                 preparer.write_cost = (time.monotonic() - started) / max(len(chunk), 1)
 
-    if strict and not dry_run:
-        try:
-            with transaction.atomic():
-                run()
-                if report.invalid:
-                    raise LoadAborted(report)
-        except LoadAborted:
-            report.created = 0
-            raise
-    else:
-        run()
+    with _fewer_collections():
+        if strict and not dry_run:
+            try:
+                with transaction.atomic():
+                    run()
+                    if report.invalid:
+                        raise LoadAborted(report)
+            except LoadAborted:
+                report.created = 0
+                raise
+        else:
+            run()
     report.lines.sort(key=lambda line: line.lineno)
     return report
+
+
+@contextmanager
+def _fewer_collections():
+    """The garbage collector's first generation run every 50,000 allocations, not 700, while a
+    load runs (in its helper too, which inherits it). A load allocates some 20 objects a line,
+    kept until their chunk is written, and freed by reference counting; with the default the
+    collector went over them ~30 times a chunk: 11% of each process's CPU (20,000 lines: the
+    helper 1.86 s → 1.65 s, the writer 1.10 s → 0.97 s)."""
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def account_batch_load(
