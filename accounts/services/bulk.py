@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 LOAD_CHUNK = 4000
 # Seal tokens in the compact format (crypto.FORMAT_V3, a quarter fewer bytes)? Not while the
 # process preparing the lines is the slower half of a load: compacting and checking a line's
-# tokens costs it ~50 µs (+50%), and the writer saved nothing measurable (SQLite: 0.64 s of CPU
+# tokens costs it ~50 µs a line (+70%), and the writer saved nothing measurable (SQLite: 0.64 s of CPU
 # per 20,000 rows either way; PostgreSQL's server: 1.1 s either way).
 COMPACT = False
 
@@ -73,10 +73,8 @@ class _Pending:
         # What the helper process sends back: the line without its account (no plaintext leaves
         # that process) as a flat tuple, several times cheaper to pickle than the objects.
         p = self.parsed
-        return _revive, (p.lineno, p.format, p.errors, p.warnings, p.email, *self._state())
-
-    def _state(self):
-        return self.hashes, self.every_key, self.row
+        fields = (p.lineno, p.format, p.errors, p.warnings, p.email)
+        return _revive, (*fields, self.hashes, self.every_key, self.row)
 
 
 def _revive(lineno, fmt, errors, warnings, email, hashes, every_key, row) -> _Pending:
