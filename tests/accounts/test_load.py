@@ -173,6 +173,21 @@ def test_lines_spanning_several_chunks(material, monkeypatch):
     assert Account.objects.filter(batch=batch).count() == 8
 
 
+def test_a_watched_load_cuts_its_chunks_by_time_so_progress_keeps_moving(material, monkeypatch):
+    """With someone watching (on_chunk), a chunk ends once preparing and writing it would take
+    CHUNK_SECONDS, however few lines it has: here every line, with no time allowed."""
+    monkeypatch.setattr("accounts.services.loading.CHUNK_SECONDS", 0.0)
+    lines = [fakes.render_line(material(), "delimited-dash") for _ in range(5)]
+    progress = []
+    report = account_load(
+        lines=lines,
+        batch=AccountBatchFactory(status=BatchStatus.LOADING),
+        on_chunk=lambda report: progress.append((report.lines_read, report.created)),
+    )
+    assert report.created == 5
+    assert progress == [(n, n) for n in range(1, 6)]
+
+
 def test_an_account_inserted_by_a_concurrent_load_is_counted_as_a_duplicate(material):
     """The pool check and the insert are not atomic: the unique constraints settle the race."""
     from accounts.parser import parse_lines
