@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint proof mutate bench-load bench-webhook bench-follow-up bench-admin messages clean
+.PHONY: run test lint proof mutate bench-load bench-upload bench-webhook bench-follow-up bench-admin messages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ mutate: $(VENV)/.dev
 
 bench-load: $(VENV)/.dev
 	$(BIN)/python bench/bench_load.py $(BENCH_ARGS)
+
+# The admin's path: a 20 MB upload's preview (new, then all duplicates) and a big load's progress, through a real worker.
+bench-upload: $(VENV)/.dev
+	$(BIN)/python bench/bench_upload.py $(BENCH_ARGS)
 
 bench-webhook: $(VENV)/.dev
 	$(BIN)/python bench/bench_webhook.py $(BENCH_ARGS)

@@ -595,10 +595,9 @@ class AccountBatchAdmin(ReadOnlyAdmin):
     )
     list_filter = ("supplier", "source", "status")
     search_fields = ("label", "supplier")
-    # The upload's text (secrets) and the page's detail rows stay out; the batch's page shows those.
-    exclude = ("content", "detail", "worker_token")
+    # The page's detail rows stay out (the batch's page shows those); the upload's text (secrets)
+    # is in BatchUpload, which has no admin.
+    exclude = ("detail", "worker_token")
     readonly_fields = [
-        f.name
-        for f in AccountBatch._meta.fields
-        if f.name not in ("content", "detail", "worker_token")
+        f.name for f in AccountBatch._meta.fields if f.name not in ("detail", "worker_token")
     ]

@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -28,11 +29,13 @@ from django.views.decorators.debug import sensitive_variables
 # The first byte of every ciphertext. Version 1 authenticated the header alone, so a value copied
 # into another column or table still opened there; version 2 also authenticates the table and
 # column it was sealed for (its "context"). Version 1 values still open, anywhere, until a
-# migration or `rotate_pool_key` re-seals them.
+# migration or `rotate_pool_key` re-seals them. Version 3 is version 2 with the text stored
+# compact (see _compact): what the bulk loader writes for a token that round-trips that way.
 FORMAT_V1 = b"\x01"
 FORMAT_V2 = b"\x02"
+FORMAT_V3 = b"\x03"
 FORMAT_VERSION = FORMAT_V2  # what encrypt() writes
-_FORMATS = (FORMAT_V1, FORMAT_V2)
+_FORMATS = (FORMAT_V1, FORMAT_V2, FORMAT_V3)
 KEY_ID_BYTES = 4
 NONCE_BYTES = 12
 HEADER_BYTES = len(FORMAT_VERSION) + KEY_ID_BYTES
@@ -158,18 +161,93 @@ def _associated_data(header: bytes, context: str) -> bytes:
     return header + b"\x00" + context.encode()
 
 
-@sensitive_variables()
-def encrypt(plaintext: str, *, context: str) -> bytes:
-    """Seal `plaintext` under the newest key, bound to `context` (the table and column it is
-    stored in, "table.column"): it opens only where it was sealed for."""
+# --- Compact text (format 3) ----------------------------------------------------------------
+# Tokens are base64url text (JWTs and JWEs: base64url parts joined by dots; refresh tokens:
+# "rt_" and base64url, itself base64url text): 4 characters for every 3 bytes they carry. Stored
+# as those bytes they take a quarter less room: 100,000 accounts of the bench's 4 KB lines write
+# ~300 MB less to SQLite's WAL and database file. Each dot-separated part is stored as its
+# longest prefix of whole 4-character groups, decoded, and the 0-3 characters after it as they
+# are, so any text of the alphabet comes back exactly (non-canonical endings included). Anything
+# else (or a part over 16 K characters) is sealed as it is, in format 2; encrypt() decodes every
+# compact value again before sealing it and falls back to format 2 if it is not the same text.
+_B64URL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+_STD_TO_URL = bytes.maketrans(b"+/", b"-_")
+_PART_MAX = 0x3FFF  # characters of one part: its decoded prefix length fits the 2-byte field
+
+
+def _compact(text: str) -> bytes | None:
+    """`text` as format 3 stores it, or None if it is not base64url parts joined by dots.
+
+    Per part: 2 bytes big-endian, the decoded prefix's length in its low 14 bits and the number
+    of trailing characters (0-3) in its top 2; the trailing characters; the decoded prefix.
+    """
+    if not text.isascii():
+        return None
+    raw = text.encode("ascii")
+    if raw.translate(None, _B64URL + b"."):
+        return None
+    out = []
+    for part in raw.translate(_URL_TO_STD).split(b"."):
+        cut = len(part) - len(part) % 4
+        if cut > _PART_MAX:
+            return None
+        body = binascii.a2b_base64(part[:cut]) if cut else b""
+        tail = part[cut:].translate(_STD_TO_URL)
+        out.append((len(body) | len(tail) << 14).to_bytes(2, "big") + tail + body)
+    return b"".join(out)
+
+
+def _expand(data: bytes) -> str:
+    """The text a format 3 value was compacted from (the inverse of _compact)."""
+    parts = []
+    i, end = 0, len(data)
+    while i < end:
+        field = int.from_bytes(data[i : i + 2], "big")
+        size, tail_size = field & _PART_MAX, field >> 14
+        tail = data[i + 2 : i + 2 + tail_size]
+        body = data[i + 2 + tail_size : i + 2 + tail_size + size]
+        if len(body) != size:
+            raise ValueError("truncated compact text")
+        parts.append(binascii.b2a_base64(body, newline=False).translate(_STD_TO_URL) + tail)
+        i += 2 + tail_size + size
+    return b".".join(parts).decode("ascii")
+
+
+def sealer(*, context: str, compact: bool = False) -> Callable[[str], bytes]:
+    """`encrypt(text, context=context, compact=compact)` as a function of the text alone, for
+    sealing many values: the key, the headers and the associated data are worked out once (a
+    load seals three tokens a line)."""
     key = _keyring()[0]
-    header = FORMAT_VERSION + key.key_id
-    nonce = os.urandom(NONCE_BYTES)
-    return (
-        header
-        + nonce
-        + key.aead.encrypt(nonce, plaintext.encode(), _associated_data(header, context))
-    )
+    aead_encrypt = key.aead.encrypt
+    urandom = os.urandom
+    plain = FORMAT_VERSION + key.key_id
+    plain_ad = _associated_data(plain, context)
+    packed = FORMAT_V3 + key.key_id
+    packed_ad = _associated_data(packed, context)
+
+    @sensitive_variables()
+    def seal(plaintext: str) -> bytes:
+        data = _compact(plaintext) if compact else None
+        if data is not None and _expand(data) == plaintext:
+            header, associated = packed, packed_ad
+        else:
+            header, associated, data = plain, plain_ad, plaintext.encode()
+        nonce = urandom(NONCE_BYTES)
+        return header + nonce + aead_encrypt(nonce, data, associated)
+
+    return seal
+
+
+@sensitive_variables()
+def encrypt(plaintext: str, *, context: str, compact: bool = False) -> bytes:
+    """Seal `plaintext` under the newest key, bound to `context` (the table and column it is
+    stored in, "table.column"): it opens only where it was sealed for.
+
+    With `compact`, a token is stored in format 3 (a quarter smaller) when it decodes back to
+    exactly the same text; anything else in format 2, as without it.
+    """
+    return sealer(context=context, compact=compact)(plaintext)
 
 
 def key_id_of(blob: bytes) -> bytes:
@@ -177,8 +255,10 @@ def key_id_of(blob: bytes) -> bytes:
 
 
 def is_current(blob: bytes) -> bool:
-    """Sealed in the current format under the newest key: nothing for a rotation to do."""
-    return bytes(blob[:HEADER_BYTES]) == FORMAT_VERSION + current_key_id()
+    """Sealed in a current format (2, or its compact form 3) under the newest key: nothing for a
+    rotation to do."""
+    head = bytes(blob[:HEADER_BYTES])
+    return head[:1] in (FORMAT_V2, FORMAT_V3) and head[1:] == current_key_id()
 
 
 @sensitive_variables()
@@ -195,9 +275,12 @@ def decrypt(blob: bytes, *, context: str) -> str:
     for key in _keyring():
         if key.key_id == wanted:
             try:
-                return key.aead.decrypt(nonce, sealed, _associated_data(header, context)).decode()
+                data = key.aead.decrypt(nonce, sealed, _associated_data(header, context))
             except InvalidTag:
                 raise DecryptionError(MSG_TAMPERED, cause=CAUSE_TAMPERED, key_id=wanted) from None
+            # The format byte is authenticated (it is part of the associated data), so a value
+            # sealed compact always opens as compact, never as text.
+            return _expand(data) if header[:1] == FORMAT_V3 else data.decode()
     raise DecryptionError(MSG_UNKNOWN_KEY_ID % wanted.hex(), cause=CAUSE_UNKNOWN_KEY, key_id=wanted)
 
 
@@ -240,6 +323,18 @@ def _digest(hash_key: bytes, value: str) -> str:
 def digest(value: str) -> str:
     """The lookup hash stored beside a secret, under the newest key."""
     return _digest(_keyring()[0].hash_key, value)
+
+
+def digester() -> Callable[[str | None], str | None]:
+    """`digest` as one function for many values (None stays None): the newest key looked up once."""
+    hash_key = _keyring()[0].hash_key
+    hmac_digest = hmac.digest
+    size = DIGEST_HEX_CHARS // 2
+
+    def digest_one(value: str | None) -> str | None:
+        return hmac_digest(hash_key, value.encode(), "sha256")[:size].hex() if value else None
+
+    return digest_one
 
 
 def digests_all_keys(value: str) -> list[str]:

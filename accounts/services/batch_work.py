@@ -18,6 +18,7 @@ from accounts.models import (
     AccountBatch,
     BatchProblemChunk,
     BatchStatus,
+    BatchUpload,
 )
 from accounts.services.batches import (
     BATCH_HEARTBEAT_TIMEOUT,
@@ -76,7 +77,7 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
     loading = status == BatchStatus.LOADING
     try:
         report = account_load(
-            lines=text_lines(batch.content),
+            lines=_upload_lines(batch.pk),
             batch=batch if loading else None,
             dry_run=not loading,
             keep_lines=True,
@@ -118,21 +119,35 @@ def _batch_work(batch: AccountBatch, status: str) -> None:
             final = BatchStatus.LOADING if batch.confirmed_at else BatchStatus.PENDING
             keep_content = True
     finished = final not in (BatchStatus.PENDING, BatchStatus.LOADING)
-    AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
-        status=final,
-        worker_token=None,
-        progress_at=timezone.now(),
-        finished_at=timezone.now() if finished else None,
-        lines_read=report.lines_read,
-        created_count=created,
-        duplicate_count=duplicates,
-        invalid_count=report.invalid,
-        flagged_count=report.flagged_unusable,
-        failed_count=report.failed,
-        error=str(report.error),
-        detail=recorder.detail(),
-        **({} if keep_content else {"content": None}),
-    )
+    with transaction.atomic():
+        ended = AccountBatch.objects.filter(pk=batch.pk, status=status, worker_token=token).update(
+            status=final,
+            worker_token=None,
+            progress_at=timezone.now(),
+            finished_at=timezone.now() if finished else None,
+            lines_read=report.lines_read,
+            created_count=created,
+            duplicate_count=duplicates,
+            invalid_count=report.invalid,
+            flagged_count=report.flagged_unusable,
+            failed_count=report.failed,
+            error=str(report.error),
+            detail=recorder.detail(),
+        )
+        # The text goes with the batch's last state change, once nothing can load it any more.
+        if ended == 1 and not keep_content:
+            BatchUpload.objects.filter(batch_id=batch.pk).delete()
+
+
+def _upload_lines(batch_id: int):
+    """The upload's lines, piece by piece as they are needed: one query a piece (no cursor stays
+    open across the load's own writes on the same connection)."""
+    pieces = BatchUpload.objects.filter(batch_id=batch_id)
+    for seq in list(pieces.order_by("seq").values_list("seq", flat=True)):
+        piece = pieces.filter(seq=seq).values_list("content", flat=True).first()
+        if piece is None:
+            raise _BatchLost  # cancelled meanwhile: the pieces went with it
+        yield from text_lines(piece)
 
 
 class _BatchRecorder:

@@ -10,7 +10,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, Exists, OuterRef, Q, Value, When
 from django.utils import timezone, translation
 from django.utils.translation import gettext_lazy as _
 
@@ -20,6 +20,8 @@ from accounts.models import (
     BatchProblemChunk,
     BatchSource,
     BatchStatus,
+    BatchUpload,
+    upload_pieces,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,7 +101,6 @@ def account_batch_stage(
             source=source,
             status=BatchStatus.LOADING if straight_to_load else BatchStatus.PREVIEWING,
             filename=filename[:255],
-            content=content,
             loaded_by=user,
             dry_run=dry_run,
             strict=strict,
@@ -107,6 +108,10 @@ def account_batch_stage(
             language=language[:16],
             total_lines=_count_lines(content),
             progress_at=now,
+        )
+        BatchUpload.objects.bulk_create(
+            BatchUpload(batch=batch, seq=seq, content=piece)
+            for seq, piece in enumerate(upload_pieces(content))
         )
         _enqueue(batch.pk)
     return batch
@@ -134,12 +139,12 @@ def account_batch_cancel(*, batch_id: int) -> None:
             status__in=[BatchStatus.PREVIEWING, BatchStatus.PENDING, BatchStatus.FAILED],
         ).update(
             status=BatchStatus.CANCELLED,
-            content=None,
             worker_token=None,
             finished_at=timezone.now(),
         )
         if cancelled != 1:
             raise BatchNotPending(str(MSG_BATCH_NOT_PENDING))
+        BatchUpload.objects.filter(batch_id=batch_id).delete()
         BatchProblemChunk.objects.filter(batch_id=batch_id).delete()
 
 
@@ -150,7 +155,9 @@ def account_batch_retry(*, batch_id: int, now: datetime | None = None) -> None:
     load_again = Q(confirmed_at__isnull=False, dry_run=False, strict=False)
     with transaction.atomic():
         updated = AccountBatch.objects.filter(
-            pk=batch_id, status=BatchStatus.FAILED, content__isnull=False
+            Exists(BatchUpload.objects.filter(batch_id=OuterRef("pk"))),
+            pk=batch_id,
+            status=BatchStatus.FAILED,
         ).update(
             status=Case(
                 When(load_again, then=Value(BatchStatus.LOADING)),

@@ -1,13 +1,17 @@
 import json
+import random
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accounts import crypto
 from accounts.crypto import DecryptionError
 from accounts.models import Account
 from accounts.tokens import mask
+from tests import fakes
 from tests.factories import AccountFactory
 from tests.support.keys import OTHER_KEY
 
@@ -174,3 +178,67 @@ def test_the_shortest_ciphertext_is_read_and_anything_shorter_is_not_ciphertext(
         crypto.decrypt(empty[:-1], context=CTX)
     with pytest.raises(DecryptionError, match="not ciphertext"):
         crypto.decrypt(empty[:6], context=CTX)
+
+
+# --- The compact format (3) -----------------------------------------------------------------
+
+_TOKEN_TEXT = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.", max_size=200
+)
+
+
+@given(_TOKEN_TEXT)
+def test_any_text_of_the_token_alphabet_is_sealed_compact_and_opens_exactly(text):
+    """Non-canonical base64url endings, empty parts, lengths that are no whole number of bytes:
+    each part keeps its tail as text, so every such value comes back exactly."""
+    blob = crypto.encrypt(text, context=CTX, compact=True)
+    assert blob[:1] == crypto.FORMAT_V3
+    assert crypto.decrypt(blob, context=CTX) == text
+
+
+@given(st.text(max_size=50))
+def test_any_text_at_all_opens_exactly_whatever_format_it_was_sealed_in(text):
+    blob = crypto.encrypt(text, context=CTX, compact=True)
+    assert blob[:1] in (crypto.FORMAT_V2, crypto.FORMAT_V3)
+    assert crypto.decrypt(blob, context=CTX) == text
+
+
+@pytest.mark.parametrize("text", ["a b", "rt_é", "x" * 20000, "eyJ+/="])
+def test_text_that_is_not_token_shaped_is_sealed_as_it_is(text):
+    blob = crypto.encrypt(text, context=CTX, compact=True)
+    assert blob[:1] == crypto.FORMAT_V2 and crypto.decrypt(blob, context=CTX) == text
+
+
+def test_a_compact_token_is_a_quarter_smaller_and_without_compact_nothing_changes():
+    token = fakes.make_session_token(rng=random.Random(1))
+    plain = crypto.encrypt(token, context=CTX)
+    compact = crypto.encrypt(token, context=CTX, compact=True)
+    assert plain[:1] == crypto.FORMAT_V2 and compact[:1] == crypto.FORMAT_V3
+    assert len(compact) - 33 < 0.77 * (len(plain) - 33)
+    assert crypto.decrypt(compact, context=CTX) == token
+
+
+def test_a_value_that_does_not_come_back_exactly_is_sealed_as_it_is(monkeypatch):
+    """The compact form is decoded again before sealing: should it ever differ, the text is
+    stored as it is."""
+    monkeypatch.setattr(crypto, "_expand", lambda data: "something else")
+    blob = crypto.encrypt("eyJhbGciOiJIUzI1NiJ9", context=CTX, compact=True)
+    monkeypatch.undo()
+    assert blob[:1] == crypto.FORMAT_V2
+    assert crypto.decrypt(blob, context=CTX) == "eyJhbGciOiJIUzI1NiJ9"
+
+
+def test_the_format_byte_is_authenticated():
+    """A compact value relabelled as format 2 (or the reverse) fails, never opens as bytes."""
+    blob = bytearray(crypto.encrypt("eyJhbGciOiJIUzI1NiJ9", context=CTX, compact=True))
+    blob[0] = crypto.FORMAT_V2[0]
+    with pytest.raises(DecryptionError, match=crypto.MSG_TAMPERED):
+        crypto.decrypt(bytes(blob), context=CTX)
+
+
+def test_a_compact_value_under_the_newest_key_is_current_and_its_header_opens(settings):
+    blob = crypto.encrypt("rt_abcd", context=CTX, compact=True)
+    assert crypto.is_current(blob) and crypto.header_opens(blob[: crypto.HEADER_BYTES])
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
+    assert not crypto.is_current(blob) and crypto.header_opens(blob[: crypto.HEADER_BYTES])
+    assert crypto.decrypt(blob, context=CTX) == "rt_abcd"

@@ -154,6 +154,21 @@ def test_lines_spanning_several_chunks(material, monkeypatch):
     assert Account.objects.filter(batch=batch).count() == 8
 
 
+def test_a_watched_load_cuts_its_chunks_by_time_so_progress_keeps_moving(material, monkeypatch):
+    """With someone watching (on_chunk), a chunk ends once preparing and writing it would take
+    CHUNK_SECONDS, however few lines it has: here every line, with no time allowed."""
+    monkeypatch.setattr("accounts.services.loading.CHUNK_SECONDS", 0.0)
+    lines = [fakes.render_line(material(), "delimited-dash") for _ in range(5)]
+    progress = []
+    report = account_load(
+        lines=lines,
+        batch=AccountBatchFactory(status=BatchStatus.LOADING),
+        on_chunk=lambda report: progress.append((report.lines_read, report.created)),
+    )
+    assert report.created == 5
+    assert progress == [(n, n) for n in range(1, 6)]
+
+
 def test_an_account_inserted_by_a_concurrent_load_is_counted_as_a_duplicate(material):
     """The pool check and the insert are not atomic: the unique constraints settle the race."""
     from accounts.parser import parse_lines
@@ -298,6 +313,32 @@ def test_an_account_the_pool_gained_after_the_check_is_retried_as_a_duplicate(
 
     assert (report.created, report.duplicates, report.invalid) == (2, 1, 0)
     assert Account.objects.count() == 3 and len(checks) >= 2
+
+
+def test_an_account_the_pool_gained_after_the_check_twice_is_still_a_duplicate(
+    material, monkeypatch
+):
+    """The retry's check is stale too (a third load raced it): on PostgreSQL the retry inserts
+    with ON CONFLICT DO NOTHING, so the constraint skips the line and it is reported a duplicate
+    of the right account; on SQLite the chunk is checked and tried once more."""
+    from accounts.services import bulk
+
+    given = [material() for _ in range(3)]
+    other = AccountFactory(**{k: v for k, v in given[1].items() if v is not None})
+    real_check = bulk.account_existing_digests
+    checks = []
+
+    def stale_checks_before_each_insert(**kwargs):
+        checks.append(1)
+        return {} if len(checks) in (1, 3) else real_check(**kwargs)
+
+    monkeypatch.setattr(bulk, "account_existing_digests", stale_checks_before_each_insert)
+    report = _load([fakes.render_line(a, "positional") for a in given])
+
+    assert (report.created, report.duplicates, report.invalid, report.failed) == (2, 1, 0, 0)
+    duplicate = next(line for line in report.lines if line.outcome == LineOutcome.DUPLICATE)
+    assert duplicate.lineno == 2 and f"#{other.pk}" in duplicate.duplicate_reason
+    assert Account.objects.count() == 3
 
 
 def test_an_integrity_error_that_is_not_a_new_duplicate_is_raised_not_retried(

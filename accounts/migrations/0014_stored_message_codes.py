@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("accounts", "0012_token_hints"),
+        ("accounts", "0013_batch_upload"),
     ]
 
     operations = [
