@@ -31,7 +31,7 @@ from django.utils import timezone
 
 from devtools import fakes
 from tests.factories import AccountFactory
-from tests.test_i18n import _PLACEHOLDER_RE, PO_PATH, parse_po, split_header
+from tests.support.catalogue import _PLACEHOLDER_RE, PO_PATH, parse_po, split_header
 
 pytestmark = pytest.mark.django_db
 

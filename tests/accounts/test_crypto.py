@@ -11,7 +11,7 @@ from accounts import crypto
 from accounts.crypto import DecryptionError
 from accounts.models import Account
 from accounts.tokens import mask
-from tests import fakes
+from devtools import fakes
 from tests.factories import AccountFactory
 from tests.support.keys import OTHER_KEY
 

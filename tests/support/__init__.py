@@ -1,6 +1,7 @@
 """What test modules share, so that no test module imports another.
 
 - api.py: post_json, the JSON API through the test client;
+- catalogue.py: the .po catalogue read without gettext tools (parse_po, split_header);
 - commands.py: run_command, load_accounts as a shell sees it;
 - keys.py: encryption keys other than the test settings' own;
 - language.py: english(), messages rendered in English;
