@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('accounts', '0014_stored_message_codes'),
+        ("accounts", "0014_stored_message_codes"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='account',
-            index=models.Index(condition=models.Q(('status', 'available'), ('usable', False)), fields=['unusable_reason'], name='account_unusable_idx'),
+            model_name="account",
+            index=models.Index(
+                condition=models.Q(("status", "available"), ("usable", False)),
+                fields=["unusable_reason"],
+                name="account_unusable_idx",
+            ),
         ),
     ]
