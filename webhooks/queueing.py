@@ -1,16 +1,6 @@
-"""Handing work to the background worker (`manage.py db_worker`, django-tasks-db), by task name.
+"""The webhooks app's tasks, by the names the services queue them under (poolsite/queueing.py)."""
 
-The tasks (webhooks/tasks.py) are thin: each calls a service. The services hand work to them
-through here, by the task's dotted path, so imports go one way, tasks → services, and neither
-module is ever imported half-loaded by the other. The task is looked up when it is queued, which
-is after every module is loaded (the services queue on commit).
-"""
-
-from __future__ import annotations
-
-from datetime import datetime
-
-from django.utils.module_loading import import_string
+from poolsite.queueing import task_enqueue
 
 # The dotted paths django-tasks-db stores in each task row (DBTaskResult.task_path): renaming a
 # task leaves rows already queued under the old name, which no worker can run.
@@ -18,10 +8,4 @@ REPLENISH = "webhooks.tasks.replenish"
 RETRY_UNKNOWN = "webhooks.tasks.retry_unknown"
 FOLLOW_UP = "webhooks.tasks.follow_up"
 
-
-def task_enqueue(*, path: str, run_after: datetime | None = None, **kwargs):
-    """Queue the task at `path` with these keyword arguments, not to start before `run_after`."""
-    task = import_string(path)
-    if run_after is not None:
-        task = task.using(run_after=run_after)
-    return task.enqueue(**kwargs)
+__all__ = ["FOLLOW_UP", "REPLENISH", "RETRY_UNKNOWN", "task_enqueue"]

@@ -23,6 +23,7 @@ from accounts.models import (
     BatchUpload,
     upload_pieces,
 )
+from poolsite.queueing import task_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,13 @@ def _count_lines(content: str) -> int:
     return breaks + (1 if content and content[-1] not in "\r\n" else 0)
 
 
-def _enqueue(batch_id: int) -> None:
-    from accounts.tasks import batch_process
+# The path django-tasks-db stores in the task row; queued by name (poolsite/queueing.py), so this
+# module never imports accounts.tasks, which imports it.
+BATCH_PROCESS = "accounts.tasks.batch_process"
 
-    transaction.on_commit(partial(batch_process.enqueue, batch_id=batch_id))
+
+def _enqueue(batch_id: int) -> None:
+    transaction.on_commit(partial(task_enqueue, path=BATCH_PROCESS, batch_id=batch_id))
 
 
 def account_batch_stage(

@@ -2,10 +2,11 @@
 evaluation, and alerts reads the pool and the runs only through the accounts and webhooks
 selectors, never their models."""
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imported_modules
 
 ROOT = Path(__file__).resolve().parents[2]
 # The one place that evaluates after a run, a follow-up round or a reconcile pass; and what wires
@@ -21,16 +22,6 @@ ALERTS_MAY_READ = {
 }
 
 
-def imported_modules(path: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
 def app_modules(*apps: str) -> list[Path]:
     return sorted(path for app in apps for path in (ROOT / app).rglob("*.py"))
 
@@ -39,7 +30,7 @@ def test_only_the_evaluation_after_a_run_imports_alerts():
     importers = {
         str(path.relative_to(ROOT))
         for path in app_modules("accounts", "webhooks", "apitokens", "poolsite")
-        if any(name.split(".")[0] == "alerts" for name in imported_modules(path))
+        if any(name.split(".")[0] == "alerts" for name in imported_modules(path, names=False))
     }
     assert importers == MAY_IMPORT_ALERTS
 
@@ -50,7 +41,7 @@ def test_only_the_evaluation_after_a_run_imports_alerts():
 def test_alerts_reads_the_other_apps_only_through_their_selectors(path):
     outside = {
         name
-        for name in imported_modules(path)
+        for name in imported_modules(path, names=False)
         if name.split(".")[0] in ("accounts", "webhooks", "apitokens")
     }
     assert outside <= ALERTS_MAY_READ

@@ -3,6 +3,7 @@
 - api.py: post_json, the JSON API through the test client;
 - catalogue.py: the .po catalogue read without gettext tools (parse_po, split_header);
 - commands.py: run_command, load_accounts as a shell sees it;
+- imports.py: what a source file imports, for the tests of which way the apps depend;
 - keys.py: encryption keys other than the test settings' own;
 - language.py: english(), messages rendered in English;
 - lookup_hashes.py: the pool's lookup hashes from their written definition;

@@ -1,26 +1,14 @@
 """Work handed to the worker by task name (webhooks/queueing.py): the names are the tasks' own, and
 the services never import the task module, which imports them (no import cycle)."""
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.support.imports import imported_modules
 from webhooks import queueing, tasks
 
 WEBHOOKS = Path(tasks.__file__).parent
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module a file imports, at its top or inside a function."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
 
 
 @pytest.mark.parametrize(
