@@ -174,3 +174,18 @@ def test_the_shortest_ciphertext_is_read_and_anything_shorter_is_not_ciphertext(
         crypto.decrypt(empty[:-1], context=CTX)
     with pytest.raises(DecryptionError, match="not ciphertext"):
         crypto.decrypt(empty[:6], context=CTX)
+
+
+def test_a_value_that_is_not_ciphertext_names_no_key():
+    marker = crypto.decrypt_or_mark(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", context=CTX)
+    assert marker.cause == crypto.CAUSE_NOT_CIPHERTEXT and marker.key_id_hex == ""
+
+
+def test_a_header_opens_in_a_known_format_under_a_configured_key_only(settings):
+    head = crypto.encrypt("x", context=CTX)[: crypto.HEADER_BYTES]
+    assert crypto.header_opens(memoryview(head))  # as the database driver hands it over
+    assert crypto.header_opens(crypto.FORMAT_V1 + head[1:])
+    assert not crypto.header_opens(head[:-1])
+    assert not crypto.header_opens(b"\x03" + head[1:])
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    assert not crypto.header_opens(head)

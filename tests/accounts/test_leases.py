@@ -314,3 +314,13 @@ def test_a_rejection_after_an_unknown_outcome_counts_the_attempt_and_clears_the_
         1,
         None,
     )
+
+
+def test_a_confirmed_import_is_one_update_and_one_upsert_in_the_callers_transaction():
+    AccountFactory()
+    lease, (account,) = reserve(1)
+    with CaptureQueriesContext(connection) as queries:
+        assert services.account_settle_consumed(
+            account_id=account.pk, lease_id=lease, now=timezone.now()
+        )
+    assert [query["sql"].split()[0] for query in queries] == ["UPDATE", "INSERT"]

@@ -111,3 +111,25 @@ def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(sett
         first.pk: "json://127.0.0.1:9/a",
         second.pk: "json://127.0.0.1:9/b",
     }
+
+
+def test_rows_no_configured_key_opens_are_left_as_they_are_and_counted_in_every_table(settings):
+    from accounts.services import account_rotate_keys
+    from alerts.models import NotificationTarget
+
+    old_key = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = THIRD_KEY
+    lost_account = AccountFactory()
+    lost_target = NotificationTarget.objects.create(
+        label="lost", url="json://127.0.0.1:9/lost", masked_url="json://…lost"
+    )
+    settings.POOL_ENCRYPTION_KEY = old_key
+    AccountFactory()
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
+
+    result = account_rotate_keys()
+
+    assert (result.examined, result.rewritten, result.unopenable) == (2, 1, 2)
+    settings.POOL_ENCRYPTION_KEY = THIRD_KEY  # the missing key is back: nothing was lost
+    assert Account.objects.get(pk=lost_account.pk).access_token == lost_account.access_token
+    assert NotificationTarget.objects.get(pk=lost_target.pk).url == "json://127.0.0.1:9/lost"
