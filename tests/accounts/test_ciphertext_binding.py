@@ -24,6 +24,19 @@ def seal_v1(plaintext: str) -> bytes:
     return header + nonce + key.aead.encrypt(nonce, plaintext.encode(), header)
 
 
+def seal_v2(plaintext: str, context: str) -> bytes:
+    """A value sealed as the current format is documented: the header, a NUL and the context
+    authenticated. Stored values depend on it, so the code may never drift from it."""
+    key = crypto._keyring()[0]
+    header = crypto.FORMAT_V2 + key.key_id
+    nonce = os.urandom(crypto.NONCE_BYTES)
+    return (
+        header
+        + nonce
+        + key.aead.encrypt(nonce, plaintext.encode(), header + b"\x00" + context.encode())
+    )
+
+
 def raw(table: str, column: str, pk: int) -> bytes:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {column} FROM {table} WHERE id = %s", [pk])
@@ -38,6 +51,13 @@ def write_raw(table: str, column: str, pk: int, blob: bytes) -> None:
 def test_a_value_opens_only_in_the_context_it_was_sealed_for():
     blob = crypto.encrypt("rt_secret-value", context="accounts_account.refresh_token")
     assert blob[:1] == crypto.FORMAT_V2
+    assert crypto.decrypt(blob, context="accounts_account.refresh_token") == "rt_secret-value"
+    with pytest.raises(crypto.DecryptionError, match="copied from another column"):
+        crypto.decrypt(blob, context="accounts_account.session_token")
+
+
+def test_a_value_sealed_as_the_format_is_documented_opens_in_its_column_only():
+    blob = seal_v2("rt_secret-value", "accounts_account.refresh_token")
     assert crypto.decrypt(blob, context="accounts_account.refresh_token") == "rt_secret-value"
     with pytest.raises(crypto.DecryptionError, match="copied from another column"):
         crypto.decrypt(blob, context="accounts_account.session_token")

@@ -242,3 +242,18 @@ def test_a_compact_value_under_the_newest_key_is_current_and_its_header_opens(se
     settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
     assert not crypto.is_current(blob) and crypto.header_opens(blob[: crypto.HEADER_BYTES])
     assert crypto.decrypt(blob, context=CTX) == "rt_abcd"
+
+
+def test_a_value_that_is_not_ciphertext_names_no_key():
+    marker = crypto.decrypt_or_mark(b"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln", context=CTX)
+    assert marker.cause == crypto.CAUSE_NOT_CIPHERTEXT and marker.key_id_hex == ""
+
+
+def test_a_header_opens_in_a_known_format_under_a_configured_key_only(settings):
+    head = crypto.encrypt("x", context=CTX)[: crypto.HEADER_BYTES]
+    assert crypto.header_opens(memoryview(head))  # as the database driver hands it over
+    assert crypto.header_opens(crypto.FORMAT_V1 + head[1:])
+    assert not crypto.header_opens(head[:-1])
+    assert not crypto.header_opens(b"\x04" + head[1:])
+    settings.POOL_ENCRYPTION_KEY = OTHER_KEY
+    assert not crypto.header_opens(head)

@@ -314,3 +314,45 @@ def test_a_rejection_after_an_unknown_outcome_counts_the_attempt_and_clears_the_
         1,
         None,
     )
+
+
+def test_a_confirmed_import_is_one_update_and_one_upsert_in_the_callers_transaction():
+    AccountFactory()
+    lease, (account,) = reserve(1)
+    with CaptureQueriesContext(connection) as queries:
+        assert services.account_settle_consumed(
+            account_id=account.pk, lease_id=lease, now=timezone.now()
+        )
+    assert [query["sql"].split()[0] for query in queries] == ["UPDATE", "INSERT"]
+
+
+def test_reserving_no_accounts_asks_the_database_nothing(django_assert_num_queries):
+    AccountFactory()
+    with django_assert_num_queries(0):
+        assert reserve(0)[1] == []
+
+
+@pytest.mark.parametrize(
+    "settle",
+    [
+        lambda **lease: services.account_settle_consumed(**lease),
+        lambda **lease: services.account_settle_rejected(**lease, error="no team"),
+        lambda **lease: services.account_settle_unknown(**lease, error="timeout", retry_after=None),
+        lambda **lease: services.account_release(**lease),
+    ],
+    ids=["consumed", "rejected", "unknown", "released"],
+)
+def test_settling_one_account_leaves_the_others_of_its_lease_reserved(settle):
+    AccountFactory.create_batch(2)
+    lease, (settled, other) = reserve(2)
+    assert settle(account_id=settled.pk, lease_id=lease, now=timezone.now())
+    other.refresh_from_db()
+    assert (other.status, other.lease_id) == (AccountStatus.RESERVED, lease)
+
+
+def test_a_pick_that_finds_fewer_accounts_than_asked_looks_only_once():
+    AccountFactory()
+    with CaptureQueriesContext(connection) as queries:
+        assert len(reserve(3)[1]) == 1
+    reads = [q for q in queries if q["sql"].startswith("SELECT") and "accounts_account" in q["sql"]]
+    assert len(reads) == 2  # the pick, and the accounts it reserved

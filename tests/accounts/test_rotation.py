@@ -1,5 +1,7 @@
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from accounts import crypto
 from accounts.models import Account, AccountBatch, lookup_hashes
@@ -9,6 +11,12 @@ from tests.factories import AccountFactory
 from tests.support.keys import OTHER_KEY, THIRD_KEY
 
 pytestmark = pytest.mark.django_db
+
+
+def _account_reads(queries) -> int:
+    return sum(
+        1 for q in queries if q["sql"].startswith("SELECT") and '"accounts_account"' in q["sql"]
+    )
 
 
 def _key_ids(pk):
@@ -111,3 +119,36 @@ def test_rotation_reseals_each_other_row_with_its_own_value_and_counts_them(sett
         first.pk: "json://127.0.0.1:9/a",
         second.pk: "json://127.0.0.1:9/b",
     }
+
+
+def test_rows_no_configured_key_opens_are_left_as_they_are_and_counted_in_every_table(settings):
+    from accounts.services import account_rotate_keys
+    from alerts.models import NotificationTarget
+
+    old_key = settings.POOL_ENCRYPTION_KEY
+    settings.POOL_ENCRYPTION_KEY = THIRD_KEY
+    lost_account, _ = AccountFactory.create_batch(2)
+    lost_target = NotificationTarget.objects.create(
+        label="lost", url="json://127.0.0.1:9/lost", masked_url="json://…lost"
+    )
+    settings.POOL_ENCRYPTION_KEY = old_key
+    AccountFactory()
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{old_key}"
+
+    result = account_rotate_keys()
+
+    assert (result.examined, result.rewritten, result.unopenable) == (3, 1, 3)
+    settings.POOL_ENCRYPTION_KEY = THIRD_KEY  # the missing key is back: nothing was lost
+    assert Account.objects.get(pk=lost_account.pk).access_token == lost_account.access_token
+    assert NotificationTarget.objects.get(pk=lost_target.pk).url == "json://127.0.0.1:9/lost"
+
+
+def test_rotation_reads_the_accounts_a_chunk_at_a_time_never_row_by_row(settings):
+    from accounts.services import account_rotate_keys
+
+    AccountFactory.create_batch(3)
+    settings.POOL_ENCRYPTION_KEY = f"{OTHER_KEY},{settings.POOL_ENCRYPTION_KEY}"
+    with CaptureQueriesContext(connection) as queries:
+        assert account_rotate_keys().rewritten == 3
+    # The chunk, its stored headers, and the empty chunk after it.
+    assert _account_reads(queries) == 3

@@ -276,6 +276,8 @@ def test_wrong_content_type_is_415(client):
             views.ERR_SURROGATE % "extra.deep.0",
         ),
         (json.dumps({**BODY, "\ud800": 1}), "\\ud800", views.ERR_SURROGATE % "\\ud800"),
+        # Under an empty key the text has no field name to give: the body is named instead.
+        (json.dumps({**BODY, "": "\ud800"}), None, views.ERR_SURROGATE % "The body"),
         ('{"\\ud800": 1, "\\ud800": 2}', "\\ud800", views.ERR_DUPLICATE_KEY % "\\ud800"),
     ],
 )
