@@ -356,3 +356,25 @@ def test_a_pick_that_finds_fewer_accounts_than_asked_looks_only_once():
         assert len(reserve(3)[1]) == 1
     reads = [q for q in queries if q["sql"].startswith("SELECT") and "accounts_account" in q["sql"]]
     assert len(reads) == 2  # the pick, and the accounts it reserved
+
+
+def test_an_account_confirmed_after_an_unknown_outcome_keeps_no_error_in_any_language():
+    """The error of the earlier attempt goes, as text and as its stored message: a consumed
+    account's page would otherwise still say, in the reader's language, that it was lost."""
+    account = AccountFactory()
+    now = timezone.now()
+    services.account_reserve_batch(
+        count=1, lease_id=uuid.uuid4(), lease_until=now - timedelta(seconds=1), now=now
+    )
+    services.account_recover_expired_leases(now=now)
+    account.refresh_from_db()
+    assert account.last_error and account.last_error_msg is not None
+    lease, taken = reserve(1, unresolved=True)
+    assert [a.pk for a in taken] == [account.pk]
+    assert services.account_settle_consumed(account_id=account.pk, lease_id=lease, now=now)
+    account.refresh_from_db()
+    assert (account.status, account.last_error, account.last_error_msg) == (
+        AccountStatus.CONSUMED,
+        "",
+        None,
+    )

@@ -1,7 +1,9 @@
 """The two pure decisions of a run: how many accounts an event asks for, and what an answer means."""
 
 import pytest
+from django.utils import translation
 
+from poolsite.messages import message_render
 from webhooks.client import (
     FAILURE_BATCH_REFUSED,
     FAILURE_CONNECTION,
@@ -41,6 +43,9 @@ def test_need(threshold, current, landed, expected):
     )
     assert need.accounts == expected
     assert need.explained.endswith(f"→ {expected}")
+    # The same arithmetic kept as a stored message renders, in English, as the text.
+    with translation.override("en"):
+        assert message_render(need.explained_msg, "") == need.explained
 
 
 @pytest.mark.parametrize(
