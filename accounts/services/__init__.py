@@ -1,7 +1,8 @@
 """Writes to the pool, one module per subject. Every entry point (admin, API, command, the
 worker, the webhooks app) calls these names from here:
 
-- loading: reading an upload into the pool (reports: what a load reports; bulk: its machinery)
+- loading: reading an upload into the pool (reports: what a load reports; preparing: parsing,
+  hashing and sealing in order; bulk: checking against the pool and inserting)
 - batches, batch_work: staged uploads, and the worker previewing and saving them
 - staff: retire, notes, requeue, retry, release
 - rotation: re-sealing under the newest key
@@ -32,10 +33,8 @@ from accounts.services.batches import (
     account_batch_stage,
 )
 from accounts.services.bulk import (
-    LOAD_CHUNK,
     _insert_chunk,
     _Inserter,
-    _pending,
 )
 from accounts.services.leases import (
     MSG_HELD_KEY_MISSING,
@@ -57,6 +56,7 @@ from accounts.services.loading import (
     account_load,
     text_lines,
 )
+from accounts.services.preparing import LOAD_CHUNK, _pending
 from accounts.services.reports import (
     MSG_CHUNK_REFUSED,
     MSG_DUPLICATE_IN_POOL,

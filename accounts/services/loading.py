@@ -20,13 +20,8 @@ from accounts.models import (
     BatchStatus,
 )
 from accounts.parser import ParsedLine, parse_lines
-from accounts.services.bulk import (
-    _drop_pool_duplicates,
-    _insert_chunk,
-    _Inserter,
-    _Pending,
-    _Preparer,
-)
+from accounts.services.bulk import _drop_pool_duplicates, _insert_chunk, _Inserter
+from accounts.services.preparing import _Pending, _Preparer
 from accounts.services.reports import (
     MSG_CHUNK_REFUSED,
     MSG_LINE_REFUSED,

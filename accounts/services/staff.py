@@ -24,8 +24,8 @@ from accounts.models import (
 from accounts.parser import ParsedAccount, parse_lines
 from accounts.selectors import account_existing_digests
 from accounts.services._common import admin_log, rows_update_locked
-from accounts.services.bulk import _pending
 from accounts.services.leases import lease_expired_changes
+from accounts.services.preparing import _pending
 from accounts.services.reports import _unusable_code
 from accounts.tokens import interpolate, mask
 

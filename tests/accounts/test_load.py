@@ -145,7 +145,7 @@ def test_a_second_load_of_the_same_file_creates_nothing(material, write_file):
 
 
 def test_lines_spanning_several_chunks(material, monkeypatch):
-    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 3)
+    monkeypatch.setattr("accounts.services.preparing.LOAD_CHUNK", 3)
     lines = [fakes.render_line(material(), "delimited-dash") for _ in range(8)]
     lines.insert(4, lines[1])  # a duplicate across chunk boundaries
     batch = AccountBatchFactory(status=BatchStatus.LOADING)

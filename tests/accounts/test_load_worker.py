@@ -66,7 +66,7 @@ def test_the_bulk_api_never_forks_in_the_web_process(admin_client, material, mon
 def test_a_killed_load_is_failed_by_reconcile_and_running_it_again_is_harmless(
     material, monkeypatch, worker
 ):
-    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 2)
+    monkeypatch.setattr("accounts.services.preparing.LOAD_CHUNK", 2)
     batch = stage(lines_of(6, material))
     original = services._BatchRecorder.chunk
     calls = []
@@ -139,7 +139,7 @@ def test_a_batch_being_saved_cannot_be_cancelled(material):
 def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(
     material, monkeypatch, worker
 ):
-    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 2)
+    monkeypatch.setattr("accounts.services.preparing.LOAD_CHUNK", 2)
     batch = stage(lines_of(6, material))
     original = services._Inserter.insert
     calls = []
@@ -170,7 +170,7 @@ def test_a_chunk_the_database_refuses_fails_the_batch_and_loses_no_other_chunk(
 
 
 def test_the_command_reports_a_refused_chunk_and_exits_1(material, monkeypatch, write_file):
-    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 2)
+    monkeypatch.setattr("accounts.services.preparing.LOAD_CHUNK", 2)
     original = services._Inserter.insert
     calls = []
 
@@ -270,7 +270,7 @@ def test_a_real_worker_killed_mid_load_leaves_a_batch_reconcile_fails_and_a_reru
 def test_a_batch_cancelled_while_the_worker_reads_it_stops_the_worker_and_keeps_nothing(
     material, monkeypatch, worker
 ):
-    monkeypatch.setattr("accounts.services.bulk.LOAD_CHUNK", 1)
+    monkeypatch.setattr("accounts.services.preparing.LOAD_CHUNK", 1)
     # Store a problem piece every chunk.
     monkeypatch.setattr("accounts.services.batch_work.PROBLEM_CHUNK_CHARS", 1)
     batch = stage(["nonsense"] * 8 + lines_of(8, material), confirmed=False)
