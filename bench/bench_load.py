@@ -30,7 +30,7 @@ BENCH_KEY = "YmVuY2gtb25seS1rZXktMzItYnl0ZXMtbG9uZy4uLi4="
 TARGET_FLOOR_RATIO = 1.2  # SQLite's whole load against the floor below
 TARGET_PG_RATIO = 1.5  # PostgreSQL's whole load against SQLite's
 TARGET_RSS_MB = 600
-LOAD_CHUNK = 4000  # rows a transaction, as accounts.services.bulk.LOAD_CHUNK
+LOAD_CHUNK = 4000  # rows a transaction, as accounts.services.preparing.LOAD_CHUNK
 
 
 def make_file(path: Path, lines: int) -> None:
