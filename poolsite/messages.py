@@ -11,13 +11,15 @@ Each app defines its codes where it defines its messages, with message_define(co
 the template is an English msgid marked with gettext_noop, so makemessages puts it in the
 catalogue, and it stays a plain English string for the code that writes it and for the tests.
 A parameter may be another stored message (what message_store returned), rendered in turn;
-a parameter from outside (the manager's words, an exception) must be cleaned with
-poolsite.text.text_storable before it is passed, and is shown as it came.
+a parameter from outside (the manager's words, an exception) goes in through message_verbatim,
+which cleans it (poolsite.text.text_storable), and is shown as it came.
 """
 
 from __future__ import annotations
 
 from django.utils.translation import gettext
+
+from poolsite.text import text_storable
 
 _TEMPLATES: dict[str, str] = {}
 
@@ -94,9 +96,10 @@ def message_join(first: Stored, second: Stored) -> Stored:
     return message_store("joined", first=first, second=second)
 
 
-def message_verbatim(text: str) -> Stored:
-    """Outside text (already cleaned: poolsite.text.text_storable) where a message is expected."""
-    return message_store("verbatim", text)
+def message_verbatim(text, *, limit: int | None = None) -> Stored:
+    """Outside text (an exception, the manager's words) where a message is expected, cleaned
+    here as all kept outside text is (poolsite.text.text_storable), so no caller can forget."""
+    return message_store("verbatim", text_storable(text, limit=limit))
 
 
 def message_text(stored: Stored) -> str:

@@ -26,7 +26,6 @@ from django.utils.translation import gettext_noop
 from django_tasks import TaskResultStatus
 
 from poolsite.messages import Stored, message_define, message_store, message_verbatim
-from poolsite.text import text_storable
 from webhooks import queueing
 from webhooks.alerting import alerts_evaluate
 from webhooks.client import (
@@ -225,7 +224,7 @@ def team_round_run(
         flush(cursor)
     except Exception as exc:
         logger.exception("Follow-up round %s failed", round_id)
-        error = message_verbatim(text_storable(repr(exc), limit=500))
+        error = message_verbatim(repr(exc), limit=500)
         _round_finish(round_id=round_id, status=RoundStatus.FAILED, error=error)
         raise
     finally:

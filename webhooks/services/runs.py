@@ -16,7 +16,7 @@ from accounts import services as pool
 from accounts.models import Account
 from accounts.selectors import account_next_retry
 from poolsite.messages import Stored, message_define, message_store, message_verbatim
-from poolsite.text import redact, text_storable
+from poolsite.text import redact
 from webhooks import queueing
 from webhooks.alerting import alerts_evaluate
 from webhooks.client import ManagerClient
@@ -97,7 +97,7 @@ def run_execute(*, run_id: int, client: ManagerClient | None = None) -> Replenis
         logger.exception("Replenishment run %s failed", run.pk)
         work.abort(error=redact(repr(exc)))
         work.short(Shortfall.FAILED)
-        error = message_verbatim(text_storable(redact(repr(exc))))
+        error = message_verbatim(repr(exc))
         _run_finish(run=run, status=RunStatus.FAILED, error=error, work=work)
         raise
     finally:
